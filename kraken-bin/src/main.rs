@@ -1,0 +1,2 @@
+//! The `kraken` binary.
+fn main() {}

@@ -1,0 +1,43 @@
+//! # kraken-lib
+//!
+//! Everything a Kraken agent is made of, as a library: turn the spare machines
+//! of a home or lab network into one small app-deployment platform. A person
+//! gives a git URL and a branch whose root holds a `shipwreck.toml`; the
+//! platform builds the app into a Docker image on a worker, runs it, publishes
+//! its one port and keeps its status history, logs and resource use.
+//!
+//! The `kraken` binary is a thin layer over this crate; a custom agent (say,
+//! one with a builder for a language Kraken does not ship) is a few dozen lines
+//! on top of it — see the `examples/` folder of the repository.
+//!
+//! ## Layout
+//!
+//! - [`shipwreck`]: parse and validate `shipwreck.toml`.
+//! - [`builder`]: the `Builder` trait, the registry, and one file per built-in builder.
+//! - [`source`]: fetch a git URL + branch with `git2`.
+//! - [`runtime`]: the Docker engine through `bollard`, behind a mockable trait.
+//! - [`deployment`]: deployment records and the lifecycle's statuses.
+//! - [`bus`]: messages between orchestrator and workers; in-process and RabbitMQ transports.
+//! - [`executor`]: the `Executor` trait and its failure enums.
+//! - [`node`]: `GenericNode` (what one agent's executors share) and the node runner.
+//! - [`state`]: the orchestrator's persisted state (nodes, deployments, logs).
+//! - [`stats`]: node statistics from `sysinfo`.
+//! - [`orchestrator`]: the orchestration executor: lifecycle, placement, reconciliation.
+//! - [`worker`]: the worker executor: build, run, re-adopt, report.
+//! - [`api`]: the HTTP API (axum) under `/api/v1`, with its OpenAPI document.
+//! - [`platform`]: one entry point that starts a combined node and its API.
+
+pub mod api;
+pub mod builder;
+pub mod bus;
+pub mod deployment;
+pub mod executor;
+pub mod node;
+pub mod orchestrator;
+pub mod platform;
+pub mod runtime;
+pub mod shipwreck;
+pub mod source;
+pub mod state;
+pub mod stats;
+pub mod worker;

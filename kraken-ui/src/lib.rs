@@ -1,0 +1,3 @@
+//! Kraken's web interface: its files live in `kraken-ui/assets/` and are
+//! embedded in the binary at compile time, so a platform needs no npm step
+//! and no internet to serve its UI.

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Installs and starts everything Kraken's test suite needs on a fresh Debian 12
+# machine, and is quick when it is all there already:
+#   - Debian's docker.io (dockerd), debootstrap, busybox-static, iproute2,
+#     rabbitmq-server, chromium and chromium-driver
+#   - a running dockerd (a stale pid file left by a killed daemon is cleared)
+#   - the local base image the builders are pointed at in tests
+#     (no registry is reachable, so it is made with debootstrap and cached)
+# Usage: scripts/test-env.sh        (run as root)
+set -euo pipefail
+
+BASE_IMAGE="${KRAKEN_TEST_BASE_IMAGE:-kraken-test-base:bookworm}"
+CACHE_DIR="${KRAKEN_CACHE_DIR:-/var/cache/kraken}"
+log() { printf '[test-env] %s\n' "$*" >&2; }
+
+need=()
+command -v dockerd >/dev/null || need+=(docker.io)
+command -v debootstrap >/dev/null || need+=(debootstrap)
+[ -x /bin/busybox ] || need+=(busybox-static)
+command -v ip >/dev/null || need+=(iproute2)
+command -v rabbitmq-server >/dev/null || need+=(rabbitmq-server)
+command -v chromium >/dev/null || need+=(chromium)
+command -v chromedriver >/dev/null || need+=(chromium-driver)
+command -v pkg-config >/dev/null || need+=(pkg-config)
+if [ "${#need[@]}" -gt 0 ]; then
+  log "installing: ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+docker_ok() { timeout 10 docker info >/dev/null 2>&1; }
+if ! docker_ok; then
+  if [ -f /var/run/docker.pid ] && ! kill -0 "$(cat /var/run/docker.pid)" 2>/dev/null; then
+    log "clearing stale /var/run/docker.pid"
+    rm -f /var/run/docker.pid
+  fi
+  rm -f /var/run/docker.sock /var/run/docker/containerd/containerd.pid 2>/dev/null || true
+  log "starting dockerd"
+  mkdir -p /var/log
+  nohup dockerd >/var/log/kraken-dockerd.log 2>&1 &
+  for _ in $(seq 1 120); do docker_ok && break; sleep 0.5; done
+  docker_ok || { log "dockerd did not start; see /var/log/kraken-dockerd.log"; tail -20 /var/log/kraken-dockerd.log >&2; exit 1; }
+fi
+
+if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
+  mkdir -p "$CACHE_DIR"
+  tarball="$CACHE_DIR/base-bookworm.tar"
+  if [ ! -s "$tarball" ]; then
+    root="$(mktemp -d "$CACHE_DIR/rootfs.XXXXXX")"
+    log "making the base image root file system with debootstrap (about a minute)"
+    mirror="$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)"
+    debootstrap --variant=minbase --include=nodejs,python3,busybox bookworm "$root" "${mirror:-http://deb.debian.org/debian}" >"$CACHE_DIR/debootstrap.log" 2>&1 \
+      || { log "debootstrap failed; see $CACHE_DIR/debootstrap.log"; tail -20 "$CACHE_DIR/debootstrap.log" >&2; exit 1; }
+    rm -rf "$root/var/cache/apt/archives/"*.deb "$root/var/lib/apt/lists/"* 
+    tar -C "$root" -cf "$tarball.tmp" .
+    mv "$tarball.tmp" "$tarball"
+    rm -rf "$root"
+  fi
+  log "importing $BASE_IMAGE"
+  docker import "$tarball" "$BASE_IMAGE" >/dev/null
+fi
+
+if [ "${KRAKEN_NEED_RABBITMQ:-0}" = 1 ]; then
+  if ! rabbitmqctl -q status >/dev/null 2>&1; then
+    log "starting rabbitmq-server"
+    rabbitmq-server -detached >/dev/null 2>&1 || true
+    for _ in $(seq 1 120); do rabbitmqctl -q status >/dev/null 2>&1 && break; sleep 0.5; done
+  fi
+fi
+log "ready"
