@@ -125,10 +125,21 @@ pub enum RuntimeError {
 pub trait Runtime: Send + Sync {
     /// Builds `plan` into an image tagged `tag`, sending each line of build
     /// output to `log`; returns the image id.
-    async fn build_image(&self, plan: &BuildPlan, tag: &str, labels: &BTreeMap<String, String>, log: mpsc::UnboundedSender<String>) -> Result<String, RuntimeError>;
+    async fn build_image(
+        &self,
+        plan: &BuildPlan,
+        tag: &str,
+        labels: &BTreeMap<String, String>,
+        log: mpsc::UnboundedSender<String>,
+    ) -> Result<String, RuntimeError>;
     /// Runs `cmd` (through `sh -c`) in a throw-away container of `image` and
     /// returns its exit code and output. Used for a manifest's `test`.
-    async fn run_to_completion(&self, image: &str, cmd: &str, env: &BTreeMap<String, String>) -> Result<(i64, String), RuntimeError>;
+    async fn run_to_completion(
+        &self,
+        image: &str,
+        cmd: &str,
+        env: &BTreeMap<String, String>,
+    ) -> Result<(i64, String), RuntimeError>;
     /// Creates and starts a container; returns its id and the published host port.
     async fn run_container(&self, spec: &ContainerSpec) -> Result<(String, u16), RuntimeError>;
     /// The container's state.
@@ -157,7 +168,8 @@ impl DockerRuntime {
     /// # Errors
     /// [`RuntimeError::Unavailable`] when no engine answers.
     pub async fn connect() -> Result<Self, RuntimeError> {
-        let docker = bollard::Docker::connect_with_local_defaults().map_err(|e| RuntimeError::Unavailable(e.to_string()))?;
+        let docker = bollard::Docker::connect_with_local_defaults()
+            .map_err(|e| RuntimeError::Unavailable(e.to_string()))?;
         docker.ping().await.map_err(|e| RuntimeError::Unavailable(e.to_string()))?;
         Ok(Self { docker })
     }

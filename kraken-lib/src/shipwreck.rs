@@ -92,6 +92,12 @@ impl Manifest {
             message: e.message().to_string(),
         })?;
         let _ = value;
-        Err(ShipwreckError { file: file.to_string(), line: 1, column: 1, key: None, message: "not implemented yet".into() })
+        Err(ShipwreckError {
+            file: file.to_string(),
+            line: 1,
+            column: 1,
+            key: None,
+            message: "not implemented yet".into(),
+        })
     }
 }

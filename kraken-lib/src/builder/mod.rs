@@ -103,7 +103,8 @@ pub trait Builder: Send + Sync {
     ///
     /// # Errors
     /// [`BuildError`] when the app does not fit this builder.
-    fn plan(&self, app: &AppFiles, manifest: &Manifest, images: &BaseImages) -> Result<BuildPlan, BuildError>;
+    fn plan(&self, app: &AppFiles, manifest: &Manifest, images: &BaseImages)
+        -> Result<BuildPlan, BuildError>;
 }
 
 /// The builders a node knows, in detection order, with their base images.
@@ -203,7 +204,10 @@ impl BuilderRegistry {
     pub fn choose(&self, app: &AppFiles, manifest: &Manifest) -> Result<Detection, BuildError> {
         if let Some(lang) = &manifest.config.lang {
             return match self.get(lang) {
-                Some(b) => Ok(Detection { builder: b.name().to_string(), reason: format!("lang = \"{lang}\" in shipwreck.toml") }),
+                Some(b) => Ok(Detection {
+                    builder: b.name().to_string(),
+                    reason: format!("lang = \"{lang}\" in shipwreck.toml"),
+                }),
                 None => Err(BuildError::UnknownLang { lang: lang.clone(), known: self.names().join(", ") }),
             };
         }
@@ -225,9 +229,10 @@ impl BuilderRegistry {
     pub fn plan(&self, root: &Path, manifest: &Manifest) -> Result<(BuildPlan, Detection), BuildError> {
         let app = AppFiles::new(root);
         let detection = self.choose(&app, manifest)?;
-        let builder = self
-            .get(&detection.builder)
-            .ok_or_else(|| BuildError::UnknownLang { lang: detection.builder.clone(), known: self.names().join(", ") })?;
+        let builder = self.get(&detection.builder).ok_or_else(|| BuildError::UnknownLang {
+            lang: detection.builder.clone(),
+            known: self.names().join(", "),
+        })?;
         let plan = builder.plan(&app, manifest, &self.images)?;
         Ok((plan, detection))
     }
@@ -235,6 +240,9 @@ impl BuilderRegistry {
 
 impl std::fmt::Debug for BuilderRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BuilderRegistry").field("builders", &self.names()).field("images", &self.images).finish()
+        f.debug_struct("BuilderRegistry")
+            .field("builders", &self.names())
+            .field("images", &self.images)
+            .finish()
     }
 }
