@@ -1,1 +1,486 @@
-//! TODO
+//! `GenericNode` (what the executors of one agent share) and the node runner
+//! that composes executors into an agent.
+//!
+//! Orchestrator-only, worker-only and combined nodes are different sets of
+//! executors handed to one [`NodeRunner`]; a library user adds an executor of
+//! their own the same way. Each executor runs in its own task, so one waiting
+//! for its events never delays another; each holds its own clone of the
+//! [`GenericNode`], whose shared parts (bus, epoch, orchestrator address,
+//! rollover priority, shutdown) are shared handles.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::bus::{Body, Bus, BusError, Channel, Envelope};
+use crate::deployment::{random_id, NodeId};
+use crate::executor::{ExecutionFailure, Executor, SetupFailure};
+use crate::source::FetchLimits;
+use crate::state::StateLimits;
+
+/// Settings of one agent.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Where the node keeps its identity, state and work files.
+    pub data_dir: PathBuf,
+    /// Where the API listens.
+    pub listen: SocketAddr,
+    /// The host name or address others use to reach this node and its apps.
+    pub advertise_host: String,
+    /// The host address apps' ports are published on (`0.0.0.0`: the whole LAN).
+    pub publish_ip: String,
+    /// How often a node reports its statistics.
+    pub heartbeat: Duration,
+    /// How long a node may stay silent before it is marked down.
+    pub node_grace: Duration,
+    /// Limits on fetched repositories.
+    pub fetch_limits: FetchLimits,
+    /// Limits on stored logs.
+    pub state_limits: StateLimits,
+}
+
+impl NodeConfig {
+    /// Settings with the defaults for a node keeping its data in `data_dir`
+    /// and serving its API on `listen`.
+    pub fn new(data_dir: impl Into<PathBuf>, listen: SocketAddr) -> Self {
+        let advertise_host = if listen.ip().is_unspecified() {
+            local_host_address().unwrap_or_else(|| "127.0.0.1".to_string())
+        } else {
+            listen.ip().to_string()
+        };
+        Self {
+            data_dir: data_dir.into(),
+            listen,
+            advertise_host,
+            publish_ip: "0.0.0.0".to_string(),
+            heartbeat: Duration::from_secs(2),
+            node_grace: Duration::from_secs(10),
+            fetch_limits: FetchLimits::default(),
+            state_limits: StateLimits::default(),
+        }
+    }
+
+    /// The API's address as others reach it: `http://host:port`.
+    pub fn api_address(&self) -> String {
+        format!("http://{}:{}", self.advertise_host, self.listen.port())
+    }
+}
+
+/// The address of this machine on its LAN: the source address the kernel would
+/// pick for a route to the private ranges. Nothing is sent.
+pub fn local_host_address() -> Option<String> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect("10.254.254.254:9").ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_unspecified()).then(|| ip.to_string())
+}
+
+/// A node's stable identity, kept in its data directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeIdentity {
+    /// The id, made once.
+    pub id: NodeId,
+    /// A name for people (the host name by default).
+    pub name: String,
+}
+
+impl NodeIdentity {
+    /// Reads the identity kept in `data_dir`, or makes and keeps a new one.
+    ///
+    /// # Errors
+    /// The I/O error when the directory cannot be read or written.
+    pub fn load_or_create(data_dir: &Path, name: Option<&str>) -> std::io::Result<Self> {
+        std::fs::create_dir_all(data_dir)?;
+        let path = data_dir.join("node-id");
+        let id = match std::fs::read_to_string(&path) {
+            Ok(s) if !s.trim().is_empty() => s.trim().to_string(),
+            _ => {
+                let id = format!("n{}", random_id(5));
+                let tmp = data_dir.join("node-id.tmp");
+                std::fs::write(&tmp, &id)?;
+                std::fs::rename(&tmp, &path)?;
+                id
+            }
+        };
+        let name = name
+            .map(str::to_string)
+            .or_else(sysinfo::System::host_name)
+            .unwrap_or_else(|| id.clone());
+        Ok(Self { id, name })
+    }
+}
+
+/// What the executors of one agent share.
+#[derive(Clone)]
+pub struct GenericNode {
+    /// The node's id.
+    pub id: NodeId,
+    /// The node's name.
+    pub name: String,
+    /// Its settings.
+    pub config: Arc<NodeConfig>,
+    /// The bus handle.
+    pub bus: Arc<dyn Bus>,
+    epoch: Arc<AtomicU64>,
+    orchestrator: Arc<RwLock<Option<String>>>,
+    rollover_priority: Arc<AtomicU32>,
+    /// Cancelled when the node stops.
+    pub shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for GenericNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GenericNode").field("id", &self.id).field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+impl GenericNode {
+    /// A node with `identity`, `config` and `bus`, at epoch 1.
+    pub fn new(identity: NodeIdentity, config: NodeConfig, bus: Arc<dyn Bus>) -> Self {
+        Self {
+            id: identity.id,
+            name: identity.name,
+            config: Arc::new(config),
+            bus,
+            epoch: Arc::new(AtomicU64::new(1)),
+            orchestrator: Arc::new(RwLock::new(None)),
+            rollover_priority: Arc::new(AtomicU32::new(0)),
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    /// The orchestrator epoch this node knows.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// Sets the known epoch.
+    pub fn set_epoch(&self, epoch: u64) {
+        self.epoch.store(epoch, Ordering::SeqCst);
+    }
+
+    /// The orchestrator's API address, when known.
+    pub fn orchestrator(&self) -> Option<String> {
+        self.orchestrator.read().map(|g| g.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Records the orchestrator's API address.
+    pub fn set_orchestrator(&self, address: Option<String>) {
+        match self.orchestrator.write() {
+            Ok(mut g) => *g = address,
+            Err(p) => *p.into_inner() = address,
+        }
+    }
+
+    /// This node's rollover priority.
+    pub fn rollover_priority(&self) -> u32 {
+        self.rollover_priority.load(Ordering::SeqCst)
+    }
+
+    /// Sets this node's rollover priority.
+    pub fn set_rollover_priority(&self, priority: u32) {
+        self.rollover_priority.store(priority, Ordering::SeqCst);
+    }
+
+    /// This node's API address as others reach it.
+    pub fn api_address(&self) -> String {
+        self.config.api_address()
+    }
+
+    /// Wraps `body` in an envelope from this node at its epoch.
+    pub fn envelope(&self, body: Body) -> Envelope {
+        Envelope { epoch: self.epoch(), from: self.id.clone(), body }
+    }
+
+    /// Publishes `body` on `channel`.
+    ///
+    /// # Errors
+    /// [`BusError`] from the transport.
+    pub async fn publish(&self, channel: &Channel, body: Body) -> Result<(), BusError> {
+        self.bus.publish(channel, &self.envelope(body)).await
+    }
+}
+
+/// Why a node stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// An executor failed fatally.
+    #[error("executor {executor} failed: {reason}")]
+    Executor {
+        /// Its name.
+        executor: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Composes executors into a running agent.
+pub struct NodeRunner {
+    node: GenericNode,
+    executors: Vec<Box<dyn Executor>>,
+}
+
+impl std::fmt::Debug for NodeRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeRunner").field("node", &self.node).field("executors", &self.executors).finish()
+    }
+}
+
+const SETUP_BACKOFF_MAX: Duration = Duration::from_secs(30);
+const TRANSIENT_BACKOFF: Duration = Duration::from_millis(250);
+
+impl NodeRunner {
+    /// A runner for `node` with no executors yet.
+    pub fn new(node: GenericNode) -> Self {
+        Self { node, executors: Vec::new() }
+    }
+
+    /// Adds an executor.
+    pub fn with(mut self, executor: impl Executor + 'static) -> Self {
+        self.executors.push(Box::new(executor));
+        self
+    }
+
+    /// Adds a boxed executor.
+    pub fn push(&mut self, executor: Box<dyn Executor>) {
+        self.executors.push(executor);
+    }
+
+    /// The node the executors share.
+    pub fn node(&self) -> &GenericNode {
+        &self.node
+    }
+
+    /// Runs every executor until `shutdown` completes or one fails fatally.
+    ///
+    /// # Errors
+    /// [`NodeError::Executor`] for a fatal failure.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
+        let token = self.node.shutdown.clone();
+        let mut tasks = JoinSet::new();
+        for executor in self.executors {
+            let node = self.node.clone();
+            tasks.spawn(drive(executor, node));
+        }
+        tokio::pin!(shutdown);
+        let mut result = Ok(());
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                () = token.cancelled() => break,
+                joined = tasks.join_next() => match joined {
+                    None => break,
+                    Some(Ok(Ok(()))) => {}
+                    Some(Ok(Err(e))) => {
+                        error!(error = %e, "stopping the node");
+                        result = Err(e);
+                        break;
+                    }
+                    Some(Err(join)) => {
+                        error!(error = %join, "an executor task ended abnormally; stopping the node");
+                        result = Err(NodeError::Executor { executor: "unknown".into(), reason: join.to_string() });
+                        break;
+                    }
+                },
+            }
+        }
+        token.cancel();
+        let deadline = tokio::time::sleep(Duration::from_secs(10));
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                joined = tasks.join_next() => if joined.is_none() { break },
+                () = &mut deadline => {
+                    warn!("executors did not stop within 10 s; aborting them");
+                    tasks.abort_all();
+                    break;
+                }
+            }
+        }
+        result
+    }
+}
+
+async fn drive(mut executor: Box<dyn Executor>, mut node: GenericNode) -> Result<(), NodeError> {
+    let name = executor.name().to_string();
+    let token = node.shutdown.clone();
+    let fatal = |reason: String| NodeError::Executor { executor: name.clone(), reason };
+    'setup: loop {
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            let attempt = tokio::select! {
+                () = token.cancelled() => return Ok(()),
+                r = executor.setup(&mut node) => r,
+            };
+            match attempt {
+                Ok(()) => break,
+                Err(SetupFailure::Retry(why)) => {
+                    warn!(executor = %name, %why, retry_in = ?backoff, "setup failed; retrying");
+                    tokio::select! {
+                        () = token.cancelled() => return Ok(()),
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(SETUP_BACKOFF_MAX);
+                }
+                Err(SetupFailure::Fatal(why)) => return Err(fatal(why)),
+            }
+        }
+        info!(executor = %name, node = %node.id, "started");
+        loop {
+            let round = tokio::select! {
+                () = token.cancelled() => {
+                    executor.teardown(&mut node).await;
+                    return Ok(());
+                }
+                r = executor.execute(&mut node) => r,
+            };
+            match round {
+                Ok(()) => {}
+                Err(ExecutionFailure::Transient(why)) => {
+                    warn!(executor = %name, %why, "transient failure");
+                    tokio::select! {
+                        () = token.cancelled() => {}
+                        () = tokio::time::sleep(TRANSIENT_BACKOFF) => {}
+                    }
+                }
+                Err(ExecutionFailure::Reset(why)) => {
+                    warn!(executor = %name, %why, "setting up again");
+                    continue 'setup;
+                }
+                Err(ExecutionFailure::Finished(why)) => {
+                    info!(executor = %name, %why, "finished");
+                    executor.teardown(&mut node).await;
+                    return Ok(());
+                }
+                Err(ExecutionFailure::Fatal(why)) => {
+                    executor.teardown(&mut node).await;
+                    return Err(fatal(why));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::memory::MemoryBus;
+    use std::sync::atomic::AtomicUsize;
+
+    struct Counting {
+        setups: Arc<AtomicUsize>,
+        rounds: Arc<AtomicUsize>,
+        fail_setup_times: usize,
+        finish_after: usize,
+    }
+
+    #[async_trait::async_trait]
+    impl Executor for Counting {
+        fn name(&self) -> &str {
+            "counting"
+        }
+        async fn setup(&mut self, _node: &mut GenericNode) -> Result<(), SetupFailure> {
+            let n = self.setups.fetch_add(1, Ordering::SeqCst);
+            if n < self.fail_setup_times {
+                return Err(SetupFailure::Retry("not yet".into()));
+            }
+            Ok(())
+        }
+        async fn execute(&mut self, _node: &mut GenericNode) -> Result<(), ExecutionFailure> {
+            let n = self.rounds.fetch_add(1, Ordering::SeqCst) + 1;
+            if n >= self.finish_after {
+                return Err(ExecutionFailure::Finished("done".into()));
+            }
+            tokio::task::yield_now().await;
+            Ok(())
+        }
+    }
+
+    struct Failing;
+
+    #[async_trait::async_trait]
+    impl Executor for Failing {
+        fn name(&self) -> &str {
+            "failing"
+        }
+        async fn setup(&mut self, _node: &mut GenericNode) -> Result<(), SetupFailure> {
+            Ok(())
+        }
+        async fn execute(&mut self, _node: &mut GenericNode) -> Result<(), ExecutionFailure> {
+            Err(ExecutionFailure::Fatal("disk on fire".into()))
+        }
+    }
+
+    fn node() -> GenericNode {
+        let dir = std::env::temp_dir();
+        let config = NodeConfig::new(dir, "127.0.0.1:0".parse().expect("addr"));
+        GenericNode::new(NodeIdentity { id: "n1".into(), name: "test".into() }, config, Arc::new(MemoryBus::new()))
+    }
+
+    #[tokio::test]
+    async fn setup_is_retried_and_execute_runs_until_finished() {
+        let setups = Arc::new(AtomicUsize::new(0));
+        let rounds = Arc::new(AtomicUsize::new(0));
+        let runner = NodeRunner::new(node()).with(Counting {
+            setups: setups.clone(),
+            rounds: rounds.clone(),
+            fail_setup_times: 2,
+            finish_after: 5,
+        });
+        let run = runner.run(std::future::pending());
+        tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .expect("the runner ends once its only executor finished")
+            .expect("no error");
+        assert_eq!(setups.load(Ordering::SeqCst), 3);
+        assert_eq!(rounds.load(Ordering::SeqCst), 5);
+    }
+
+    #[tokio::test]
+    async fn a_fatal_failure_stops_the_node_with_its_reason() {
+        let runner = NodeRunner::new(node()).with(Failing);
+        let err = tokio::time::timeout(Duration::from_secs(10), runner.run(std::future::pending()))
+            .await
+            .expect("ends")
+            .expect_err("fatal");
+        assert!(err.to_string().contains("disk on fire"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn shutdown_stops_every_executor() {
+        let rounds = Arc::new(AtomicUsize::new(0));
+        let runner = NodeRunner::new(node()).with(Counting {
+            setups: Arc::new(AtomicUsize::new(0)),
+            rounds: rounds.clone(),
+            fail_setup_times: 0,
+            finish_after: usize::MAX,
+        });
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let handle = tokio::spawn(runner.run(async {
+            let _ = rx.await;
+        }));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while rounds.load(Ordering::SeqCst) < 3 && tokio::time::Instant::now() < deadline {
+            tokio::task::yield_now().await;
+        }
+        tx.send(()).expect("runner listening");
+        tokio::time::timeout(Duration::from_secs(10), handle).await.expect("stops").expect("joins").expect("ok");
+    }
+
+    #[test]
+    fn identity_is_kept_across_loads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = NodeIdentity::load_or_create(dir.path(), Some("pi")).expect("create");
+        let b = NodeIdentity::load_or_create(dir.path(), None).expect("load");
+        assert_eq!(a.id, b.id);
+        assert_eq!(a.name, "pi");
+    }
+}

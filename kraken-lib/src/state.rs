@@ -1,1 +1,697 @@
-//! TODO
+//! The orchestrator's state: nodes, deployments with their status histories,
+//! and logs, kept in an embedded `redb` database under the data directory.
+//!
+//! `redb` commits are atomic and durable (copy-on-write pages and a checksummed
+//! commit slot), so a `kill -9` at any moment leaves the last committed state:
+//! a request is acknowledged only after its commit returned. Log lines are
+//! committed without a sync of their own (they become durable with the next
+//! synced commit), since they arrive fast and losing the last few at a crash
+//! loses no work. Resource samples live in memory only.
+//!
+//! [`State`] is a cheap-to-clone handle. The in-memory copy sits behind a
+//! `std::sync::Mutex` that is never held across an `.await` (no method here is
+//! async), and every change is broadcast as an [`Event`] for the API's
+//! server-sent events.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chrono::{DateTime, Utc};
+use redb::{Database, Durability, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, Notify};
+
+use crate::bus::{LogEntry, NodeReport};
+use crate::deployment::{random_id, Deployment, DeploymentId, DeploymentSummary, NodeId};
+use crate::runtime::ContainerStats;
+use crate::stats::NodeStats;
+
+const DEPLOYMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("deployments");
+const NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("nodes");
+const LOGS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("logs");
+const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+
+/// How many node samples are kept for graphs.
+pub const NODE_HISTORY: usize = 120;
+
+/// Bounds on what the state keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateLimits {
+    /// Log lines kept per deployment; the oldest are dropped first.
+    pub log_lines: usize,
+    /// Log bytes kept per deployment; the oldest lines are dropped first.
+    pub log_bytes: usize,
+    /// Longest log line kept; longer ones are cut.
+    pub log_line_bytes: usize,
+}
+
+impl Default for StateLimits {
+    fn default() -> Self {
+        Self { log_lines: 10_000, log_bytes: 2 * 1024 * 1024, log_line_bytes: 4096 }
+    }
+}
+
+/// Why the state could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateError {
+    /// The database failed.
+    #[error("the state database at {path} failed: {source}")]
+    Database {
+        /// The database file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: redb::Error,
+    },
+    /// Another process holds the database.
+    #[error("the state database at {0} is in use by another kraken process; stop it or choose another --data-dir")]
+    InUse(PathBuf),
+    /// A record could not be decoded.
+    #[error("a stored record is corrupt: {0}")]
+    Corrupt(String),
+    /// The data directory could not be made.
+    #[error("could not create the data directory {path}: {source}")]
+    Io {
+        /// The directory.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// One stored log line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// Its position in the deployment's log (0-based, never reused).
+    pub seq: u64,
+    /// When it was stored.
+    pub at: DateTime<Utc>,
+    /// `build`, `stdout`, `stderr` or `platform`.
+    pub stream: String,
+    /// The text.
+    pub line: String,
+}
+
+/// The role a node plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// It runs the orchestrator (and may run apps too).
+    Orchestrator,
+    /// It runs apps.
+    Worker,
+}
+
+/// One sample of a node's history.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct NodeSample {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// CPU use, 0–100.
+    pub cpu_percent: f64,
+    /// Memory in use, bytes.
+    pub memory_used_bytes: u64,
+}
+
+/// What the orchestrator knows about a node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// Its id.
+    pub id: NodeId,
+    /// Its name.
+    pub name: String,
+    /// Its role.
+    pub role: Role,
+    /// Its API address.
+    pub address: String,
+    /// Whether it reported within the grace period.
+    pub up: bool,
+    /// When it last reported.
+    pub last_heartbeat: Option<DateTime<Utc>>,
+    /// 0 for the orchestrator, 1 for the primary rollover candidate, higher for others.
+    pub rollover_priority: u32,
+    /// Whether new deployments may be placed on it.
+    #[serde(default)]
+    pub drained: bool,
+    /// The deployments it runs, as it last reported.
+    #[serde(default)]
+    pub deployments: Vec<DeploymentId>,
+    /// Its latest statistics (not persisted).
+    #[serde(default)]
+    pub stats: NodeStats,
+    /// Its recent statistics, oldest first (not persisted).
+    #[serde(default)]
+    pub history: VecDeque<NodeSample>,
+}
+
+/// A change, broadcast to whoever listens (the API's event streams).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A deployment changed.
+    Deployment(DeploymentSummary),
+    /// A node reported.
+    Node(Box<NodeRecord>),
+    /// A deployment logged a line.
+    Log {
+        /// The deployment.
+        deployment: DeploymentId,
+        /// The line.
+        line: LogLine,
+    },
+}
+
+#[derive(Debug, Default)]
+struct LogMeta {
+    next_seq: u64,
+    // (seq, size) of the kept lines, oldest first.
+    kept: VecDeque<(u64, usize)>,
+    bytes: usize,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    deployments: BTreeMap<DeploymentId, Deployment>,
+    nodes: BTreeMap<NodeId, NodeRecord>,
+    logs: HashMap<DeploymentId, LogMeta>,
+}
+
+struct Shared {
+    path: PathBuf,
+    db: Database,
+    limits: StateLimits,
+    // Guards the in-memory copy; never held across an await (nothing here awaits),
+    // and each write to `db` happens under it so the two never disagree.
+    inner: Mutex<Inner>,
+    events: broadcast::Sender<Event>,
+    changed: Notify,
+}
+
+/// The orchestrator's state. Clone it freely: clones share everything.
+#[derive(Clone)]
+pub struct State {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State").field("path", &self.shared.path).finish_non_exhaustive()
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serialising these plain structs to JSON cannot fail (no maps with
+    // non-string keys, no custom serialisers that error).
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+impl State {
+    /// Opens (or creates) the state in `dir`.
+    ///
+    /// # Errors
+    /// [`StateError::InUse`] when another process has it open; other variants
+    /// when the directory or database cannot be used.
+    pub fn open(dir: &Path, limits: StateLimits) -> Result<Self, StateError> {
+        std::fs::create_dir_all(dir).map_err(|source| StateError::Io { path: dir.to_path_buf(), source })?;
+        let path = dir.join("state.redb");
+        let db = match Database::create(&path) {
+            Ok(db) => db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(StateError::InUse(path)),
+            Err(e) => return Err(StateError::Database { path, source: e.into() }),
+        };
+        let dbe = |path: &Path| {
+            let path = path.to_path_buf();
+            move |e: redb::Error| StateError::Database { path: path.clone(), source: e }
+        };
+        let mut inner = Inner::default();
+        {
+            let txn = db.begin_write().map_err(|e| dbe(&path)(e.into()))?;
+            {
+                txn.open_table(DEPLOYMENTS).map_err(|e| dbe(&path)(e.into()))?;
+                txn.open_table(NODES).map_err(|e| dbe(&path)(e.into()))?;
+                txn.open_table(LOGS).map_err(|e| dbe(&path)(e.into()))?;
+                txn.open_table(META).map_err(|e| dbe(&path)(e.into()))?;
+            }
+            txn.commit().map_err(|e| dbe(&path)(e.into()))?;
+            let read = db.begin_read().map_err(|e| dbe(&path)(e.into()))?;
+            let table = read.open_table(DEPLOYMENTS).map_err(|e| dbe(&path)(e.into()))?;
+            for item in table.iter().map_err(|e| dbe(&path)(e.into()))? {
+                let (k, v) = item.map_err(|e| dbe(&path)(e.into()))?;
+                let d: Deployment = serde_json::from_slice(v.value())
+                    .map_err(|e| StateError::Corrupt(format!("deployment {}: {e}", k.value())))?;
+                inner.deployments.insert(d.id.clone(), d);
+            }
+            let table = read.open_table(NODES).map_err(|e| dbe(&path)(e.into()))?;
+            for item in table.iter().map_err(|e| dbe(&path)(e.into()))? {
+                let (k, v) = item.map_err(|e| dbe(&path)(e.into()))?;
+                let mut n: NodeRecord = serde_json::from_slice(v.value())
+                    .map_err(|e| StateError::Corrupt(format!("node {}: {e}", k.value())))?;
+                // Nobody has reported since this process started.
+                n.up = false;
+                inner.nodes.insert(n.id.clone(), n);
+            }
+            let table = read.open_table(LOGS).map_err(|e| dbe(&path)(e.into()))?;
+            for item in table.iter().map_err(|e| dbe(&path)(e.into()))? {
+                let (k, v) = item.map_err(|e| dbe(&path)(e.into()))?;
+                let (id, seq) = k.value();
+                let meta = inner.logs.entry(id.to_string()).or_default();
+                let size = v.value().len();
+                meta.kept.push_back((seq, size));
+                meta.bytes += size;
+                meta.next_seq = meta.next_seq.max(seq + 1);
+            }
+        }
+        let (events, _) = broadcast::channel(1024);
+        Ok(Self {
+            shared: Arc::new(Shared {
+                path,
+                db,
+                limits,
+                inner: Mutex::new(inner),
+                events,
+                changed: Notify::new(),
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave `Inner` half-updated in a
+        // way worse than the database (which is the source of truth), so keep going.
+        self.shared.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn db_err(&self) -> impl Fn(redb::Error) -> StateError + '_ {
+        move |source| StateError::Database { path: self.shared.path.clone(), source }
+    }
+
+    fn write<R>(
+        &self,
+        durability: Durability,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<R, redb::Error>,
+    ) -> Result<R, StateError> {
+        let mut txn = self.shared.db.begin_write().map_err(|e| self.db_err()(e.into()))?;
+        txn.set_durability(durability);
+        let r = f(&txn).map_err(self.db_err())?;
+        txn.commit().map_err(|e| self.db_err()(e.into()))?;
+        Ok(r)
+    }
+
+    /// Subscribes to changes.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.shared.events.subscribe()
+    }
+
+    /// Wakes whoever waits in [`State::changed`] (the orchestrator).
+    pub fn notify(&self) {
+        self.shared.changed.notify_one();
+    }
+
+    /// Waits until [`State::notify`] is called (a stored permit counts).
+    pub async fn changed(&self) {
+        self.shared.changed.notified().await;
+    }
+
+    fn emit(&self, event: Event) {
+        // No receiver is fine: nobody is watching.
+        let _ = self.shared.events.send(event);
+    }
+
+    /// Stores a new deployment request durably and returns it.
+    ///
+    /// # Errors
+    /// [`StateError`] when it could not be stored; then nothing was stored.
+    pub fn create_deployment(&self, url: &str, branch: &str) -> Result<Deployment, StateError> {
+        let mut inner = self.lock();
+        let mut id = random_id(6);
+        while inner.deployments.contains_key(&id) {
+            id = random_id(6);
+        }
+        let d = Deployment::new(id.clone(), url.to_string(), branch.to_string(), Utc::now());
+        let bytes = encode(&d);
+        self.write(Durability::Immediate, |txn| {
+            txn.open_table(DEPLOYMENTS)?.insert(id.as_str(), bytes.as_slice())?;
+            Ok(())
+        })?;
+        inner.deployments.insert(id, d.clone());
+        drop(inner);
+        self.emit(Event::Deployment(d.summary()));
+        self.notify();
+        Ok(d)
+    }
+
+    /// Changes a deployment with `f`; when `f` returns true the change is
+    /// stored durably and announced. Returns the deployment after the call,
+    /// or `None` when there is no such deployment.
+    ///
+    /// # Errors
+    /// [`StateError`] when the change could not be stored; then it was not made.
+    pub fn update_deployment(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut Deployment) -> bool,
+    ) -> Result<Option<Deployment>, StateError> {
+        let mut inner = self.lock();
+        let Some(current) = inner.deployments.get(id) else { return Ok(None) };
+        let mut next = current.clone();
+        if !f(&mut next) {
+            return Ok(Some(next));
+        }
+        let bytes = encode(&next);
+        self.write(Durability::Immediate, |txn| {
+            txn.open_table(DEPLOYMENTS)?.insert(id, bytes.as_slice())?;
+            Ok(())
+        })?;
+        inner.deployments.insert(id.to_string(), next.clone());
+        drop(inner);
+        self.emit(Event::Deployment(next.summary()));
+        Ok(Some(next))
+    }
+
+    /// Records a resource sample of a deployment (in memory only).
+    pub fn record_stats(&self, id: &str, stats: ContainerStats) {
+        let mut inner = self.lock();
+        if let Some(d) = inner.deployments.get_mut(id) {
+            d.push_stats(stats, Utc::now());
+        }
+    }
+
+    /// One deployment.
+    pub fn deployment(&self, id: &str) -> Option<Deployment> {
+        self.lock().deployments.get(id).cloned()
+    }
+
+    /// All deployments, oldest request first.
+    pub fn deployments(&self) -> Vec<Deployment> {
+        let mut all: Vec<_> = self.lock().deployments.values().cloned().collect();
+        all.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.id.cmp(&b.id)));
+        all
+    }
+
+    /// Appends log lines of a deployment, dropping its oldest lines beyond the limits.
+    ///
+    /// # Errors
+    /// [`StateError`] when they could not be stored.
+    pub fn append_logs(&self, id: &str, entries: &[LogEntry]) -> Result<Vec<LogLine>, StateError> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let limits = self.shared.limits;
+        let now = Utc::now();
+        let mut inner = self.lock();
+        let meta = inner.logs.entry(id.to_string()).or_default();
+        let mut lines = Vec::with_capacity(entries.len());
+        let mut encoded = Vec::with_capacity(entries.len());
+        let mut next = meta.next_seq;
+        for e in entries {
+            let mut text = e.line.clone();
+            if text.len() > limits.log_line_bytes {
+                let mut cut = limits.log_line_bytes;
+                while !text.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                text.truncate(cut);
+                text.push_str(" […]");
+            }
+            let line = LogLine { seq: next, at: now, stream: e.stream.clone(), line: text };
+            next += 1;
+            encoded.push(encode(&line));
+            lines.push(line);
+        }
+        let mut kept = meta.kept.clone();
+        let mut bytes = meta.bytes;
+        for (line, enc) in lines.iter().zip(&encoded) {
+            kept.push_back((line.seq, enc.len()));
+            bytes += enc.len();
+        }
+        let mut dropped = Vec::new();
+        while kept.len() > limits.log_lines || (bytes > limits.log_bytes && kept.len() > 1) {
+            if let Some((seq, size)) = kept.pop_front() {
+                bytes -= size;
+                dropped.push(seq);
+            }
+        }
+        self.write(Durability::Eventual, |txn| {
+            let mut t = txn.open_table(LOGS)?;
+            for (line, enc) in lines.iter().zip(&encoded) {
+                t.insert((id, line.seq), enc.as_slice())?;
+            }
+            for seq in &dropped {
+                t.remove((id, *seq))?;
+            }
+            Ok(())
+        })?;
+        let meta = inner.logs.entry(id.to_string()).or_default();
+        meta.next_seq = next;
+        meta.kept = kept;
+        meta.bytes = bytes;
+        drop(inner);
+        for line in &lines {
+            self.emit(Event::Log { deployment: id.to_string(), line: line.clone() });
+        }
+        Ok(lines)
+    }
+
+    /// Up to `limit` log lines of a deployment from `offset` (a `seq`) on, and
+    /// the offset to ask from next time. Lines dropped by the limits are skipped.
+    ///
+    /// # Errors
+    /// [`StateError`] when the database cannot be read.
+    pub fn logs(&self, id: &str, offset: u64, limit: usize) -> Result<(Vec<LogLine>, u64), StateError> {
+        let read = self.shared.db.begin_read().map_err(|e| self.db_err()(e.into()))?;
+        let table = read.open_table(LOGS).map_err(|e| self.db_err()(e.into()))?;
+        let mut out = Vec::new();
+        let mut next = offset;
+        for item in table.range((id, offset)..=(id, u64::MAX)).map_err(|e| self.db_err()(e.into()))? {
+            if out.len() >= limit {
+                break;
+            }
+            let (_, v) = item.map_err(|e| self.db_err()(e.into()))?;
+            let line: LogLine = serde_json::from_slice(v.value())
+                .map_err(|e| StateError::Corrupt(format!("log line of {id}: {e}")))?;
+            next = line.seq + 1;
+            out.push(line);
+        }
+        Ok((out, next))
+    }
+
+    /// Records a node's report: marks it up, updates its stats and history,
+    /// and stores the node when it is new or its identity changed.
+    ///
+    /// # Errors
+    /// [`StateError`] when a new node could not be stored.
+    pub fn record_report(&self, report: &NodeReport, role: Role, now: DateTime<Utc>) -> Result<NodeRecord, StateError> {
+        let mut inner = self.lock();
+        let known = inner.nodes.get(&report.node).cloned();
+        let mut node = known.clone().unwrap_or_else(|| NodeRecord {
+            id: report.node.clone(),
+            name: report.name.clone(),
+            role,
+            address: report.address.clone(),
+            up: true,
+            last_heartbeat: None,
+            rollover_priority: u32::MAX,
+            drained: false,
+            deployments: Vec::new(),
+            stats: NodeStats::default(),
+            history: VecDeque::new(),
+        });
+        let identity_changed = known.as_ref().is_none_or(|k| {
+            k.name != report.name || k.address != report.address || k.role != role
+        });
+        node.name = report.name.clone();
+        node.address = report.address.clone();
+        node.role = role;
+        node.up = true;
+        node.last_heartbeat = Some(now);
+        node.deployments = report.deployments.iter().map(|d| d.deployment.clone()).collect();
+        node.stats = report.stats.clone();
+        node.history.push_back(NodeSample {
+            at: now,
+            cpu_percent: report.stats.cpu_percent,
+            memory_used_bytes: report.stats.memory_used_bytes,
+        });
+        while node.history.len() > NODE_HISTORY {
+            node.history.pop_front();
+        }
+        if identity_changed {
+            self.persist_node(&node)?;
+        }
+        inner.nodes.insert(node.id.clone(), node.clone());
+        drop(inner);
+        self.emit(Event::Node(Box::new(node.clone())));
+        Ok(node)
+    }
+
+    fn persist_node(&self, node: &NodeRecord) -> Result<(), StateError> {
+        let mut stored = node.clone();
+        stored.history.clear();
+        let bytes = encode(&stored);
+        self.write(Durability::Immediate, |txn| {
+            txn.open_table(NODES)?.insert(node.id.as_str(), bytes.as_slice())?;
+            Ok(())
+        })
+    }
+
+    /// Changes a node with `f` and stores it when `f` returns true.
+    ///
+    /// # Errors
+    /// [`StateError`] when the change could not be stored.
+    pub fn update_node(&self, id: &str, f: impl FnOnce(&mut NodeRecord) -> bool) -> Result<Option<NodeRecord>, StateError> {
+        let mut inner = self.lock();
+        let Some(current) = inner.nodes.get(id) else { return Ok(None) };
+        let mut next = current.clone();
+        if !f(&mut next) {
+            return Ok(Some(next));
+        }
+        self.persist_node(&next)?;
+        inner.nodes.insert(id.to_string(), next.clone());
+        drop(inner);
+        self.emit(Event::Node(Box::new(next.clone())));
+        Ok(Some(next))
+    }
+
+    /// All nodes, by id.
+    pub fn nodes(&self) -> Vec<NodeRecord> {
+        self.lock().nodes.values().cloned().collect()
+    }
+
+    /// One node.
+    pub fn node(&self, id: &str) -> Option<NodeRecord> {
+        self.lock().nodes.get(id).cloned()
+    }
+
+    /// A stored setting.
+    ///
+    /// # Errors
+    /// [`StateError`] when the database cannot be read.
+    pub fn meta(&self, key: &str) -> Result<Option<String>, StateError> {
+        let read = self.shared.db.begin_read().map_err(|e| self.db_err()(e.into()))?;
+        let table = read.open_table(META).map_err(|e| self.db_err()(e.into()))?;
+        let v = table.get(key).map_err(|e| self.db_err()(e.into()))?;
+        Ok(v.map(|v| v.value().to_string()))
+    }
+
+    /// Stores a setting durably.
+    ///
+    /// # Errors
+    /// [`StateError`] when it could not be stored.
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StateError> {
+        let _inner = self.lock();
+        self.write(Durability::Immediate, |txn| {
+            txn.open_table(META)?.insert(key, value)?;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deployment::Status;
+
+    fn entry(s: &str) -> LogEntry {
+        LogEntry { stream: "stdout".into(), line: s.into() }
+    }
+
+    #[test]
+    fn deployments_survive_reopening_with_their_history() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let id = {
+            let state = State::open(dir.path(), StateLimits::default()).expect("open");
+            let d = state.create_deployment("file:///repo", "main").expect("create");
+            state
+                .update_deployment(&d.id, |d| {
+                    d.transition(Status::ValidatingDeploymentData, "checking", Utc::now());
+                    true
+                })
+                .expect("update");
+            d.id
+        };
+        let state = State::open(dir.path(), StateLimits::default()).expect("reopen");
+        let d = state.deployment(&id).expect("still there");
+        assert_eq!(d.status, Status::ValidatingDeploymentData);
+        assert_eq!(d.status_history.len(), 2);
+        assert_eq!(d.url, "file:///repo");
+    }
+
+    #[test]
+    fn a_second_open_of_the_same_directory_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let _first = State::open(dir.path(), StateLimits::default()).expect("open");
+        let second = State::open(dir.path(), StateLimits::default());
+        assert!(matches!(second, Err(StateError::InUse(_))), "{second:?}");
+    }
+
+    #[test]
+    fn logs_are_read_from_an_offset_and_bounded_oldest_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let limits = StateLimits { log_lines: 5, log_bytes: 1 << 20, log_line_bytes: 10 };
+        let state = State::open(dir.path(), limits).expect("open");
+        let batch: Vec<_> = (0..8).map(|i| entry(&format!("line {i}"))).collect();
+        state.append_logs("d1", &batch).expect("append");
+        let (lines, next) = state.logs("d1", 0, 100).expect("read");
+        let texts: Vec<_> = lines.iter().map(|l| l.line.as_str()).collect();
+        assert_eq!(texts, ["line 3", "line 4", "line 5", "line 6", "line 7"]);
+        assert_eq!(next, 8);
+        let (lines, next) = state.logs("d1", 6, 1).expect("read");
+        assert_eq!(lines.len(), 1);
+        assert_eq!(lines[0].seq, 6);
+        assert_eq!(next, 7);
+        state.append_logs("d1", &[entry("a very long line indeed")]).expect("append");
+        let (lines, _) = state.logs("d1", 8, 10).expect("read");
+        assert_eq!(lines[0].line, "a very lon […]");
+        drop(state);
+        let state = State::open(dir.path(), limits).expect("reopen");
+        state.append_logs("d1", &[entry("after")]).expect("append");
+        let (lines, _) = state.logs("d1", 0, 100).expect("read");
+        assert_eq!(lines.len(), 5);
+        assert_eq!(lines.last().map(|l| (l.seq, l.line.as_str())), Some((9, "after")));
+    }
+
+    #[test]
+    fn log_byte_limit_drops_oldest_lines() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let limits = StateLimits { log_lines: 1000, log_bytes: 400, log_line_bytes: 100 };
+        let state = State::open(dir.path(), limits).expect("open");
+        for i in 0..50 {
+            state.append_logs("d", &[entry(&format!("{i:>40}"))]).expect("append");
+        }
+        let (lines, _) = state.logs("d", 0, 1000).expect("read");
+        assert!(lines.len() < 10, "kept {}", lines.len());
+        assert_eq!(lines.last().map(|l| l.seq), Some(49));
+    }
+
+    #[tokio::test]
+    async fn changes_are_broadcast() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = State::open(dir.path(), StateLimits::default()).expect("open");
+        let mut rx = state.subscribe();
+        let d = state.create_deployment("u", "b").expect("create");
+        match rx.recv().await.expect("event") {
+            Event::Deployment(s) => assert_eq!(s.id, d.id),
+            other => panic!("unexpected {other:?}"),
+        }
+        state.append_logs(&d.id, &[entry("hello")]).expect("append");
+        match rx.recv().await.expect("event") {
+            Event::Log { deployment, line } => {
+                assert_eq!(deployment, d.id);
+                assert_eq!(line.line, "hello");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn meta_values_persist() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let state = State::open(dir.path(), StateLimits::default()).expect("open");
+            assert_eq!(state.meta("token").expect("read"), None);
+            state.set_meta("token", "abc").expect("write");
+        }
+        let state = State::open(dir.path(), StateLimits::default()).expect("reopen");
+        assert_eq!(state.meta("token").expect("read").as_deref(), Some("abc"));
+    }
+}

@@ -1,1 +1,701 @@
-//! TODO
+//! The worker executor: builds and runs the deployments handed to its node,
+//! re-adopts its containers after a restart, and reports what it runs.
+//!
+//! Work requests arrive on the node's work queue. Each deploy, update or
+//! destroy runs in a task of its own, so `execute` returns at once; the task
+//! reports every status change on the bus and streams the build output and
+//! the container's output as log lines. A reporter task sends the node's
+//! statistics and the deployments it runs every heartbeat. Containers carry
+//! labels (deployment, node, commit, generation), so a restarted worker finds
+//! its running containers and adopts them instead of rebuilding.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use crate::builder::BuilderRegistry;
+use crate::bus::{
+    Body, Channel, DeploySpec, DeploymentReport, LogBatch, LogEntry, NodeReport, Subscription, WorkRequest,
+    WorkerDeployment,
+};
+use crate::deployment::{DeploymentId, Status};
+use crate::executor::{ExecutionFailure, Executor, SetupFailure};
+use crate::node::GenericNode;
+use crate::runtime::{
+    ContainerSpec, ContainerStats, Runtime, LABEL_COMMIT, LABEL_DEPLOYMENT, LABEL_NODE, LABEL_PORT,
+};
+use crate::source;
+use crate::stats::Sampler;
+
+/// Label holding the generation of the work a container runs.
+pub const LABEL_GENERATION: &str = "kraken.generation";
+
+/// How long a freshly started app must stay up to count as started.
+const SETTLE: Duration = Duration::from_millis(1500);
+
+#[derive(Debug, Default, Clone)]
+struct Active {
+    generation: u64,
+    in_progress: bool,
+    container_id: Option<String>,
+    image: Option<String>,
+    host_port: Option<u16>,
+    running: bool,
+    stats: Option<ContainerStats>,
+}
+
+#[derive(Default)]
+struct Tasks {
+    work: HashMap<DeploymentId, JoinHandle<()>>,
+    logs: HashMap<DeploymentId, JoinHandle<()>>,
+}
+
+/// What the worker's tasks share with it.
+#[derive(Clone)]
+struct Shared {
+    node: GenericNode,
+    runtime: Arc<dyn Runtime>,
+    registry: BuilderRegistry,
+    // Guards the map of deployments this worker holds; held only for map
+    // operations, never across an await.
+    active: Arc<Mutex<HashMap<DeploymentId, Active>>>,
+    tasks: Arc<Mutex<Tasks>>,
+}
+
+impl Shared {
+    fn active(&self) -> MutexGuard<'_, HashMap<DeploymentId, Active>> {
+        self.active.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn tasks(&self) -> MutexGuard<'_, Tasks> {
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn report(&self, deployment: &str, generation: u64, status: Status, message: impl Into<String>) {
+        self.report_full(DeploymentReport {
+            deployment: deployment.to_string(),
+            generation,
+            status,
+            message: message.into(),
+            container_id: None,
+            host_port: None,
+            address: None,
+            commit: None,
+        })
+        .await;
+    }
+
+    async fn report_full(&self, report: DeploymentReport) {
+        debug!(deployment = %report.deployment, status = %report.status, "report");
+        if let Err(e) = self.node.publish(&Channel::Deployment, Body::Deployment(report)).await {
+            // The orchestrator repairs a lost report from the next heartbeat.
+            warn!(error = %e, "could not send a deployment report");
+        }
+    }
+
+    fn address(&self, host_port: u16) -> String {
+        format!("http://{}:{host_port}", self.node.config.advertise_host)
+    }
+
+    /// Starts forwarding a container's output to the deployment's log.
+    fn follow_logs(&self, deployment: &str, generation: u64, container_id: &str, since_now: bool) {
+        let logs = self.runtime.logs(container_id, true, since_now);
+        let sink = LogSink::start(self.node.clone(), deployment.to_string(), generation);
+        let handle = tokio::spawn(async move {
+            let mut logs = logs;
+            while let Ok(Some(line)) = logs.try_next().await {
+                sink.send(&line.stream, line.line);
+            }
+        });
+        if let Some(old) = self.tasks().logs.insert(deployment.to_string(), handle) {
+            old.abort();
+        }
+    }
+
+    fn stop_following(&self, deployment: &str) {
+        if let Some(h) = self.tasks().logs.remove(deployment) {
+            h.abort();
+        }
+    }
+}
+
+/// Batches log lines of one deployment onto the bus.
+#[derive(Clone)]
+struct LogSink {
+    tx: mpsc::UnboundedSender<LogEntry>,
+}
+
+impl LogSink {
+    fn start(node: GenericNode, deployment: DeploymentId, generation: u64) -> Self {
+        let (tx, mut rx) = mpsc::unbounded_channel::<LogEntry>();
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut lines = vec![first];
+                // Gather what else is already waiting (up to a batch), then send.
+                while lines.len() < 200 {
+                    match rx.try_recv() {
+                        Ok(l) => lines.push(l),
+                        Err(_) => break,
+                    }
+                }
+                let batch = LogBatch { deployment: deployment.clone(), generation, lines };
+                if let Err(e) = node.publish(&Channel::Log, Body::Log(batch)).await {
+                    warn!(error = %e, "could not send log lines");
+                }
+            }
+        });
+        Self { tx }
+    }
+
+    fn send(&self, stream: &str, line: impl Into<String>) {
+        let _ = self.tx.send(LogEntry { stream: stream.to_string(), line: line.into() });
+    }
+}
+
+/// The worker role of a node.
+pub struct WorkerExecutor {
+    runtime: Arc<dyn Runtime>,
+    registry: BuilderRegistry,
+    shared: Option<Shared>,
+    work: Option<Subscription>,
+    reporter: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for WorkerExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerExecutor").field("registry", &self.registry).finish_non_exhaustive()
+    }
+}
+
+impl WorkerExecutor {
+    /// A worker that builds with `registry` and runs containers on `runtime`.
+    pub fn new(runtime: Arc<dyn Runtime>, registry: BuilderRegistry) -> Self {
+        Self { runtime, registry, shared: None, work: None, reporter: None }
+    }
+}
+
+#[async_trait::async_trait]
+impl Executor for WorkerExecutor {
+    fn name(&self) -> &str {
+        "worker"
+    }
+
+    async fn setup(&mut self, node: &mut GenericNode) -> Result<(), SetupFailure> {
+        let containers = self
+            .runtime
+            .list_managed(Some(node.id.clone()))
+            .await
+            .map_err(|e| SetupFailure::Retry(format!("cannot list this node's containers: {e}")))?;
+        let shared = match &self.shared {
+            Some(s) => s.clone(),
+            None => Shared {
+                node: node.clone(),
+                runtime: self.runtime.clone(),
+                registry: self.registry.clone(),
+                active: Arc::default(),
+                tasks: Arc::default(),
+            },
+        };
+        adopt(&shared, containers).await;
+        let work = node
+            .bus
+            .subscribe(&Channel::Work(node.id.clone()))
+            .await
+            .map_err(|e| SetupFailure::Retry(format!("cannot subscribe to this node's work queue: {e}")))?;
+        self.work = Some(work);
+        if let Some(r) = self.reporter.take() {
+            r.abort();
+        }
+        self.reporter = Some(tokio::spawn(report_loop(shared.clone())));
+        self.shared = Some(shared);
+        Ok(())
+    }
+
+    async fn execute(&mut self, node: &mut GenericNode) -> Result<(), ExecutionFailure> {
+        let (Some(shared), Some(work)) = (&self.shared, &mut self.work) else {
+            return Err(ExecutionFailure::Reset("not set up".into()));
+        };
+        let delivery = tokio::select! {
+            d = work.next() => d,
+            () = node.shutdown.cancelled() => return Ok(()),
+        };
+        let Some(delivery) = delivery else {
+            return Err(ExecutionFailure::Reset("the work queue closed".into()));
+        };
+        if delivery.envelope.epoch < node.epoch() {
+            warn!(from = %delivery.envelope.from, epoch = delivery.envelope.epoch, "ignoring work from an older epoch");
+            delivery.ack().await;
+            return Ok(());
+        }
+        let Body::Work(request) = delivery.envelope.body.clone() else {
+            warn!("dropping a message that is not a work request from the work queue");
+            delivery.ack().await;
+            return Ok(());
+        };
+        accept(shared, request);
+        delivery.ack().await;
+        Ok(())
+    }
+
+    async fn teardown(&mut self, _node: &mut GenericNode) {
+        if let Some(r) = self.reporter.take() {
+            r.abort();
+        }
+        if let Some(shared) = &self.shared {
+            let mut tasks = shared.tasks();
+            for (_, h) in tasks.work.drain() {
+                h.abort();
+            }
+            for (_, h) in tasks.logs.drain() {
+                h.abort();
+            }
+        }
+    }
+}
+
+/// Adopts the containers this node already runs (after a restart).
+async fn adopt(shared: &Shared, containers: Vec<crate::runtime::ManagedContainer>) {
+    let mut newest: BTreeMap<String, crate::runtime::ManagedContainer> = BTreeMap::new();
+    let mut stale = Vec::new();
+    for c in containers {
+        let Some(dep) = c.labels.get(LABEL_DEPLOYMENT).cloned() else { continue };
+        let generation = |c: &crate::runtime::ManagedContainer| {
+            c.labels.get(LABEL_GENERATION).and_then(|g| g.parse::<u64>().ok()).unwrap_or(0)
+        };
+        match newest.get(&dep) {
+            Some(existing) if generation(existing) >= generation(&c) => stale.push(c),
+            _ => {
+                if let Some(old) = newest.insert(dep, c) {
+                    stale.push(old);
+                }
+            }
+        }
+    }
+    for c in stale {
+        info!(container = %c.id, "removing a superseded container");
+        if let Err(e) = shared.runtime.remove_container(&c.id).await {
+            warn!(error = %e, "could not remove a superseded container");
+        }
+    }
+    for (dep, c) in newest {
+        let generation = c.labels.get(LABEL_GENERATION).and_then(|g| g.parse().ok()).unwrap_or(0);
+        if shared.active().get(&dep).is_some_and(|a| a.container_id.as_deref() == Some(c.id.as_str())) {
+            continue;
+        }
+        info!(deployment = %dep, container = %c.id, "adopting a running container");
+        shared.active().insert(
+            dep.clone(),
+            Active {
+                generation,
+                in_progress: false,
+                container_id: Some(c.id.clone()),
+                image: Some(c.image.clone()),
+                host_port: c.host_port,
+                running: c.running,
+                stats: None,
+            },
+        );
+        shared.follow_logs(&dep, generation, &c.id, true);
+    }
+}
+
+/// Takes a work request: starts the task that carries it out, unless it is a
+/// duplicate of work already done or under way.
+fn accept(shared: &Shared, request: WorkRequest) {
+    let dep = request.deployment().to_string();
+    let current = shared.active().get(&dep).cloned();
+    match request {
+        WorkRequest::Deploy(spec) | WorkRequest::Update(spec)
+            if current.as_ref().is_some_and(|a| a.generation >= spec.generation) =>
+        {
+            // Already done or under way: say where it stands, so a lost report is repaired.
+            let a = current.unwrap_or_default();
+            if !a.in_progress && a.generation == spec.generation {
+                if let (Some(id), Some(port)) = (a.container_id, a.host_port) {
+                    let shared = shared.clone();
+                    tokio::spawn(async move {
+                        let address = shared.address(port);
+                        shared
+                            .report_full(DeploymentReport {
+                                deployment: spec.deployment.clone(),
+                                generation: spec.generation,
+                                status: Status::Running,
+                                message: "already running on this node".into(),
+                                container_id: Some(id),
+                                host_port: Some(port),
+                                address: Some(address),
+                                commit: Some(spec.commit.clone()),
+                            })
+                            .await;
+                    });
+                }
+            }
+        }
+        WorkRequest::Deploy(spec) => {
+            let previous = current.filter(|a| a.container_id.is_some());
+            start(shared, &dep, spec.generation, run_deploy(shared.clone(), spec, previous, false));
+        }
+        WorkRequest::Update(spec) => {
+            let previous = current.filter(|a| a.container_id.is_some());
+            start(shared, &dep, spec.generation, run_deploy(shared.clone(), spec, previous, true));
+        }
+        WorkRequest::Destroy { deployment, generation } => {
+            start(shared, &dep, generation, run_destroy(shared.clone(), deployment, generation));
+        }
+        WorkRequest::Cancel { deployment } => {
+            start(shared, &dep, 0, run_cancel(shared.clone(), deployment));
+        }
+    }
+}
+
+fn start(
+    shared: &Shared,
+    dep: &str,
+    generation: u64,
+    fut: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    {
+        let mut active = shared.active();
+        let entry = active.entry(dep.to_string()).or_default();
+        entry.in_progress = true;
+        if generation > entry.generation {
+            entry.generation = generation;
+        }
+    }
+    let handle = tokio::spawn(fut);
+    if let Some(old) = shared.tasks().work.insert(dep.to_string(), handle) {
+        old.abort();
+    }
+}
+
+struct Failed(String);
+
+async fn run_deploy(shared: Shared, spec: DeploySpec, previous: Option<Active>, update: bool) {
+    let dep = spec.deployment.clone();
+    let generation = spec.generation;
+    let sink = LogSink::start(shared.node.clone(), dep.clone(), generation);
+    match deploy(&shared, &spec, previous.clone(), &sink).await {
+        Ok(()) => {}
+        Err(Failed(reason)) => {
+            sink.send("platform", format!("error: {reason}"));
+            let keeps_serving = update && previous.as_ref().is_some_and(|p| p.running);
+            {
+                let mut active = shared.active();
+                match previous.filter(|_| keeps_serving) {
+                    Some(p) => active.insert(dep.clone(), Active { in_progress: false, generation, ..p }),
+                    None => active.insert(dep.clone(), Active { generation, ..Active::default() }),
+                };
+            }
+            if keeps_serving {
+                // The old version keeps serving: say so rather than call it errored.
+                shared
+                    .report_full(DeploymentReport {
+                        deployment: dep.clone(),
+                        generation,
+                        status: Status::Running,
+                        message: format!("update failed, still running the previous commit: {reason}"),
+                        container_id: None,
+                        host_port: None,
+                        address: None,
+                        commit: None,
+                    })
+                    .await;
+            } else {
+                shared.report(&dep, generation, Status::Errored, reason).await;
+            }
+        }
+    }
+    shared.tasks().work.remove(&dep);
+}
+
+async fn deploy(shared: &Shared, spec: &DeploySpec, previous: Option<Active>, sink: &LogSink) -> Result<(), Failed> {
+    let dep = &spec.deployment;
+    let generation = spec.generation;
+    let short = spec.commit.get(..8).unwrap_or(&spec.commit);
+    shared
+        .report(dep, generation, Status::BuildingDeployment, format!("building commit {short} on {}", shared.node.name))
+        .await;
+    let work_dir = shared.node.config.data_dir.join("work").join(format!("{dep}-{generation}"));
+    let _cleanup = RemoveOnDrop(work_dir.clone());
+    let _ = std::fs::remove_dir_all(&work_dir);
+    let (url, branch, commit, limits, dir) = (
+        spec.url.clone(),
+        spec.branch.clone(),
+        spec.commit.clone(),
+        shared.node.config.fetch_limits,
+        work_dir.clone(),
+    );
+    sink.send("platform", format!("fetching {url} ({branch}) at {commit}"));
+    let checkout = tokio::task::spawn_blocking(move || source::fetch_commit(&url, &branch, &commit, &dir, limits))
+        .await
+        .map_err(|e| Failed(format!("the fetch task failed: {e}")))?
+        .map_err(|e| Failed(format!("could not fetch the source: {e}")))?;
+    let (plan, detection) = shared
+        .registry
+        .plan(&checkout.dir, &spec.manifest)
+        .map_err(|e| Failed(format!("could not prepare the build: {e}")))?;
+    sink.send("platform", format!("building with the {} builder ({})", detection.builder, detection.reason));
+    let name = &spec.manifest.app.name;
+    let tag = format!("kraken/{name}:{dep}-{generation}");
+    let mut labels = BTreeMap::new();
+    labels.insert(LABEL_DEPLOYMENT.to_string(), dep.clone());
+    labels.insert(LABEL_NODE.to_string(), shared.node.id.clone());
+    labels.insert(LABEL_COMMIT.to_string(), spec.commit.clone());
+    labels.insert(LABEL_GENERATION.to_string(), generation.to_string());
+    let (log_tx, mut log_rx) = mpsc::unbounded_channel::<String>();
+    let build_sink = sink.clone();
+    let forward = tokio::spawn(async move {
+        while let Some(line) = log_rx.recv().await {
+            build_sink.send("build", line);
+        }
+    });
+    let built = shared.runtime.build_image(&plan, &tag, &labels, log_tx).await;
+    let _ = forward.await;
+    let image = built.map_err(|e| Failed(format!("{e}; the build log above has the details")))?;
+    let remove_image = |image: String| {
+        let runtime = shared.runtime.clone();
+        async move {
+            if let Err(e) = runtime.remove_image(&image).await {
+                warn!(error = %e, "could not remove an image");
+            }
+        }
+    };
+
+    let env = spec.manifest.config.env.clone();
+    if let Some(test) = &spec.manifest.config.test {
+        shared.report(dep, generation, Status::TestingDeployment, format!("running the test command `{test}`")).await;
+        let (code, output) = match shared.runtime.run_to_completion(&tag, test, &env).await {
+            Ok(r) => r,
+            Err(e) => {
+                remove_image(tag.clone()).await;
+                return Err(Failed(format!("could not run the test command: {e}")));
+            }
+        };
+        for line in output.lines() {
+            sink.send("build", line.to_string());
+        }
+        if code != 0 {
+            remove_image(tag.clone()).await;
+            return Err(Failed(format!("the test command `{test}` failed with exit code {code}")));
+        }
+    }
+
+    shared.report(dep, generation, Status::Deploying, "starting the container").await;
+    let port = spec.manifest.config.port;
+    let mut host_port = crate::runtime::pick_host_port(port);
+    if let Some(prev) = &previous {
+        if let Some(id) = &prev.container_id {
+            shared.stop_following(dep);
+            if let Err(e) = shared.runtime.remove_container(id).await {
+                warn!(error = %e, "could not remove the previous container");
+            }
+            if let Some(p) = prev.host_port {
+                host_port = p;
+            }
+        }
+    }
+    labels.insert(LABEL_PORT.to_string(), port.to_string());
+    let mut container = ContainerSpec {
+        name: format!("kraken-{name}-{dep}-{generation}"),
+        image: tag.clone(),
+        labels,
+        env,
+        container_port: port,
+        host_port,
+        host_ip: shared.node.config.publish_ip.clone(),
+        memory_limit: 0,
+    };
+    let started = match shared.runtime.run_container(&container).await {
+        Ok(r) => Ok(r),
+        Err(first) => {
+            warn!(error = %first, port = host_port, "starting on the chosen port failed; letting the engine choose one");
+            container.host_port = 0;
+            shared.runtime.run_container(&container).await
+        }
+    };
+    let (container_id, host_port) = match started {
+        Ok(r) => r,
+        Err(e) => {
+            remove_image(tag.clone()).await;
+            return Err(Failed(format!("could not start the container: {e}")));
+        }
+    };
+    shared.follow_logs(dep, generation, &container_id, false);
+
+    // The app counts as started when it stays up for the settle period.
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    let mut ticker = tokio::time::interval(Duration::from_millis(150));
+    loop {
+        ticker.tick().await;
+        let state = shared.runtime.inspect(&container_id).await;
+        let stopped = match &state {
+            Ok(s) if !s.running || s.restart_count > 0 => Some(match s.exit_code {
+                Some(code) => format!("the app exited with code {code} right after it started; its log shows why"),
+                None => "the app stopped right after it started; its log shows why".to_string(),
+            }),
+            Ok(_) => None,
+            Err(e) => Some(format!("the container vanished after it started: {e}")),
+        };
+        if let Some(reason) = stopped {
+            // Let the log follower pick up the app's last words before removing it.
+            let settle_logs = tokio::time::Instant::now() + Duration::from_millis(500);
+            let mut logs = shared.runtime.logs(&container_id, false, false);
+            while let Ok(Ok(Some(_))) = tokio::time::timeout_at(settle_logs, logs.try_next()).await {}
+            shared.stop_following(dep);
+            let _ = shared.runtime.remove_container(&container_id).await;
+            remove_image(tag.clone()).await;
+            return Err(Failed(reason));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            break;
+        }
+    }
+    if let Some(prev) = previous {
+        if let Some(image) = prev.image.filter(|i| *i != tag && *i != image) {
+            remove_image(image).await;
+        }
+    }
+    let address = shared.address(host_port);
+    shared.active().insert(
+        dep.clone(),
+        Active {
+            generation,
+            in_progress: false,
+            container_id: Some(container_id.clone()),
+            image: Some(tag.clone()),
+            host_port: Some(host_port),
+            running: true,
+            stats: None,
+        },
+    );
+    sink.send("platform", format!("running at {address}"));
+    shared
+        .report_full(DeploymentReport {
+            deployment: dep.clone(),
+            generation,
+            status: Status::Running,
+            message: format!("running at {address} on {}", shared.node.name),
+            container_id: Some(container_id),
+            host_port: Some(host_port),
+            address: Some(address),
+            commit: Some(spec.commit.clone()),
+        })
+        .await;
+    Ok(())
+}
+
+/// Removes every container and image of a deployment on this node.
+async fn remove_everything(shared: &Shared, dep: &str) -> Result<(), String> {
+    shared.stop_following(dep);
+    let containers = shared.runtime.list_managed(Some(shared.node.id.clone())).await.map_err(|e| e.to_string())?;
+    let mut images = Vec::new();
+    for c in containers.iter().filter(|c| c.labels.get(LABEL_DEPLOYMENT).map(String::as_str) == Some(dep)) {
+        shared.runtime.remove_container(&c.id).await.map_err(|e| e.to_string())?;
+        images.push(c.image.clone());
+    }
+    if let Some(a) = shared.active().get(dep) {
+        images.extend(a.image.clone());
+    }
+    images.sort();
+    images.dedup();
+    for image in images {
+        if let Err(e) = shared.runtime.remove_image(&image).await {
+            warn!(error = %e, %image, "could not remove an image");
+        }
+    }
+    Ok(())
+}
+
+async fn run_destroy(shared: Shared, dep: DeploymentId, generation: u64) {
+    shared.report(&dep, generation, Status::DestructionInProgress, "removing the container and image").await;
+    match remove_everything(&shared, &dep).await {
+        Ok(()) => {
+            shared.active().remove(&dep);
+            shared.report(&dep, generation, Status::Destroyed, "container and image removed").await;
+        }
+        Err(e) => {
+            if let Some(a) = shared.active().get_mut(&dep) {
+                a.in_progress = false;
+            }
+            shared.report(&dep, generation, Status::Errored, format!("could not remove the container: {e}")).await;
+        }
+    }
+    shared.tasks().work.remove(&dep);
+}
+
+async fn run_cancel(shared: Shared, dep: DeploymentId) {
+    if let Err(e) = remove_everything(&shared, &dep).await {
+        warn!(deployment = %dep, error = %e, "could not clean up a cancelled deployment");
+    }
+    shared.active().remove(&dep);
+    shared.tasks().work.remove(&dep);
+}
+
+/// Sends this node's report every heartbeat.
+async fn report_loop(shared: Shared) {
+    let mut sampler = Sampler::new();
+    let mut ticker = tokio::time::interval(shared.node.config.heartbeat);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let containers = shared.runtime.list_managed(Some(shared.node.id.clone())).await;
+        let snapshot: Vec<(DeploymentId, Active)> =
+            shared.active().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut deployments = Vec::with_capacity(snapshot.len());
+        let stats = futures::future::join_all(snapshot.iter().map(|(_, a)| {
+            let runtime = shared.runtime.clone();
+            let id = a.container_id.clone();
+            async move {
+                match id {
+                    Some(id) => tokio::time::timeout(Duration::from_secs(3), runtime.stats(&id)).await.ok()?.ok(),
+                    None => None,
+                }
+            }
+        }))
+        .await;
+        for ((dep, a), stats) in snapshot.into_iter().zip(stats) {
+            let running = match (&containers, &a.container_id) {
+                (Ok(list), Some(id)) => list.iter().any(|c| &c.id == id && c.running),
+                (Err(_), _) => a.running,
+                (_, None) => false,
+            };
+            if let Some(entry) = shared.active().get_mut(&dep) {
+                entry.running = running;
+                entry.stats = stats;
+            }
+            deployments.push(WorkerDeployment {
+                deployment: dep,
+                generation: a.generation,
+                in_progress: a.in_progress,
+                container_id: a.container_id,
+                running,
+                host_port: a.host_port,
+                stats,
+            });
+        }
+        let report = NodeReport {
+            node: shared.node.id.clone(),
+            name: shared.node.name.clone(),
+            address: shared.node.api_address(),
+            stats: sampler.sample(),
+            deployments,
+        };
+        if let Err(e) = shared.node.publish(&Channel::Sysinfo, Body::Sysinfo(report)).await {
+            warn!(error = %e, "could not send this node's report");
+        }
+    }
+}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -1,1 +1,259 @@
-//! TODO
+//! The bus: the messages between the orchestrator and its workers.
+//!
+//! The channels are the seed's: [`Channel::Sysinfo`] (worker → orchestrator
+//! node stats and the deployments it runs), [`Channel::Deployment`] (worker →
+//! orchestrator deployment status), [`Channel::Log`] (worker → orchestrator log
+//! lines), and one [`Channel::Work`] queue per node (orchestrator → worker:
+//! deploy, update, destroy, cancel). Every message travels in an [`Envelope`]
+//! that names its sender and the orchestrator epoch it belongs to.
+//!
+//! Transports implement [`Bus`]: [`memory::MemoryBus`] for a single combined
+//! node (no broker needed). Handling is idempotent: work and reports carry the
+//! deployment's generation, so a duplicated or replayed message changes nothing.
+
+pub mod memory;
+
+use std::fmt;
+use std::pin::Pin;
+
+use futures::future::BoxFuture;
+use futures::Stream;
+use serde::{Deserialize, Serialize};
+
+use crate::deployment::{DeploymentId, NodeId, Status};
+use crate::runtime::ContainerStats;
+use crate::shipwreck::Manifest;
+use crate::stats::NodeStats;
+
+/// A named stream of messages.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Channel {
+    /// Worker → orchestrator: node statistics and running deployments.
+    Sysinfo,
+    /// Worker → orchestrator: deployment status changes.
+    Deployment,
+    /// Worker → orchestrator: log lines.
+    Log,
+    /// Orchestrator → one worker: its work requests.
+    Work(NodeId),
+}
+
+impl fmt::Display for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Channel::Sysinfo => f.write_str("kraken.sysinfo"),
+            Channel::Deployment => f.write_str("kraken.deployment"),
+            Channel::Log => f.write_str("kraken.log"),
+            Channel::Work(node) => write!(f, "kraken.work.{node}"),
+        }
+    }
+}
+
+/// A message with its sender and epoch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// The orchestrator epoch the sender knows.
+    pub epoch: u64,
+    /// The sending node.
+    pub from: NodeId,
+    /// The message.
+    pub body: Body,
+}
+
+/// The messages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Body {
+    /// A worker's periodic report.
+    Sysinfo(NodeReport),
+    /// A deployment's status changed on a worker.
+    Deployment(DeploymentReport),
+    /// Log lines of one deployment.
+    Log(LogBatch),
+    /// Work for a worker.
+    Work(WorkRequest),
+}
+
+/// What a node says about itself every heartbeat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeReport {
+    /// The node's id.
+    pub node: NodeId,
+    /// Its name (host name by default).
+    pub name: String,
+    /// The address of its API (`http://host:port`).
+    pub address: String,
+    /// Its statistics.
+    pub stats: NodeStats,
+    /// The deployments it runs or is working on.
+    pub deployments: Vec<WorkerDeployment>,
+}
+
+/// A deployment as a worker sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerDeployment {
+    /// The deployment.
+    pub deployment: DeploymentId,
+    /// The generation of the work it runs.
+    pub generation: u64,
+    /// Whether a build or start is still in progress.
+    pub in_progress: bool,
+    /// Its container, once started.
+    pub container_id: Option<String>,
+    /// Whether the container runs.
+    pub running: bool,
+    /// Its published host port.
+    pub host_port: Option<u16>,
+    /// Its latest resource sample.
+    pub stats: Option<ContainerStats>,
+}
+
+/// A deployment's status change on a worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeploymentReport {
+    /// The deployment.
+    pub deployment: DeploymentId,
+    /// The generation of the work this is about.
+    pub generation: u64,
+    /// The status entered.
+    pub status: Status,
+    /// What happened.
+    pub message: String,
+    /// The container, when one runs.
+    pub container_id: Option<String>,
+    /// The published host port.
+    pub host_port: Option<u16>,
+    /// Where people reach the app.
+    pub address: Option<String>,
+    /// The commit it runs.
+    pub commit: Option<String>,
+}
+
+/// One log line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogEntry {
+    /// `build`, `stdout`, `stderr` or `platform`.
+    pub stream: String,
+    /// The line.
+    pub line: String,
+}
+
+/// A batch of log lines of one deployment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogBatch {
+    /// The deployment.
+    pub deployment: DeploymentId,
+    /// The generation of the work that printed them.
+    pub generation: u64,
+    /// The lines, oldest first.
+    pub lines: Vec<LogEntry>,
+}
+
+/// What a worker is to build and run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeploySpec {
+    /// The deployment.
+    pub deployment: DeploymentId,
+    /// The generation of this work.
+    pub generation: u64,
+    /// The git URL.
+    pub url: String,
+    /// The branch.
+    pub branch: String,
+    /// The exact commit to build.
+    pub commit: String,
+    /// The validated manifest.
+    pub manifest: Manifest,
+    /// The builder chosen.
+    pub builder: String,
+}
+
+/// Work for one worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum WorkRequest {
+    /// Build and run a deployment.
+    Deploy(DeploySpec),
+    /// Build the new commit, then replace the running container.
+    Update(DeploySpec),
+    /// Remove the deployment's container and image.
+    Destroy {
+        /// The deployment.
+        deployment: DeploymentId,
+        /// The generation being destroyed.
+        generation: u64,
+    },
+    /// Stop any work in progress for the deployment (it moved elsewhere).
+    Cancel {
+        /// The deployment.
+        deployment: DeploymentId,
+    },
+}
+
+impl WorkRequest {
+    /// The deployment the work is about.
+    pub fn deployment(&self) -> &str {
+        match self {
+            WorkRequest::Deploy(s) | WorkRequest::Update(s) => &s.deployment,
+            WorkRequest::Destroy { deployment, .. } | WorkRequest::Cancel { deployment } => deployment,
+        }
+    }
+}
+
+/// Acknowledges a delivery to its transport.
+pub type Acker = Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send>;
+
+/// A received message.
+pub struct Delivery {
+    /// The message.
+    pub envelope: Envelope,
+    acker: Option<Acker>,
+}
+
+impl Delivery {
+    /// A delivery that `acker` acknowledges (none: nothing to acknowledge).
+    pub fn new(envelope: Envelope, acker: Option<Acker>) -> Self {
+        Self { envelope, acker }
+    }
+
+    /// Tells the transport the message was handled, so it is not redelivered.
+    pub async fn ack(mut self) {
+        if let Some(acker) = self.acker.take() {
+            acker().await;
+        }
+    }
+}
+
+impl fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Delivery").field("envelope", &self.envelope).finish_non_exhaustive()
+    }
+}
+
+/// The messages of one channel, as they arrive.
+pub type Subscription = Pin<Box<dyn Stream<Item = Delivery> + Send>>;
+
+/// Why the bus failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BusError {
+    /// The channel already has its consumer in this process.
+    #[error("channel {0} already has a consumer")]
+    AlreadySubscribed(String),
+    /// The transport is closed or unreachable.
+    #[error("the bus is unavailable: {0}")]
+    Unavailable(String),
+    /// A message could not be encoded.
+    #[error("could not encode a message: {0}")]
+    Encode(String),
+}
+
+/// A transport for the bus.
+#[async_trait::async_trait]
+pub trait Bus: Send + Sync + 'static {
+    /// Sends `envelope` on `channel`. Returns once the transport holds it (for
+    /// a broker: once the broker confirmed it).
+    async fn publish(&self, channel: &Channel, envelope: &Envelope) -> Result<(), BusError>;
+    /// Starts consuming `channel`.
+    async fn subscribe(&self, channel: &Channel) -> Result<Subscription, BusError>;
+}
