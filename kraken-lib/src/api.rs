@@ -1,1 +1,509 @@
-//! TODO
+//! The HTTP API: JSON under `/api/v1`, server-sent events for live logs and
+//! changes, `/ping` for discovery and health, and the OpenAPI document at
+//! `/api/v1/openapi.json`.
+//!
+//! Calls that change anything need `Authorization: Bearer <token>`. Errors are
+//! JSON objects `{"error": "…"}` with a message a person can act on; internal
+//! details go to the log, not to the client. Bad JSON, unknown ids and
+//! oversized bodies get a 4xx.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State as AxumState};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::{broadcast, mpsc, Semaphore};
+use tokio_stream::wrappers::ReceiverStream;
+use tracing::{error, warn};
+
+use crate::builder::BuilderRegistry;
+use crate::deployment::{Desired, Status};
+use crate::node::GenericNode;
+use crate::orchestrator::{check_request, retrieve};
+use crate::state::{Event, State};
+
+/// The largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// What the API's handlers share.
+#[derive(Clone)]
+pub struct ApiContext {
+    /// The orchestrator's state.
+    pub state: State,
+    /// The builders (for validation and the Info page).
+    pub registry: BuilderRegistry,
+    /// The node serving the API.
+    pub node: GenericNode,
+    /// The platform token.
+    pub token: Arc<str>,
+    validations: Arc<Semaphore>,
+}
+
+impl ApiContext {
+    /// The context of an API served by `node`.
+    pub fn new(state: State, registry: BuilderRegistry, node: GenericNode, token: &str) -> Self {
+        Self { state, registry, node, token: Arc::from(token), validations: Arc::new(Semaphore::new(2)) }
+    }
+}
+
+impl std::fmt::Debug for ApiContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiContext").field("node", &self.node).finish_non_exhaustive()
+    }
+}
+
+/// An error answer: a status and a message for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// What went wrong and what would be right.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with `status` and `message`.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self { status, message: message.into() }
+    }
+
+    fn internal(what: &str, e: impl std::fmt::Display) -> Self {
+        error!(error = %e, "{what}");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{what}; the server log has the details"))
+    }
+
+    fn not_found(id: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            format!("no deployment with id `{id}`; `GET /api/v1/deployments` lists them"),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        let status = match r {
+            JsonRejection::MissingJsonContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            JsonRejection::BytesRejection(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        let hint = match status {
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+                "send the body as JSON with `Content-Type: application/json`".to_string()
+            }
+            StatusCode::PAYLOAD_TOO_LARGE => format!("the body is larger than {MAX_BODY_BYTES} bytes"),
+            _ => format!(
+                "{}; expected a JSON object like {{\"url\": \"https://…/app.git\", \"branch\": \"main\"}}",
+                r.body_text()
+            ),
+        };
+        Self::new(status, hint)
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The body of validate and create calls.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceRequest {
+    /// The git URL.
+    pub url: String,
+    /// The branch (default `main`).
+    #[serde(default = "default_branch")]
+    pub branch: String,
+}
+
+fn default_branch() -> String {
+    "main".to_string()
+}
+
+/// The query of the logs call.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LogQuery {
+    /// First line to return (a `seq`).
+    #[serde(default)]
+    pub offset: u64,
+    /// Most lines to return (default 1000, at most 5000).
+    pub limit: Option<usize>,
+    /// Stream new lines as server-sent events.
+    #[serde(default)]
+    pub follow: bool,
+}
+
+/// The API's routes, ready to be served (merge the UI's router beside it).
+pub fn router(ctx: ApiContext) -> Router {
+    let guarded = Router::new()
+        .route("/api/v1/deployments", post(create_deployment))
+        .route("/api/v1/deployments/{id}", axum::routing::delete(destroy_deployment))
+        .route("/api/v1/deployments/{id}/update", post(update_deployment))
+        .route_layer(middleware::from_fn_with_state(ctx.clone(), require_token));
+    Router::new()
+        .route("/ping", get(ping))
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/platform", get(platform))
+        .route("/api/v1/builders", get(builders))
+        .route("/api/v1/nodes", get(nodes))
+        .route("/api/v1/validate", post(validate))
+        .route("/api/v1/deployments", get(list_deployments))
+        .route("/api/v1/deployments/{id}", get(get_deployment))
+        .route("/api/v1/deployments/{id}/logs", get(logs))
+        .route("/api/v1/events", get(events))
+        .merge(guarded)
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "no such endpoint; see /api/v1/openapi.json for the API")
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(ctx)
+}
+
+fn same(a: &[u8], b: &[u8]) -> bool {
+    // Constant time in the length of the expected token.
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn require_token(
+    AxumState(ctx): AxumState<ApiContext>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Response {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match given {
+        Some(t) if same(t.as_bytes(), ctx.token.as_bytes()) => next.run(request).await,
+        Some(_) => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "the platform token is wrong; `kraken up` printed the right one",
+        )
+        .into_response(),
+        None => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "this call changes the platform and needs `Authorization: Bearer <platform token>`",
+        )
+        .into_response(),
+    }
+}
+
+async fn ping(AxumState(ctx): AxumState<ApiContext>) -> Json<serde_json::Value> {
+    Json(json!({
+        "service": "kraken",
+        "version": env!("CARGO_PKG_VERSION"),
+        "node_id": ctx.node.id,
+        "node_name": ctx.node.name,
+        "role": "orchestrator",
+        "epoch": ctx.node.epoch(),
+    }))
+}
+
+async fn platform(AxumState(ctx): AxumState<ApiContext>) -> Json<serde_json::Value> {
+    let nodes = ctx.state.nodes();
+    let deployments = ctx.state.deployments();
+    let mut by_status: BTreeMap<&str, usize> = BTreeMap::new();
+    for d in &deployments {
+        *by_status.entry(d.status.as_str()).or_default() += 1;
+    }
+    Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "epoch": ctx.node.epoch(),
+        "orchestrator": { "node_id": ctx.node.id, "name": ctx.node.name, "address": ctx.node.api_address() },
+        "node_count": nodes.len(),
+        "nodes_up": nodes.iter().filter(|n| n.up).count(),
+        "deployment_count": deployments.len(),
+        "deployments_by_status": by_status,
+    }))
+}
+
+async fn builders(AxumState(ctx): AxumState<ApiContext>) -> Json<serde_json::Value> {
+    let list: Vec<_> = ctx
+        .registry
+        .builders()
+        .map(|b| json!({ "name": b.name(), "description": b.description(), "example": b.example_manifest() }))
+        .collect();
+    Json(json!(list))
+}
+
+async fn nodes(AxumState(ctx): AxumState<ApiContext>) -> Json<serde_json::Value> {
+    Json(json!(ctx.state.nodes()))
+}
+
+async fn validate(
+    AxumState(ctx): AxumState<ApiContext>,
+    body: Result<Json<SourceRequest>, JsonRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let Json(req) = body?;
+    check_request(&req.url, &req.branch).map_err(|m| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, m))?;
+    let _permit = ctx
+        .validations
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|e| ApiError::internal("the validation queue is closed", e))?;
+    let registry = ctx.registry.clone();
+    let limits = ctx.node.config.fetch_limits;
+    let root = ctx.node.config.data_dir.join("validate");
+    let (url, branch) = (req.url.clone(), req.branch.clone());
+    let found = tokio::task::spawn_blocking(move || retrieve(&url, &branch, &registry, limits, &root))
+        .await
+        .map_err(|e| ApiError::internal("the validation task failed", e))?
+        .map_err(|m| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, m))?;
+    Ok(Json(json!({
+        "manifest": found.manifest,
+        "builder": found.detection.builder,
+        "reason": found.detection.reason,
+        "commit": found.commit,
+    })))
+}
+
+async fn create_deployment(
+    AxumState(ctx): AxumState<ApiContext>,
+    body: Result<Json<SourceRequest>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    let Json(req) = body?;
+    check_request(&req.url, &req.branch).map_err(|m| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, m))?;
+    let d = ctx
+        .state
+        .create_deployment(req.url.trim(), req.branch.trim())
+        .map_err(|e| ApiError::internal("the request could not be stored", e))?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "id": d.id, "status": d.status }))))
+}
+
+async fn list_deployments(AxumState(ctx): AxumState<ApiContext>) -> Json<serde_json::Value> {
+    let list: Vec<_> = ctx.state.deployments().iter().map(|d| d.summary()).collect();
+    Json(json!(list))
+}
+
+async fn get_deployment(
+    AxumState(ctx): AxumState<ApiContext>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let d = ctx.state.deployment(&id).ok_or_else(|| ApiError::not_found(&id))?;
+    Ok(Json(json!(d)))
+}
+
+async fn update_deployment(
+    AxumState(ctx): AxumState<ApiContext>,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    let mut refusal = None;
+    let d = ctx
+        .state
+        .update_deployment(&id, |d| {
+            if d.desired == Desired::Destroyed {
+                refusal = Some("it was destroyed; create a new deployment instead".to_string());
+                return false;
+            }
+            if !matches!(d.status, Status::Running | Status::Errored) {
+                refusal = Some(format!("it is {}; ask again once it is Running or Errored", d.status));
+                return false;
+            }
+            d.transition(
+                Status::UpdateRequested,
+                "update requested: deploying the newest commit of the branch",
+                Utc::now(),
+            );
+            true
+        })
+        .map_err(|e| ApiError::internal("the request could not be stored", e))?
+        .ok_or_else(|| ApiError::not_found(&id))?;
+    if let Some(why) = refusal {
+        return Err(ApiError::new(StatusCode::CONFLICT, format!("cannot update deployment `{id}`: {why}")));
+    }
+    ctx.state.notify();
+    Ok((StatusCode::ACCEPTED, Json(json!({ "id": d.id, "status": d.status }))))
+}
+
+async fn destroy_deployment(
+    AxumState(ctx): AxumState<ApiContext>,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    let d = ctx
+        .state
+        .update_deployment(&id, |d| {
+            if d.desired == Desired::Destroyed {
+                return false;
+            }
+            d.desired = Desired::Destroyed;
+            d.transition(Status::DestructionRequested, "destruction requested", Utc::now());
+            true
+        })
+        .map_err(|e| ApiError::internal("the request could not be stored", e))?
+        .ok_or_else(|| ApiError::not_found(&id))?;
+    ctx.state.notify();
+    Ok((StatusCode::ACCEPTED, Json(json!({ "id": d.id, "status": d.status }))))
+}
+
+async fn logs(
+    AxumState(ctx): AxumState<ApiContext>,
+    Path(id): Path<String>,
+    query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(q) = query.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("{}; expected ?offset=<number>&limit=<number>&follow=true|false", e.body_text()),
+        )
+    })?;
+    if ctx.state.deployment(&id).is_none() {
+        return Err(ApiError::not_found(&id));
+    }
+    let limit = q.limit.unwrap_or(1000).clamp(1, 5000);
+    if !q.follow {
+        let (lines, next) = ctx
+            .state
+            .logs(&id, q.offset, limit)
+            .map_err(|e| ApiError::internal("the log could not be read", e))?;
+        return Ok(Json(json!({ "lines": lines, "next_offset": next })).into_response());
+    }
+    let (tx, rx) = mpsc::channel::<Result<SseEvent, Infallible>>(256);
+    let mut events = ctx.state.subscribe();
+    let state = ctx.state.clone();
+    tokio::spawn(async move {
+        let mut next = q.offset;
+        // Catch up from the store, then follow the broadcast; after a lag, read
+        // the store again from where we were.
+        'catch_up: loop {
+            loop {
+                let Ok((lines, after)) = state.logs(&id, next, 500) else { return };
+                if lines.is_empty() {
+                    break;
+                }
+                for line in lines {
+                    let Ok(event) = SseEvent::default().event("log").json_data(&line) else { continue };
+                    if tx.send(Ok(event)).await.is_err() {
+                        return;
+                    }
+                }
+                next = after;
+            }
+            loop {
+                match events.recv().await {
+                    Ok(Event::Log { deployment, line }) if deployment == id => {
+                        if line.seq < next {
+                            continue;
+                        }
+                        next = line.seq + 1;
+                        let Ok(event) = SseEvent::default().event("log").json_data(&line) else { continue };
+                        if tx.send(Ok(event)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue 'catch_up,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        }
+    });
+    Ok(Sse::new(ReceiverStream::new(rx))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}
+
+async fn events(AxumState(ctx): AxumState<ApiContext>) -> Response {
+    let (tx, rx) = mpsc::channel::<Result<SseEvent, Infallible>>(256);
+    let mut events = ctx.state.subscribe();
+    tokio::spawn(async move {
+        loop {
+            let event = match events.recv().await {
+                Ok(Event::Deployment(d)) => SseEvent::default().event("deployment").json_data(&d),
+                Ok(Event::Node(n)) => SseEvent::default().event("node").json_data(&n),
+                Ok(Event::Log { .. }) => continue,
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    warn!(missed = n, "an event stream fell behind");
+                    SseEvent::default().event("lagged").json_data(json!({ "missed": n }))
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            };
+            let Ok(event) = event else { continue };
+            if tx.send(Ok(event)).await.is_err() {
+                return;
+            }
+        }
+    });
+    Sse::new(ReceiverStream::new(rx))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}
+
+async fn openapi() -> Json<serde_json::Value> {
+    Json(openapi_document())
+}
+
+/// The OpenAPI 3.1 description of this API.
+pub fn openapi_document() -> serde_json::Value {
+    let error = json!({ "description": "an error", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } });
+    let id_param = json!([{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }]);
+    let source_body = json!({ "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/SourceRequest" } } } });
+    let statuses: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
+    json!({
+        "openapi": "3.1.0",
+        "info": { "title": "Kraken API", "version": env!("CARGO_PKG_VERSION"),
+                  "description": "Deploy apps from git to the machines of a LAN. Calls that change anything need `Authorization: Bearer <platform token>`." },
+        "components": {
+            "securitySchemes": { "token": { "type": "http", "scheme": "bearer" } },
+            "schemas": {
+                "Error": { "type": "object", "required": ["error"], "properties": { "error": { "type": "string" } } },
+                "SourceRequest": { "type": "object", "required": ["url"], "additionalProperties": false,
+                    "properties": { "url": { "type": "string" }, "branch": { "type": "string", "default": "main" } } },
+                "Status": { "type": "string", "enum": statuses },
+                "DeploymentSummary": { "type": "object", "properties": {
+                    "id": { "type": "string" }, "name": { "type": ["string", "null"] }, "url": { "type": "string" },
+                    "branch": { "type": "string" }, "commit": { "type": ["string", "null"] },
+                    "status": { "$ref": "#/components/schemas/Status" }, "node": { "type": ["string", "null"] },
+                    "address": { "type": ["string", "null"] }, "created_at": { "type": "string", "format": "date-time" },
+                    "updated_at": { "type": "string", "format": "date-time" } } },
+                "LogLine": { "type": "object", "properties": { "seq": { "type": "integer" }, "at": { "type": "string" },
+                    "stream": { "type": "string", "enum": ["build", "stdout", "stderr", "platform"] }, "line": { "type": "string" } } }
+            }
+        },
+        "paths": {
+            "/ping": { "get": { "summary": "Health and discovery", "responses": { "200": { "description": "the node answers" } } } },
+            "/api/v1/platform": { "get": { "summary": "The platform at a glance", "responses": { "200": { "description": "orchestrator, node and deployment counts" } } } },
+            "/api/v1/builders": { "get": { "summary": "The languages this platform builds, with an example manifest each", "responses": { "200": { "description": "builders" } } } },
+            "/api/v1/nodes": { "get": { "summary": "Nodes with role, address, stats, history, deployments, heartbeat and rollover priority", "responses": { "200": { "description": "nodes" } } } },
+            "/api/v1/validate": { "post": { "summary": "Fetch a repository and check its shipwreck.toml", "requestBody": source_body,
+                "responses": { "200": { "description": "the manifest, builder and commit" }, "422": error, "400": error } } },
+            "/api/v1/deployments": {
+                "get": { "summary": "All deployments", "responses": { "200": { "description": "a list",
+                    "content": { "application/json": { "schema": { "type": "array", "items": { "$ref": "#/components/schemas/DeploymentSummary" } } } } } } },
+                "post": { "summary": "Deploy a branch of a git repository", "security": [{ "token": [] }], "requestBody": source_body,
+                    "responses": { "202": { "description": "accepted: {id}" }, "401": error, "422": error, "400": error } } },
+            "/api/v1/deployments/{id}": {
+                "get": { "summary": "One deployment with its status history and resource use", "parameters": id_param,
+                    "responses": { "200": { "description": "the deployment" }, "404": error } },
+                "delete": { "summary": "Destroy a deployment", "security": [{ "token": [] }], "parameters": id_param,
+                    "responses": { "202": { "description": "destruction requested" }, "401": error, "404": error } } },
+            "/api/v1/deployments/{id}/update": { "post": { "summary": "Redeploy the newest commit of the branch", "security": [{ "token": [] }],
+                "parameters": id_param, "responses": { "202": { "description": "update requested" }, "401": error, "404": error, "409": error } } },
+            "/api/v1/deployments/{id}/logs": { "get": { "summary": "Log lines from an offset; with follow=true a stream of server-sent `log` events",
+                "parameters": [ { "name": "id", "in": "path", "required": true, "schema": { "type": "string" } },
+                    { "name": "offset", "in": "query", "schema": { "type": "integer", "minimum": 0 } },
+                    { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 5000 } },
+                    { "name": "follow", "in": "query", "schema": { "type": "boolean" } } ],
+                "responses": { "200": { "description": "{lines, next_offset} or text/event-stream" }, "404": error } } },
+            "/api/v1/events": { "get": { "summary": "Server-sent `deployment` and `node` events", "responses": { "200": { "description": "text/event-stream" } } } },
+            "/api/v1/openapi.json": { "get": { "summary": "This document", "responses": { "200": { "description": "OpenAPI 3.1" } } } }
+        }
+    })
+}

@@ -355,7 +355,10 @@ mod tests {
         let t0 = Utc::now();
         let mut d = Deployment::new("abc".into(), "u".into(), "b".into(), t0);
         for i in 0..(STATS_HISTORY + 10) {
-            d.push_stats(ContainerStats { cpu_percent: i as f64, memory_bytes: 1, memory_limit_bytes: 0 }, t0);
+            d.push_stats(
+                ContainerStats { cpu_percent: i as f64, memory_bytes: 1, memory_limit_bytes: 0 },
+                t0,
+            );
         }
         assert_eq!(d.stats_history.len(), STATS_HISTORY);
         assert_eq!(d.stats_history.front().map(|s| s.cpu_percent), Some(10.0));

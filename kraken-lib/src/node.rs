@@ -109,10 +109,7 @@ impl NodeIdentity {
                 id
             }
         };
-        let name = name
-            .map(str::to_string)
-            .or_else(sysinfo::System::host_name)
-            .unwrap_or_else(|| id.clone());
+        let name = name.map(str::to_string).or_else(sysinfo::System::host_name).unwrap_or_else(|| id.clone());
         Ok(Self { id, name })
     }
 }
@@ -422,7 +419,11 @@ mod tests {
     fn node() -> GenericNode {
         let dir = std::env::temp_dir();
         let config = NodeConfig::new(dir, "127.0.0.1:0".parse().expect("addr"));
-        GenericNode::new(NodeIdentity { id: "n1".into(), name: "test".into() }, config, Arc::new(MemoryBus::new()))
+        GenericNode::new(
+            NodeIdentity { id: "n1".into(), name: "test".into() },
+            config,
+            Arc::new(MemoryBus::new()),
+        )
     }
 
     #[tokio::test]
@@ -472,7 +473,11 @@ mod tests {
             tokio::task::yield_now().await;
         }
         tx.send(()).expect("runner listening");
-        tokio::time::timeout(Duration::from_secs(10), handle).await.expect("stops").expect("joins").expect("ok");
+        tokio::time::timeout(Duration::from_secs(10), handle)
+            .await
+            .expect("stops")
+            .expect("joins")
+            .expect("ok");
     }
 
     #[test]

@@ -1,1 +1,678 @@
-//! TODO
+//! The orchestration executor: drives every deployment through its lifecycle,
+//! places work on the least-loaded node, and reconciles what it wants with
+//! what the workers report.
+//!
+//! It wakes on a new request (the API notifies the state), on a message from
+//! a worker, on the end of a repository fetch it started, and at least once a
+//! second to check node health and repair what a lost message broke. Each
+//! pass is idempotent: it compares the desired state of each deployment with
+//! the observed one and acts on the difference.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::builder::{AppFiles, BuilderRegistry, Detection};
+use crate::bus::{Body, Channel, DeploySpec, DeploymentReport, Subscription, WorkRequest};
+use crate::deployment::{Deployment, DeploymentId, Desired, NodeId, Status};
+use crate::executor::{ExecutionFailure, Executor, SetupFailure};
+use crate::node::GenericNode;
+use crate::shipwreck::{Manifest, FILE_NAME};
+use crate::source::{self, FetchLimits};
+use crate::state::{NodeRecord, Role, State};
+
+/// How long a worker may hold work without mentioning it before it is sent again.
+const RESEND_AFTER: Duration = Duration::from_secs(15);
+
+/// What reading a repository found.
+#[derive(Debug, Clone)]
+pub struct Retrieved {
+    /// The commit read.
+    pub commit: String,
+    /// The validated manifest.
+    pub manifest: Manifest,
+    /// The builder chosen and why.
+    pub detection: Detection,
+}
+
+/// Fetches `branch` of `url` into a temporary directory under `work_root`,
+/// validates its `shipwreck.toml` and chooses its builder. Blocking.
+///
+/// # Errors
+/// A message a person can act on.
+pub fn retrieve(
+    url: &str,
+    branch: &str,
+    registry: &BuilderRegistry,
+    limits: FetchLimits,
+    work_root: &std::path::Path,
+) -> Result<Retrieved, String> {
+    std::fs::create_dir_all(work_root).map_err(|e| format!("cannot create {}: {e}", work_root.display()))?;
+    let dir = tempfile::Builder::new()
+        .prefix("fetch-")
+        .tempdir_in(work_root)
+        .map_err(|e| format!("cannot create a directory in {}: {e}", work_root.display()))?;
+    let dest = dir.path().join("src");
+    let checkout = source::fetch(url, branch, &dest, limits).map_err(|e| e.to_string())?;
+    let manifest =
+        Manifest::parse(FILE_NAME, &checkout.manifest_text, &registry.names()).map_err(|e| e.to_string())?;
+    let detection = registry.choose(&AppFiles::new(&checkout.dir), &manifest).map_err(|e| e.to_string())?;
+    Ok(Retrieved { commit: checkout.commit, manifest, detection })
+}
+
+/// Checks a deployment request's fields before anything is fetched.
+///
+/// # Errors
+/// What is wrong and what would be right.
+pub fn check_request(url: &str, branch: &str) -> Result<(), String> {
+    if url.trim().is_empty() {
+        return Err("the git URL is empty; give an https://, git://, file:// URL or a local path".into());
+    }
+    if url.len() > 2048 {
+        return Err("the git URL is longer than 2048 characters".into());
+    }
+    if branch.trim().is_empty() {
+        return Err("the branch is empty; give a branch name such as main".into());
+    }
+    if !git2::Reference::is_valid_name(&format!("refs/heads/{branch}")) {
+        return Err(format!("`{branch}` is not a valid branch name"));
+    }
+    Ok(())
+}
+
+struct RetrievalDone {
+    deployment: DeploymentId,
+    update: bool,
+    result: Result<Retrieved, String>,
+}
+
+/// The orchestrator role of a node.
+pub struct OrchestrationExecutor {
+    state: State,
+    registry: BuilderRegistry,
+    subs: Option<[Subscription; 3]>,
+    done_tx: mpsc::UnboundedSender<RetrievalDone>,
+    done_rx: mpsc::UnboundedReceiver<RetrievalDone>,
+    retrieving: HashSet<DeploymentId>,
+    sent: HashMap<DeploymentId, Instant>,
+    started: Instant,
+    next_pass: Instant,
+}
+
+impl std::fmt::Debug for OrchestrationExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrchestrationExecutor").field("state", &self.state).finish_non_exhaustive()
+    }
+}
+
+impl OrchestrationExecutor {
+    /// An orchestrator keeping its state in `state` and validating apps with `registry`.
+    pub fn new(state: State, registry: BuilderRegistry) -> Self {
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        Self {
+            state,
+            registry,
+            subs: None,
+            done_tx,
+            done_rx,
+            retrieving: HashSet::new(),
+            sent: HashMap::new(),
+            started: Instant::now(),
+            next_pass: Instant::now(),
+        }
+    }
+
+    fn transition(&self, id: &str, status: Status, message: impl Into<String>) {
+        let message = message.into();
+        info!(deployment = %id, %status, %message, "status");
+        if let Err(e) = self.state.update_deployment(id, |d| {
+            d.transition(status, message, Utc::now());
+            true
+        }) {
+            warn!(deployment = %id, error = %e, "could not store a status change");
+        }
+    }
+
+    fn start_retrieval(&mut self, node: &GenericNode, d: &Deployment, update: bool) {
+        if !self.retrieving.insert(d.id.clone()) {
+            return;
+        }
+        let (url, branch, registry) = (d.url.clone(), d.branch.clone(), self.registry.clone());
+        let limits = node.config.fetch_limits;
+        let root: PathBuf = node.config.data_dir.join("fetch");
+        let tx = self.done_tx.clone();
+        let deployment = d.id.clone();
+        tokio::spawn(async move {
+            let result =
+                tokio::task::spawn_blocking(move || retrieve(&url, &branch, &registry, limits, &root))
+                    .await
+                    .unwrap_or_else(|e| Err(format!("the fetch task failed: {e}")));
+            let _ = tx.send(RetrievalDone { deployment, update, result });
+        });
+    }
+
+    /// Chooses the node for new work: the least loaded of the nodes that are up
+    /// and not drained. Returns the node and the reason.
+    fn place(&self, exclude: Option<&str>) -> Option<(NodeRecord, String)> {
+        let deployments = self.state.deployments();
+        let count = |node: &str| {
+            deployments
+                .iter()
+                .filter(|d| {
+                    d.node.as_deref() == Some(node)
+                        && d.desired == Desired::Running
+                        && d.status != Status::Errored
+                })
+                .count()
+        };
+        let candidates: Vec<NodeRecord> = self
+            .state
+            .nodes()
+            .into_iter()
+            .filter(|n| n.up && !n.drained && Some(n.id.as_str()) != exclude)
+            .collect();
+        let total = candidates.len();
+        candidates
+            .into_iter()
+            .map(|n| {
+                let mem = if n.stats.memory_total_bytes > 0 {
+                    n.stats.memory_used_bytes as f64 / n.stats.memory_total_bytes as f64
+                } else {
+                    0.0
+                };
+                let c = count(&n.id);
+                let score = n.stats.cpu_percent / 100.0 + mem + 0.5 * c as f64;
+                (score, c, mem, n)
+            })
+            .min_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.3.id.cmp(&b.3.id)))
+            .map(|(_, c, mem, n)| {
+                let reason = format!(
+                    "least loaded of {total} node{} (cpu {:.0}%, memory {:.0}%, {c} deployment{})",
+                    if total == 1 { "" } else { "s" },
+                    n.stats.cpu_percent,
+                    mem * 100.0,
+                    if c == 1 { "" } else { "s" }
+                );
+                (n, reason)
+            })
+    }
+
+    async fn send_work(&mut self, node: &GenericNode, target: &str, work: WorkRequest) {
+        let id = work.deployment().to_string();
+        match node.publish(&Channel::Work(target.to_string()), Body::Work(work)).await {
+            Ok(()) => {
+                self.sent.insert(id, Instant::now());
+            }
+            Err(e) => {
+                warn!(deployment = %id, error = %e, "could not send work; it is sent again on a later pass")
+            }
+        }
+    }
+
+    fn spec(d: &Deployment) -> Option<DeploySpec> {
+        Some(DeploySpec {
+            deployment: d.id.clone(),
+            generation: d.generation,
+            url: d.url.clone(),
+            branch: d.branch.clone(),
+            commit: d.commit.clone()?,
+            manifest: d.manifest.clone()?,
+            builder: d.builder.clone()?,
+        })
+    }
+
+    /// Places a deployment whose app data is known and hands it to the chosen node.
+    async fn delegate(&mut self, node: &GenericNode, id: &str, exclude: Option<&str>, why: &str) {
+        let Some((target, reason)) = self.place(exclude) else {
+            let d = self.state.deployment(id);
+            if d.as_ref().is_some_and(|d| d.status != Status::DelegatingDeployment || d.node.is_some()) {
+                let _ = self.state.update_deployment(id, |d| {
+                    d.node = None;
+                    d.transition(Status::DelegatingDeployment, "waiting for a node to run it", Utc::now());
+                    true
+                });
+            }
+            return;
+        };
+        let message = format!("{why}placed on {} ({reason})", target.name);
+        let updated = self.state.update_deployment(id, |d| {
+            d.generation += 1;
+            d.node = Some(target.id.clone());
+            d.container_id = None;
+            d.transition(Status::DelegatingDeployment, message, Utc::now());
+            true
+        });
+        match updated {
+            Ok(Some(d)) => {
+                if let Some(spec) = Self::spec(&d) {
+                    self.send_work(node, &target.id, WorkRequest::Deploy(spec)).await;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => warn!(deployment = %id, error = %e, "could not store the placement"),
+        }
+    }
+
+    async fn on_retrieved(&mut self, node: &GenericNode, done: RetrievalDone) {
+        self.retrieving.remove(&done.deployment);
+        let Some(d) = self.state.deployment(&done.deployment) else { return };
+        if d.desired != Desired::Running {
+            return;
+        }
+        let expected = if done.update { Status::UpdateRequested } else { Status::RetrievingApplicationData };
+        if d.status != expected {
+            debug!(deployment = %d.id, status = %d.status, "a fetch finished for a deployment that moved on");
+            return;
+        }
+        let r = match done.result {
+            Ok(r) => r,
+            Err(reason) => {
+                if done.update && d.container_id.is_some() {
+                    self.transition(
+                        &d.id,
+                        Status::Running,
+                        format!("update not possible, still running the previous commit: {reason}"),
+                    );
+                    let _ = self.state.update_deployment(&d.id, |d| {
+                        d.error = Some(reason.clone());
+                        true
+                    });
+                } else {
+                    self.transition(&d.id, Status::Errored, reason);
+                }
+                return;
+            }
+        };
+        let short = r.commit.get(..8).unwrap_or(&r.commit).to_string();
+        if done.update && d.commit.as_deref() == Some(r.commit.as_str()) && d.container_id.is_some() {
+            self.transition(&d.id, Status::Running, format!("already at the newest commit {short}"));
+            return;
+        }
+        let message = format!(
+            "{} `{}` at commit {short}: {} builder ({})",
+            if done.update { "updating to" } else { "read" },
+            r.manifest.app.name,
+            r.detection.builder,
+            r.detection.reason
+        );
+        let stored = self.state.update_deployment(&d.id, |d| {
+            d.name = Some(r.manifest.app.name.clone());
+            d.commit = Some(r.commit.clone());
+            d.builder = Some(r.detection.builder.clone());
+            d.builder_reason = Some(r.detection.reason.clone());
+            d.manifest = Some(r.manifest.clone());
+            d.error = None;
+            true
+        });
+        if let Err(e) = stored {
+            warn!(deployment = %d.id, error = %e, "could not store the app data");
+            return;
+        }
+        let on_live_node = d.node.as_deref().and_then(|n| self.state.node(n)).filter(|n| n.up);
+        match (done.update, on_live_node, d.container_id.is_some()) {
+            (true, Some(target), true) => {
+                let message = format!("{message}; handing the update to {}", target.name);
+                let updated = self.state.update_deployment(&d.id, |d| {
+                    d.generation += 1;
+                    d.transition(Status::DelegatingDeployment, message, Utc::now());
+                    true
+                });
+                if let Ok(Some(d)) = updated {
+                    if let Some(spec) = Self::spec(&d) {
+                        self.send_work(node, &target.id, WorkRequest::Update(spec)).await;
+                    }
+                }
+            }
+            _ => {
+                self.transition(&d.id, Status::DelegatingDeployment, message);
+                self.delegate(node, &d.id, None, "").await;
+            }
+        }
+    }
+
+    fn on_deployment_report(&mut self, from: &str, r: DeploymentReport) {
+        let Some(d) = self.state.deployment(&r.deployment) else {
+            debug!(deployment = %r.deployment, "a report about an unknown deployment");
+            return;
+        };
+        if r.generation != d.generation || d.node.as_deref() != Some(from) {
+            debug!(deployment = %d.id, generation = r.generation, current = d.generation, "ignoring a stale report");
+            return;
+        }
+        if d.desired == Desired::Destroyed && !r.status.is_destruction() && r.status != Status::Errored {
+            // Work finished after destruction was asked for: keep the ids for clean-up.
+            let _ = self.state.update_deployment(&d.id, |d| {
+                d.container_id = r.container_id.clone().or(d.container_id.take());
+                true
+            });
+            return;
+        }
+        if d.status == r.status && d.status_history.last().is_some_and(|c| c.message == r.message) {
+            return;
+        }
+        self.sent.remove(&d.id);
+        let _ = self.state.update_deployment(&d.id, |d| {
+            if let Some(c) = &r.container_id {
+                d.container_id = Some(c.clone());
+            }
+            if let Some(p) = r.host_port {
+                d.host_port = Some(p);
+            }
+            if let Some(a) = &r.address {
+                d.address = Some(a.clone());
+            }
+            if let Some(c) = &r.commit {
+                d.commit = Some(c.clone());
+            }
+            if r.status == Status::Destroyed {
+                d.container_id = None;
+                d.address = None;
+                d.host_port = None;
+            }
+            if r.status == Status::Running && r.container_id.is_some() {
+                d.error = None;
+            }
+            d.transition(r.status, r.message.clone(), Utc::now());
+            true
+        });
+    }
+
+    async fn on_node_report(&mut self, node: &GenericNode, from: &str, report: crate::bus::NodeReport) {
+        let role = if report.node == node.id { Role::Orchestrator } else { Role::Worker };
+        if let Err(e) = self.state.record_report(&report, role, Utc::now()) {
+            warn!(node = %report.node, error = %e, "could not store a node report");
+        }
+        for w in &report.deployments {
+            let Some(d) = self.state.deployment(&w.deployment) else {
+                if !w.in_progress {
+                    info!(deployment = %w.deployment, node = %from, "removing a container of an unknown deployment");
+                    self.send_work(node, from, WorkRequest::Cancel { deployment: w.deployment.clone() })
+                        .await;
+                }
+                continue;
+            };
+            let ours = d.node.as_deref() == Some(from);
+            if ours && w.generation == d.generation {
+                if let Some(stats) = w.stats {
+                    self.state.record_stats(&d.id, stats);
+                }
+                if d.status == Status::Running && w.container_id.is_some() && !w.running && !w.in_progress {
+                    self.transition(&d.id, Status::Errored, "the app's container stopped; its log shows why");
+                } else if d.status == Status::Errored && w.running && w.container_id.is_some() {
+                    self.transition(&d.id, Status::Running, "the app's container runs again");
+                }
+            }
+            // An older generation on the right node is about to be replaced by
+            // work already on its way, so only a container on the wrong node counts.
+            let misplaced = !ours;
+            let unwanted = d.desired == Desired::Destroyed && d.status == Status::Destroyed;
+            if (misplaced || unwanted) && !w.in_progress && self.started.elapsed() > Duration::from_secs(2) {
+                info!(deployment = %d.id, node = %from, "removing a container the platform no longer wants there");
+                self.send_work(node, from, WorkRequest::Cancel { deployment: d.id.clone() }).await;
+            }
+        }
+        // Work the node should hold but does not mention is sent again after a while.
+        let mentioned: HashSet<&str> = report.deployments.iter().map(|w| w.deployment.as_str()).collect();
+        let now = Instant::now();
+        for d in self.state.deployments() {
+            if d.node.as_deref() != Some(from)
+                || d.desired != Desired::Running
+                || mentioned.contains(d.id.as_str())
+            {
+                continue;
+            }
+            let waited =
+                self.sent.get(&d.id).map_or(now.duration_since(self.started), |t| now.duration_since(*t));
+            let stale = waited > RESEND_AFTER;
+            if stale && (d.status.is_with_worker() || d.status == Status::Running) {
+                info!(deployment = %d.id, node = %from, "its node does not hold it; handing it over again");
+                self.delegate(node, &d.id, None, "its node lost it; ").await;
+            }
+        }
+    }
+
+    async fn check_nodes(&mut self, node: &GenericNode) {
+        let grace =
+            chrono::Duration::from_std(node.config.node_grace).unwrap_or(chrono::Duration::seconds(10));
+        let now = Utc::now();
+        for n in self.state.nodes() {
+            let silent = n.last_heartbeat.is_none_or(|t| now - t > grace);
+            if n.up && silent {
+                warn!(node = %n.id, "no report within the grace period; marking the node down");
+                let _ = self.state.update_node(&n.id, |n| {
+                    n.up = false;
+                    true
+                });
+            }
+        }
+        let _ = node;
+    }
+
+    /// One reconciliation pass over every deployment.
+    async fn reconcile(&mut self, node: &GenericNode) {
+        self.check_nodes(node).await;
+        for d in self.state.deployments() {
+            let node_up = d.node.as_deref().and_then(|n| self.state.node(n)).is_some_and(|n| n.up);
+            match (d.desired, d.status) {
+                (Desired::Running, Status::DeploymentRequested) => {
+                    self.transition(&d.id, Status::ValidatingDeploymentData, "checking the URL and branch");
+                    match check_request(&d.url, &d.branch) {
+                        Ok(()) => {
+                            self.transition(
+                                &d.id,
+                                Status::RetrievingApplicationData,
+                                format!("fetching {} ({}) and reading its shipwreck.toml", d.url, d.branch),
+                            );
+                            if let Some(d) = self.state.deployment(&d.id) {
+                                self.start_retrieval(node, &d, false);
+                            }
+                        }
+                        Err(reason) => self.transition(&d.id, Status::Errored, reason),
+                    }
+                }
+                (Desired::Running, Status::ValidatingDeploymentData | Status::RetrievingApplicationData) => {
+                    if d.status == Status::ValidatingDeploymentData {
+                        self.transition(
+                            &d.id,
+                            Status::RetrievingApplicationData,
+                            "fetching the repository again",
+                        );
+                    }
+                    self.start_retrieval(node, &d, false);
+                }
+                (Desired::Running, Status::UpdateRequested) => self.start_retrieval(node, &d, true),
+                (Desired::Running, Status::DelegatingDeployment) if d.node.is_none() || !node_up => {
+                    if d.commit.is_some() && d.manifest.is_some() {
+                        self.delegate(node, &d.id, d.node.as_deref(), "").await;
+                    } else {
+                        self.transition(
+                            &d.id,
+                            Status::RetrievingApplicationData,
+                            "fetching the repository again",
+                        );
+                        self.start_retrieval(node, &d, false);
+                    }
+                }
+                (Desired::Running, s)
+                    if (s.is_with_worker() || s == Status::Running) && !node_up && d.node.is_some() =>
+                {
+                    let from = d.node.clone().unwrap_or_default();
+                    let name = self.state.node(&from).map(|n| n.name).unwrap_or(from.clone());
+                    self.delegate(node, &d.id, Some(&from), &format!("node {name} is down; ")).await;
+                }
+                (Desired::Destroyed, Status::DestructionRequested) => {
+                    match d.node.clone().filter(|_| node_up) {
+                        Some(target) => {
+                            let name = self.state.node(&target).map(|n| n.name).unwrap_or(target.clone());
+                            self.transition(
+                                &d.id,
+                                Status::DelegatingDestruction,
+                                format!("asking {name} to remove it"),
+                            );
+                            self.send_work(
+                                node,
+                                &target,
+                                WorkRequest::Destroy { deployment: d.id.clone(), generation: d.generation },
+                            )
+                            .await;
+                        }
+                        None if d.node.is_some() => {
+                            self.transition(
+                                &d.id,
+                                Status::Destroyed,
+                                "its node is down; its container is removed when the node returns",
+                            );
+                        }
+                        None => self.transition(
+                            &d.id,
+                            Status::Destroyed,
+                            "it was never started; nothing to remove",
+                        ),
+                    }
+                }
+                (Desired::Destroyed, Status::DelegatingDestruction | Status::DestructionInProgress) => {
+                    let waited = self.sent.get(&d.id).map(|t| t.elapsed()).unwrap_or(RESEND_AFTER);
+                    if !node_up {
+                        self.transition(
+                            &d.id,
+                            Status::Destroyed,
+                            "its node is down; its container is removed when the node returns",
+                        );
+                    } else if waited >= RESEND_AFTER {
+                        if let Some(target) = d.node.clone() {
+                            self.send_work(
+                                node,
+                                &target,
+                                WorkRequest::Destroy { deployment: d.id.clone(), generation: d.generation },
+                            )
+                            .await;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Executor for OrchestrationExecutor {
+    fn name(&self) -> &str {
+        "orchestrator"
+    }
+
+    async fn setup(&mut self, node: &mut GenericNode) -> Result<(), SetupFailure> {
+        let sub = |c: Channel| {
+            let bus = node.bus.clone();
+            async move {
+                bus.subscribe(&c)
+                    .await
+                    .map_err(|e| SetupFailure::Retry(format!("cannot subscribe to {c}: {e}")))
+            }
+        };
+        let subs = [sub(Channel::Sysinfo).await?, sub(Channel::Deployment).await?, sub(Channel::Log).await?];
+        self.subs = Some(subs);
+        node.set_orchestrator(Some(node.api_address()));
+        self.started = Instant::now();
+        self.next_pass = Instant::now();
+        self.state.notify();
+        Ok(())
+    }
+
+    async fn execute(&mut self, node: &mut GenericNode) -> Result<(), ExecutionFailure> {
+        let Some([sysinfo, deployment, log]) = self.subs.as_mut() else {
+            return Err(ExecutionFailure::Reset("not set up".into()));
+        };
+        let deadline = tokio::time::Instant::from_std(self.next_pass);
+        enum Wake {
+            Pass,
+            Sysinfo(Option<crate::bus::Delivery>),
+            Deployment(Option<crate::bus::Delivery>),
+            Log(Option<crate::bus::Delivery>),
+            Retrieved(Option<RetrievalDone>),
+            Stop,
+        }
+        let wake = tokio::select! {
+            () = node.shutdown.cancelled() => Wake::Stop,
+            () = self.state.changed() => Wake::Pass,
+            () = tokio::time::sleep_until(deadline) => Wake::Pass,
+            d = deployment.next() => Wake::Deployment(d),
+            d = log.next() => Wake::Log(d),
+            d = sysinfo.next() => Wake::Sysinfo(d),
+            r = self.done_rx.recv() => Wake::Retrieved(r),
+        };
+        match wake {
+            Wake::Stop => {}
+            Wake::Pass => {
+                self.reconcile(node).await;
+                self.next_pass = Instant::now() + Duration::from_secs(1);
+            }
+            Wake::Retrieved(Some(done)) => self.on_retrieved(node, done).await,
+            Wake::Retrieved(None) => {}
+            Wake::Deployment(None) | Wake::Log(None) | Wake::Sysinfo(None) => {
+                return Err(ExecutionFailure::Reset("a bus subscription closed".into()));
+            }
+            Wake::Deployment(Some(d)) => {
+                let (from, epoch) = (d.envelope.from.clone(), d.envelope.epoch);
+                if epoch > node.epoch() {
+                    warn!(epoch, "a report from a newer epoch: another orchestrator leads");
+                }
+                match d.envelope.body.clone() {
+                    Body::Deployment(r) => self.on_deployment_report(&from, r),
+                    other => warn!(?other, "dropping an unexpected message on the deployment channel"),
+                }
+                d.ack().await;
+            }
+            Wake::Log(Some(d)) => {
+                match &d.envelope.body {
+                    Body::Log(batch) => {
+                        let current = self.state.deployment(&batch.deployment);
+                        if current.is_some_and(|c| {
+                            c.generation <= batch.generation
+                                || c.node.as_deref() == Some(d.envelope.from.as_str())
+                        }) {
+                            if let Err(e) = self.state.append_logs(&batch.deployment, &batch.lines) {
+                                warn!(error = %e, "could not store log lines");
+                            }
+                        }
+                    }
+                    other => warn!(?other, "dropping an unexpected message on the log channel"),
+                }
+                d.ack().await;
+            }
+            Wake::Sysinfo(Some(d)) => {
+                let from = d.envelope.from.clone();
+                match d.envelope.body.clone() {
+                    Body::Sysinfo(report) => self.on_node_report(node, &from, report).await,
+                    other => warn!(?other, "dropping an unexpected message on the sysinfo channel"),
+                }
+                d.ack().await;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The ids of nodes, for tests and callers that need them.
+pub fn node_ids(state: &State) -> Vec<NodeId> {
+    state.nodes().into_iter().map(|n| n.id).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_checked_before_fetching() {
+        assert!(check_request("https://example.org/app.git", "main").is_ok());
+        assert!(check_request("", "main").unwrap_err().contains("empty"));
+        assert!(check_request("/srv/app", "").unwrap_err().contains("branch"));
+        assert!(check_request("/srv/app", "bad..name").unwrap_err().contains("not a valid branch"));
+        assert!(check_request(&"x".repeat(3000), "main").unwrap_err().contains("2048"));
+    }
+}

@@ -146,7 +146,12 @@ pub trait Runtime: Send + Sync {
     async fn inspect(&self, id: &str) -> Result<ContainerState, RuntimeError>;
     /// The container's output: past lines (none when `since_now`), then new
     /// ones while `follow`.
-    fn logs(&self, id: &str, follow: bool, since_now: bool) -> BoxStream<'static, Result<LogLine, RuntimeError>>;
+    fn logs(
+        &self,
+        id: &str,
+        follow: bool,
+        since_now: bool,
+    ) -> BoxStream<'static, Result<LogLine, RuntimeError>>;
     /// One sample of resource use.
     async fn stats(&self, id: &str) -> Result<ContainerStats, RuntimeError>;
     /// Stops (with a short grace) and removes the container; a missing one is not an error.

@@ -121,7 +121,13 @@ pub fn latest_commit(url: &str, branch: &str) -> Result<String, SourceError> {
 ///
 /// # Errors
 /// A [`SourceError`] saying what was wrong.
-pub fn fetch_commit(url: &str, branch: &str, commit: &str, dest: &Path, limits: FetchLimits) -> Result<Checkout, SourceError> {
+pub fn fetch_commit(
+    url: &str,
+    branch: &str,
+    commit: &str,
+    dest: &Path,
+    limits: FetchLimits,
+) -> Result<Checkout, SourceError> {
     let _ = commit;
     fetch(url, branch, dest, limits)
 }

@@ -66,7 +66,9 @@ pub enum StateError {
         source: redb::Error,
     },
     /// Another process holds the database.
-    #[error("the state database at {0} is in use by another kraken process; stop it or choose another --data-dir")]
+    #[error(
+        "the state database at {0} is in use by another kraken process; stop it or choose another --data-dir"
+    )]
     InUse(PathBuf),
     /// A record could not be decoded.
     #[error("a stored record is corrupt: {0}")]
@@ -481,9 +483,18 @@ impl State {
     ///
     /// # Errors
     /// [`StateError`] when a new node could not be stored.
-    pub fn record_report(&self, report: &NodeReport, role: Role, now: DateTime<Utc>) -> Result<NodeRecord, StateError> {
+    pub fn record_report(
+        &self,
+        report: &NodeReport,
+        role: Role,
+        now: DateTime<Utc>,
+    ) -> Result<NodeRecord, StateError> {
         let mut inner = self.lock();
         let known = inner.nodes.get(&report.node).cloned();
+        let next_priority = match role {
+            Role::Orchestrator => 0,
+            Role::Worker => 1 + inner.nodes.values().filter(|n| n.role == Role::Worker).count() as u32,
+        };
         let mut node = known.clone().unwrap_or_else(|| NodeRecord {
             id: report.node.clone(),
             name: report.name.clone(),
@@ -491,15 +502,15 @@ impl State {
             address: report.address.clone(),
             up: true,
             last_heartbeat: None,
-            rollover_priority: u32::MAX,
+            rollover_priority: next_priority,
             drained: false,
             deployments: Vec::new(),
             stats: NodeStats::default(),
             history: VecDeque::new(),
         });
-        let identity_changed = known.as_ref().is_none_or(|k| {
-            k.name != report.name || k.address != report.address || k.role != role
-        });
+        let identity_changed = known
+            .as_ref()
+            .is_none_or(|k| k.name != report.name || k.address != report.address || k.role != role);
         node.name = report.name.clone();
         node.address = report.address.clone();
         node.role = role;
@@ -538,7 +549,11 @@ impl State {
     ///
     /// # Errors
     /// [`StateError`] when the change could not be stored.
-    pub fn update_node(&self, id: &str, f: impl FnOnce(&mut NodeRecord) -> bool) -> Result<Option<NodeRecord>, StateError> {
+    pub fn update_node(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut NodeRecord) -> bool,
+    ) -> Result<Option<NodeRecord>, StateError> {
         let mut inner = self.lock();
         let Some(current) = inner.nodes.get(id) else { return Ok(None) };
         let mut next = current.clone();

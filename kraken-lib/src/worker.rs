@@ -203,11 +203,10 @@ impl Executor for WorkerExecutor {
             },
         };
         adopt(&shared, containers).await;
-        let work = node
-            .bus
-            .subscribe(&Channel::Work(node.id.clone()))
-            .await
-            .map_err(|e| SetupFailure::Retry(format!("cannot subscribe to this node's work queue: {e}")))?;
+        let work =
+            node.bus.subscribe(&Channel::Work(node.id.clone())).await.map_err(|e| {
+                SetupFailure::Retry(format!("cannot subscribe to this node's work queue: {e}"))
+            })?;
         self.work = Some(work);
         if let Some(r) = self.reporter.take() {
             r.abort();
@@ -414,12 +413,22 @@ async fn run_deploy(shared: Shared, spec: DeploySpec, previous: Option<Active>, 
     shared.tasks().work.remove(&dep);
 }
 
-async fn deploy(shared: &Shared, spec: &DeploySpec, previous: Option<Active>, sink: &LogSink) -> Result<(), Failed> {
+async fn deploy(
+    shared: &Shared,
+    spec: &DeploySpec,
+    previous: Option<Active>,
+    sink: &LogSink,
+) -> Result<(), Failed> {
     let dep = &spec.deployment;
     let generation = spec.generation;
     let short = spec.commit.get(..8).unwrap_or(&spec.commit);
     shared
-        .report(dep, generation, Status::BuildingDeployment, format!("building commit {short} on {}", shared.node.name))
+        .report(
+            dep,
+            generation,
+            Status::BuildingDeployment,
+            format!("building commit {short} on {}", shared.node.name),
+        )
         .await;
     let work_dir = shared.node.config.data_dir.join("work").join(format!("{dep}-{generation}"));
     let _cleanup = RemoveOnDrop(work_dir.clone());
@@ -432,10 +441,11 @@ async fn deploy(shared: &Shared, spec: &DeploySpec, previous: Option<Active>, si
         work_dir.clone(),
     );
     sink.send("platform", format!("fetching {url} ({branch}) at {commit}"));
-    let checkout = tokio::task::spawn_blocking(move || source::fetch_commit(&url, &branch, &commit, &dir, limits))
-        .await
-        .map_err(|e| Failed(format!("the fetch task failed: {e}")))?
-        .map_err(|e| Failed(format!("could not fetch the source: {e}")))?;
+    let checkout =
+        tokio::task::spawn_blocking(move || source::fetch_commit(&url, &branch, &commit, &dir, limits))
+            .await
+            .map_err(|e| Failed(format!("the fetch task failed: {e}")))?
+            .map_err(|e| Failed(format!("could not fetch the source: {e}")))?;
     let (plan, detection) = shared
         .registry
         .plan(&checkout.dir, &spec.manifest)
@@ -469,7 +479,9 @@ async fn deploy(shared: &Shared, spec: &DeploySpec, previous: Option<Active>, si
 
     let env = spec.manifest.config.env.clone();
     if let Some(test) = &spec.manifest.config.test {
-        shared.report(dep, generation, Status::TestingDeployment, format!("running the test command `{test}`")).await;
+        shared
+            .report(dep, generation, Status::TestingDeployment, format!("running the test command `{test}`"))
+            .await;
         let (code, output) = match shared.runtime.run_to_completion(&tag, test, &env).await {
             Ok(r) => r,
             Err(e) => {
@@ -536,7 +548,9 @@ async fn deploy(shared: &Shared, spec: &DeploySpec, previous: Option<Active>, si
         let state = shared.runtime.inspect(&container_id).await;
         let stopped = match &state {
             Ok(s) if !s.running || s.restart_count > 0 => Some(match s.exit_code {
-                Some(code) => format!("the app exited with code {code} right after it started; its log shows why"),
+                Some(code) => {
+                    format!("the app exited with code {code} right after it started; its log shows why")
+                }
                 None => "the app stopped right after it started; its log shows why".to_string(),
             }),
             Ok(_) => None,
@@ -593,7 +607,8 @@ async fn deploy(shared: &Shared, spec: &DeploySpec, previous: Option<Active>, si
 /// Removes every container and image of a deployment on this node.
 async fn remove_everything(shared: &Shared, dep: &str) -> Result<(), String> {
     shared.stop_following(dep);
-    let containers = shared.runtime.list_managed(Some(shared.node.id.clone())).await.map_err(|e| e.to_string())?;
+    let containers =
+        shared.runtime.list_managed(Some(shared.node.id.clone())).await.map_err(|e| e.to_string())?;
     let mut images = Vec::new();
     for c in containers.iter().filter(|c| c.labels.get(LABEL_DEPLOYMENT).map(String::as_str) == Some(dep)) {
         shared.runtime.remove_container(&c.id).await.map_err(|e| e.to_string())?;
@@ -623,7 +638,9 @@ async fn run_destroy(shared: Shared, dep: DeploymentId, generation: u64) {
             if let Some(a) = shared.active().get_mut(&dep) {
                 a.in_progress = false;
             }
-            shared.report(&dep, generation, Status::Errored, format!("could not remove the container: {e}")).await;
+            shared
+                .report(&dep, generation, Status::Errored, format!("could not remove the container: {e}"))
+                .await;
         }
     }
     shared.tasks().work.remove(&dep);
@@ -653,7 +670,9 @@ async fn report_loop(shared: Shared) {
             let id = a.container_id.clone();
             async move {
                 match id {
-                    Some(id) => tokio::time::timeout(Duration::from_secs(3), runtime.stats(&id)).await.ok()?.ok(),
+                    Some(id) => {
+                        tokio::time::timeout(Duration::from_secs(3), runtime.stats(&id)).await.ok()?.ok()
+                    }
                     None => None,
                 }
             }

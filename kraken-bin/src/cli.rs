@@ -1,0 +1,620 @@
+//! Command-line parsing and the commands: `up` runs a platform; the rest talk
+//! to a platform's API.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use futures::StreamExt;
+use kraken_lib::builder::{BaseImages, BuilderRegistry};
+use kraken_lib::node::NodeConfig;
+use kraken_lib::platform::{Platform, PlatformOptions, TOKEN_FILE};
+use kraken_lib::runtime::DockerRuntime;
+use serde_json::Value;
+
+/// Turn the spare machines on your network into one small app platform.
+#[derive(Debug, Parser)]
+#[command(name = "kraken", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+struct ClientArgs {
+    /// The platform's address (client commands).
+    #[arg(long, global = true, env = "KRAKEN_SERVER", default_value = "http://127.0.0.1:8000")]
+    server: String,
+    /// The platform token; default: read from the data directory.
+    #[arg(long, global = true, env = "KRAKEN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The data directory (holds the state and the token).
+    #[arg(long, global = true, env = "KRAKEN_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Print JSON instead of text (client commands).
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start a platform on this machine (orchestrator and worker), with its UI and API.
+    Up(UpArgs),
+    /// Deploy a branch of a git repository whose root holds a shipwreck.toml.
+    Deploy {
+        /// The git URL (https://, git://, file:// or a local path).
+        url: String,
+        /// The branch.
+        #[arg(long, short, default_value = "main")]
+        branch: String,
+        /// Follow the deployment's progress and build log until it runs or fails.
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// Check a repository and its shipwreck.toml without deploying.
+    Validate {
+        /// The git URL.
+        url: String,
+        /// The branch.
+        #[arg(long, short, default_value = "main")]
+        branch: String,
+    },
+    /// List deployments.
+    Ps {
+        /// Include destroyed deployments.
+        #[arg(long, short)]
+        all: bool,
+    },
+    /// Show one deployment with its status history.
+    Inspect {
+        /// The deployment id.
+        id: String,
+    },
+    /// Print a deployment's log.
+    Logs {
+        /// The deployment id.
+        id: String,
+        /// Keep printing new lines.
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// Redeploy the newest commit of a deployment's branch.
+    Update {
+        /// The deployment id.
+        id: String,
+        /// Wait until it runs again or fails.
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// Destroy a deployment.
+    Rm {
+        /// The deployment id.
+        id: String,
+        /// Wait until it is destroyed.
+        #[arg(long, short)]
+        wait: bool,
+    },
+    /// List the platform's nodes.
+    Nodes,
+}
+
+#[derive(Debug, Args)]
+struct UpArgs {
+    /// Where the UI and API listen.
+    #[arg(long, env = "KRAKEN_LISTEN", default_value = "0.0.0.0:8000")]
+    listen: SocketAddr,
+    /// A name for this node (default: the host name).
+    #[arg(long)]
+    name: Option<String>,
+    /// The host name or address others reach this machine by (default: detected).
+    #[arg(long)]
+    advertise: Option<String>,
+    /// The host address apps' ports are published on.
+    #[arg(long, default_value = "0.0.0.0")]
+    publish_ip: String,
+    /// Use this image as the base of every built-in builder.
+    #[arg(long, env = "KRAKEN_BASE_IMAGE")]
+    base_image: Option<String>,
+    /// Base image of one builder, as BUILDER=IMAGE (repeatable).
+    #[arg(long = "image", value_name = "BUILDER=IMAGE")]
+    images: Vec<String>,
+    /// Seconds a node may stay silent before it is marked down.
+    #[arg(long, default_value_t = 10)]
+    node_grace: u64,
+}
+
+/// A failure with an exit code of its own.
+#[derive(Debug)]
+pub enum Failure {
+    /// The platform could not be reached.
+    Unreachable(String),
+    /// The platform refused the request.
+    Refused(String),
+    /// The operation ran and failed.
+    Failed(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Unreachable(m) | Failure::Refused(m) | Failure::Failed(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for Failure {}
+
+impl Failure {
+    /// The process exit code for this failure.
+    pub fn code(&self) -> u8 {
+        match self {
+            Failure::Failed(_) => 1,
+            Failure::Unreachable(_) => 3,
+            Failure::Refused(_) => 4,
+        }
+    }
+}
+
+impl Cli {
+    /// Whether this runs an agent (which logs at info) rather than a client command.
+    pub fn is_agent(&self) -> bool {
+        matches!(self.command, Command::Up(_))
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    let is_root = std::env::var("USER").map(|u| u == "root").unwrap_or(false)
+        || std::env::var("HOME").map(|h| h == "/root").unwrap_or(false);
+    if is_root {
+        return PathBuf::from("/var/lib/kraken");
+    }
+    if let Ok(xdg) = std::env::var("XDG_DATA_HOME") {
+        return PathBuf::from(xdg).join("kraken");
+    }
+    match std::env::var("HOME") {
+        Ok(home) => PathBuf::from(home).join(".local/share/kraken"),
+        Err(_) => PathBuf::from(".kraken"),
+    }
+}
+
+/// Runs the parsed command.
+pub async fn run(cli: Cli) -> Result<ExitCode> {
+    let data_dir = cli.client.data_dir.clone().unwrap_or_else(default_data_dir);
+    match cli.command {
+        Command::Up(args) => up(args, data_dir, cli.client.token).await,
+        command => {
+            let client = Client::new(&cli.client, &data_dir)?;
+            client_command(&client, command, cli.client.json).await
+        }
+    }
+}
+
+async fn up(args: UpArgs, data_dir: PathBuf, token: Option<String>) -> Result<ExitCode> {
+    let mut images = match &args.base_image {
+        Some(image) => BaseImages::uniform(image),
+        None => BaseImages::defaults(),
+    };
+    for pair in &args.images {
+        let (builder, image) = pair.split_once('=').with_context(|| {
+            format!("--image {pair}: expected BUILDER=IMAGE, e.g. --image node=node:22-slim")
+        })?;
+        images.set(builder.trim(), image.trim());
+    }
+    let mut config = NodeConfig::new(&data_dir, args.listen);
+    if let Some(host) = args.advertise {
+        config.advertise_host = host;
+    }
+    config.publish_ip = args.publish_ip;
+    config.node_grace = Duration::from_secs(args.node_grace.max(1));
+    let runtime = DockerRuntime::connect().await.context(
+        "Kraken runs apps in Docker containers; install Docker (Debian: apt-get install docker.io) and start it",
+    )?;
+    let platform = Platform::start(
+        PlatformOptions {
+            config,
+            token,
+            name: args.name,
+            registry: BuilderRegistry::with_builtins(images),
+            ui: Some(kraken_ui::router()),
+        },
+        Arc::new(runtime),
+    )
+    .await?;
+    let address = platform.api_address();
+    println!("Kraken is up.");
+    println!("  UI and API:  {address}/");
+    println!("  token:       {}", platform.token());
+    println!("  data:        {}", data_dir.display());
+    println!("Deploy from this machine with: kraken deploy <git url> --branch main --follow");
+    platform.run(shutdown_signal()).await?;
+    println!("Kraken stopped; running apps keep running and are adopted at the next start.");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+struct Client {
+    http: reqwest::Client,
+    server: String,
+    token: Option<String>,
+}
+
+impl Client {
+    fn new(args: &ClientArgs, data_dir: &std::path::Path) -> Result<Self> {
+        let token = args.token.clone().or_else(|| {
+            std::fs::read_to_string(data_dir.join(TOKEN_FILE)).ok().map(|t| t.trim().to_string())
+        });
+        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build()?;
+        Ok(Self { http, server: args.server.trim_end_matches('/').to_string(), token })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.server)
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response> {
+        let request = match &self.token {
+            Some(t) => request.bearer_auth(t),
+            None => request,
+        };
+        let response = request.send().await.map_err(|e| {
+            Failure::Unreachable(format!(
+                "cannot reach the platform at {} ({e}); is `kraken up` running there? (--server or KRAKEN_SERVER)",
+                self.server
+            ))
+        })?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        let message = body.get("error").and_then(Value::as_str).unwrap_or("no details").to_string();
+        let hint = if status == reqwest::StatusCode::UNAUTHORIZED && self.token.is_none() {
+            " (no token found: pass --token or KRAKEN_TOKEN)"
+        } else {
+            ""
+        };
+        Err(Failure::Refused(format!("the platform refused ({status}): {message}{hint}")).into())
+    }
+
+    async fn get(&self, path: &str) -> Result<Value> {
+        Ok(self.send(self.http.get(self.url(path))).await?.json().await?)
+    }
+
+    async fn post(&self, path: &str, body: Option<Value>) -> Result<Value> {
+        let mut request = self.http.post(self.url(path));
+        if let Some(b) = body {
+            request = request.json(&b);
+        }
+        Ok(self.send(request).await?.json().await?)
+    }
+
+    async fn delete(&self, path: &str) -> Result<Value> {
+        Ok(self.send(self.http.delete(self.url(path))).await?.json().await?)
+    }
+}
+
+fn s<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or("-")
+}
+
+async fn client_command(client: &Client, command: Command, json: bool) -> Result<ExitCode> {
+    match command {
+        Command::Up(_) => unreachable!("handled by run"),
+        Command::Deploy { url, branch, follow } => {
+            let url = local_path_to_absolute(&url);
+            let created = client
+                .post("/api/v1/deployments", Some(serde_json::json!({ "url": url, "branch": branch })))
+                .await?;
+            let id = s(&created, "id").to_string();
+            if !follow {
+                if json {
+                    println!("{created}");
+                } else {
+                    println!("{id}");
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            if !json {
+                println!("deployment {id} requested");
+            }
+            watch(client, &id, json, |status| matches!(status, "Running" | "Errored" | "Destroyed")).await
+        }
+        Command::Validate { url, branch } => {
+            let url = local_path_to_absolute(&url);
+            let v = client
+                .post("/api/v1/validate", Some(serde_json::json!({ "url": url, "branch": branch })))
+                .await?;
+            if json {
+                println!("{v}");
+            } else {
+                let app = &v["manifest"]["app"];
+                let config = &v["manifest"]["config"];
+                println!(
+                    "ok: `{}` on port {} built by the {} builder ({})",
+                    s(app, "name"),
+                    config["port"],
+                    s(&v, "builder"),
+                    s(&v, "reason")
+                );
+                println!("commit {}", s(&v, "commit"));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ps { all } => {
+            let list = client.get("/api/v1/deployments").await?;
+            let items: Vec<&Value> = list
+                .as_array()
+                .map(|a| a.iter().filter(|d| all || s(d, "status") != "Destroyed").collect())
+                .unwrap_or_default();
+            if json {
+                println!("{}", Value::Array(items.into_iter().cloned().collect()));
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!("{:<14} {:<20} {:<26} {:<12} {:<9} ADDRESS", "ID", "NAME", "STATUS", "NODE", "COMMIT");
+            for d in items {
+                let commit = s(d, "commit");
+                println!(
+                    "{:<14} {:<20} {:<26} {:<12} {:<9} {}",
+                    s(d, "id"),
+                    s(d, "name"),
+                    s(d, "status"),
+                    s(d, "node"),
+                    commit.get(..8).unwrap_or(commit),
+                    s(d, "address")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Inspect { id } => {
+            let d = client.get(&format!("/api/v1/deployments/{id}")).await?;
+            if json {
+                println!("{d}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!(
+                "{} ({}) {} {}@{}",
+                s(&d, "id"),
+                s(&d, "name"),
+                s(&d, "status"),
+                s(&d, "url"),
+                s(&d, "branch")
+            );
+            println!("address: {}   node: {}   commit: {}", s(&d, "address"), s(&d, "node"), s(&d, "commit"));
+            for c in d["status_history"].as_array().into_iter().flatten() {
+                println!("  {}  {:<26} {}", s(c, "at"), s(c, "status"), s(c, "message"));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Logs { id, follow } => {
+            if follow {
+                follow_logs(client, &id, 0, json).await?;
+            } else {
+                let mut offset = 0u64;
+                loop {
+                    let page = client
+                        .get(&format!("/api/v1/deployments/{id}/logs?offset={offset}&limit=5000"))
+                        .await?;
+                    let lines = page["lines"].as_array().cloned().unwrap_or_default();
+                    for l in &lines {
+                        print_line(l, json);
+                    }
+                    offset = page["next_offset"].as_u64().unwrap_or(offset);
+                    if lines.len() < 5000 {
+                        break;
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Update { id, follow } => {
+            client.post(&format!("/api/v1/deployments/{id}/update"), None).await?;
+            if !follow {
+                if !json {
+                    println!("update of {id} requested");
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            let before = client.get(&format!("/api/v1/deployments/{id}")).await?;
+            let seen = before["status_history"].as_array().map_or(0, Vec::len);
+            watch_from(client, &id, json, seen.saturating_sub(1), |status| {
+                matches!(status, "Running" | "Errored" | "Destroyed")
+            })
+            .await
+        }
+        Command::Rm { id, wait } => {
+            client.delete(&format!("/api/v1/deployments/{id}")).await?;
+            if !wait {
+                if !json {
+                    println!("destruction of {id} requested");
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            let before = client.get(&format!("/api/v1/deployments/{id}")).await?;
+            let seen = before["status_history"].as_array().map_or(0, Vec::len);
+            watch_from(client, &id, json, seen.saturating_sub(1), |status| {
+                matches!(status, "Destroyed" | "Errored")
+            })
+            .await
+        }
+        Command::Nodes => {
+            let nodes = client.get("/api/v1/nodes").await?;
+            if json {
+                println!("{nodes}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!(
+                "{:<12} {:<16} {:<13} {:<5} {:>5} {:>13} {:>4} {:>4} ADDRESS",
+                "ID", "NAME", "ROLE", "UP", "CPU%", "MEMORY", "APPS", "PRIO"
+            );
+            for n in nodes.as_array().into_iter().flatten() {
+                let st = &n["stats"];
+                let gib = |v: &Value| v.as_f64().unwrap_or(0.0) / (1u64 << 30) as f64;
+                println!(
+                    "{:<12} {:<16} {:<13} {:<5} {:>5.1} {:>5.1}/{:<5.1}GiB {:>4} {:>4} {}",
+                    s(n, "id"),
+                    s(n, "name"),
+                    s(n, "role"),
+                    if n["up"].as_bool().unwrap_or(false) { "yes" } else { "no" },
+                    st["cpu_percent"].as_f64().unwrap_or(0.0),
+                    gib(&st["memory_used_bytes"]),
+                    gib(&st["memory_total_bytes"]),
+                    n["deployments"].as_array().map_or(0, Vec::len),
+                    n["rollover_priority"],
+                    s(n, "address")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// A relative local path means the directory here, not on the server: make it absolute.
+fn local_path_to_absolute(url: &str) -> String {
+    if url.contains("://") || url.starts_with('/') {
+        return url.to_string();
+    }
+    match std::fs::canonicalize(url) {
+        Ok(p) if p.is_dir() => p.display().to_string(),
+        _ => url.to_string(),
+    }
+}
+
+fn print_line(l: &Value, json: bool) {
+    if json {
+        println!("{l}");
+    } else {
+        let stream = s(l, "stream");
+        let line = s(l, "line");
+        match stream {
+            "stdout" => println!("{line}"),
+            other => println!("[{other}] {line}"),
+        }
+    }
+}
+
+async fn watch(client: &Client, id: &str, json: bool, done: impl Fn(&str) -> bool) -> Result<ExitCode> {
+    watch_from(client, id, json, 0, done).await
+}
+
+/// Prints status changes and log lines until `done(status)`, polling the API.
+async fn watch_from(
+    client: &Client,
+    id: &str,
+    json: bool,
+    mut seen: usize,
+    done: impl Fn(&str) -> bool,
+) -> Result<ExitCode> {
+    let first = client.get(&format!("/api/v1/deployments/{id}/logs?offset=0&limit=1")).await?;
+    let mut offset = if seen > 0 {
+        first["next_offset"].as_u64().unwrap_or(0).max(latest_offset(client, id).await?)
+    } else {
+        0
+    };
+    let mut ticker = tokio::time::interval(Duration::from_millis(300));
+    loop {
+        ticker.tick().await;
+        let page = client.get(&format!("/api/v1/deployments/{id}/logs?offset={offset}&limit=5000")).await?;
+        for l in page["lines"].as_array().into_iter().flatten() {
+            print_line(l, json);
+        }
+        offset = page["next_offset"].as_u64().unwrap_or(offset);
+        let d = client.get(&format!("/api/v1/deployments/{id}")).await?;
+        let history = d["status_history"].as_array().cloned().unwrap_or_default();
+        let mut finished = None;
+        for c in history.iter().skip(seen) {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "status": c["status"], "at": c["at"], "message": c["message"] })
+                );
+            } else {
+                println!("==> {:<26} {}", s(c, "status"), s(c, "message"));
+            }
+            if done(s(c, "status")) {
+                finished = Some(s(c, "status").to_string());
+            }
+        }
+        seen = history.len();
+        if let Some(status) = finished.filter(|_| done(s(&d, "status"))) {
+            // Print what was logged up to the end.
+            let page =
+                client.get(&format!("/api/v1/deployments/{id}/logs?offset={offset}&limit=5000")).await?;
+            for l in page["lines"].as_array().into_iter().flatten() {
+                print_line(l, json);
+            }
+            if status == "Errored" {
+                let reason = s(&d, "error").to_string();
+                return Err(Failure::Failed(format!("deployment {id} failed: {reason}")).into());
+            }
+            if !json && status == "Running" {
+                println!("{id} is running at {}", s(&d, "address"));
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+}
+
+async fn latest_offset(client: &Client, id: &str) -> Result<u64> {
+    let mut offset = 0;
+    loop {
+        let page = client.get(&format!("/api/v1/deployments/{id}/logs?offset={offset}&limit=5000")).await?;
+        let n = page["lines"].as_array().map_or(0, Vec::len);
+        offset = page["next_offset"].as_u64().unwrap_or(offset);
+        if n < 5000 {
+            return Ok(offset);
+        }
+    }
+}
+
+/// Follows a deployment's log through the API's server-sent events.
+async fn follow_logs(client: &Client, id: &str, offset: u64, json: bool) -> Result<()> {
+    let response = client
+        .send(
+            client
+                .http
+                .get(client.url(&format!("/api/v1/deployments/{id}/logs?follow=true&offset={offset}"))),
+        )
+        .await?;
+    let mut body = response.bytes_stream();
+    let mut buffer = String::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.context("the log stream broke off")?;
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find("\n\n") {
+            let event: String = buffer.drain(..end + 2).collect();
+            for data in event.lines().filter_map(|l| l.strip_prefix("data:")) {
+                if let Ok(v) = serde_json::from_str::<Value>(data.trim()) {
+                    print_line(&v, json);
+                }
+            }
+        }
+    }
+    Ok(())
+}
