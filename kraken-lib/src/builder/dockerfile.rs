@@ -67,3 +67,84 @@ impl Builder for DockerfileBuilder {
         Ok(BuildPlan { builder: self.name().to_string(), context_dir: app.root().to_path_buf(), dockerfile })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{app, manifest};
+    use super::*;
+
+    const OWN: &str = "FROM scratch\nCOPY . /\nCMD [\"/app\"]\n";
+
+    fn plan_with(files: &[(&str, &str)], path: Option<&str>) -> Result<BuildPlan, BuildError> {
+        let dir = app(files);
+        let mut m = manifest(80, Some("dockerfile"), None);
+        m.config.dockerfile = path.map(str::to_string);
+        DockerfileBuilder.plan(&AppFiles::new(dir.path()), &m, &BaseImages::defaults())
+    }
+
+    #[test]
+    fn plan_is_the_apps_own_dockerfile() {
+        let p = plan_with(&[("Dockerfile", OWN)], None).unwrap();
+        assert_eq!(p.builder, "dockerfile");
+        assert_eq!(p.dockerfile, OWN);
+        let p = plan_with(
+            &[("docker/Prod.Dockerfile", "FROM other\n"), ("Dockerfile", OWN)],
+            Some("docker/Prod.Dockerfile"),
+        )
+        .unwrap();
+        assert_eq!(p.dockerfile, "FROM other\n");
+    }
+
+    #[test]
+    fn missing_or_empty_dockerfile_is_explained() {
+        let err = plan_with(&[], None).unwrap_err();
+        assert!(err.to_string().contains("no file \"Dockerfile\" in the repository"), "{err}");
+        let err = plan_with(&[("Dockerfile", "\n")], None).unwrap_err();
+        assert!(err.to_string().contains("Dockerfile is empty"), "{err}");
+    }
+
+    #[test]
+    fn dot_dot_paths_are_refused() {
+        for bad in ["../Dockerfile", "docker/../../Dockerfile", "/etc/passwd"] {
+            let err = plan_with(&[("Dockerfile", OWN)], Some(bad)).unwrap_err();
+            assert!(matches!(err, BuildError::Invalid(_)), "{bad}: {err:?}");
+            assert!(err.to_string().contains("config.dockerfile"), "{bad}: {err}");
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symlinks_out_of_the_repository_are_refused() {
+        let outside = app(&[("Dockerfile", "FROM secret\n")]);
+        let dir = app(&[]);
+        std::os::unix::fs::symlink(outside.path().join("Dockerfile"), dir.path().join("Dockerfile")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("docker")).unwrap();
+        let files = AppFiles::new(dir.path());
+        for path in [None, Some("docker/Dockerfile")] {
+            let mut m = manifest(80, Some("dockerfile"), None);
+            m.config.dockerfile = path.map(str::to_string);
+            let err = DockerfileBuilder.plan(&files, &m, &BaseImages::defaults()).unwrap_err();
+            assert!(err.to_string().contains("outside the repository"), "{path:?}: {err}");
+        }
+        // A link that stays inside is fine.
+        std::fs::write(dir.path().join("real.Dockerfile"), OWN).unwrap();
+        std::os::unix::fs::symlink("real.Dockerfile", dir.path().join("inner")).unwrap();
+        let mut m = manifest(80, Some("dockerfile"), None);
+        m.config.dockerfile = Some("inner".into());
+        assert_eq!(DockerfileBuilder.plan(&files, &m, &BaseImages::defaults()).unwrap().dockerfile, OWN);
+    }
+
+    #[test]
+    fn detects_the_configured_path() {
+        let dir = app(&[("ops/Dockerfile", OWN)]);
+        let mut m = manifest(80, None, None);
+        let files = AppFiles::new(dir.path()).with_manifest(&m);
+        assert_eq!(DockerfileBuilder.detect(&files), None);
+        m.config.dockerfile = Some("ops/Dockerfile".into());
+        let files = AppFiles::new(dir.path()).with_manifest(&m);
+        assert_eq!(
+            DockerfileBuilder.detect(&files).as_deref(),
+            Some("ops/Dockerfile found, as `config.dockerfile` names it")
+        );
+    }
+}

@@ -64,3 +64,75 @@ impl Builder for NodeBuilder {
         Ok(BuildPlan { builder: self.name().to_string(), context_dir: app.root().to_path_buf(), dockerfile })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{app, manifest};
+    use super::*;
+
+    fn images() -> BaseImages {
+        let mut images = BaseImages::uniform("other:1");
+        images.set("node", "local/node:18");
+        images
+    }
+
+    fn plan(files: &[(&str, &str)], run: Option<&str>) -> Result<BuildPlan, BuildError> {
+        let dir = app(files);
+        let mut m = manifest(3000, Some("node"), run);
+        m.config.env.insert("GREETING".into(), "hi \"there\"".into());
+        let plan = NodeBuilder.plan(&AppFiles::new(dir.path()), &m, &images());
+        if let Ok(p) = &plan {
+            assert_eq!(p.context_dir, dir.path());
+        }
+        plan
+    }
+
+    #[test]
+    fn plan_without_dependencies_skips_npm() {
+        let p = plan(&[("package.json", r#"{"name": "a", "dependencies": {}}"#)], Some("node server.js"))
+            .unwrap();
+        let lines: Vec<&str> = p.dockerfile.lines().collect();
+        assert_eq!(p.builder, "node");
+        assert_eq!(lines[0], "FROM local/node:18");
+        assert!(lines.contains(&"WORKDIR /app") && lines.contains(&"COPY . /app"), "{}", p.dockerfile);
+        assert!(!p.dockerfile.contains("npm install"), "{}", p.dockerfile);
+        assert!(lines.contains(&"EXPOSE 3000"), "{}", p.dockerfile);
+        assert!(lines.contains(&"ENV PORT=\"3000\""), "{}", p.dockerfile);
+        assert!(lines.contains(&r#"ENV GREETING="hi \"there\"""#), "{}", p.dockerfile);
+        assert_eq!(lines.last(), Some(&r#"CMD ["sh","-c","node server.js"]"#));
+    }
+
+    #[test]
+    fn plan_with_dependencies_installs_them() {
+        let p =
+            plan(&[("package.json", r#"{"dependencies": {"express": "^4"}}"#)], Some("node s.js")).unwrap();
+        let lines: Vec<&str> = p.dockerfile.lines().collect();
+        let install = lines.iter().position(|l| *l == "RUN npm install --omit=dev").expect("install line");
+        let copy = lines.iter().position(|l| *l == "COPY . /app").expect("copy line");
+        assert!(copy < install);
+    }
+
+    #[test]
+    fn run_with_quotes_is_escaped() {
+        let p = plan(&[("package.json", "{}")], Some(r#"node -e "console.log('up')""#)).unwrap();
+        assert!(
+            p.dockerfile.ends_with("CMD [\"sh\",\"-c\",\"node -e \\\"console.log('up')\\\"\"]\n"),
+            "{}",
+            p.dockerfile
+        );
+    }
+
+    #[test]
+    fn missing_run_is_explained() {
+        let err = plan(&[("package.json", "{}")], None).unwrap_err();
+        assert!(err.to_string().contains("`config.run` is missing; the node builder"), "{err}");
+    }
+
+    #[test]
+    fn bad_package_json_is_reported() {
+        let err = plan(&[("package.json", "{ oops")], Some("node s.js")).unwrap_err();
+        assert!(err.to_string().starts_with("package.json:1:3: not valid JSON"), "{err}");
+        let err = plan(&[("package.json", r#"{"dependencies": ["x"]}"#)], Some("node s.js")).unwrap_err();
+        assert!(err.to_string().contains("`dependencies` should be an object"), "{err}");
+    }
+}

@@ -83,3 +83,54 @@ impl Builder for PythonBuilder {
         python_plan(self.name(), "python", app, manifest, images)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{app, manifest};
+    use super::*;
+
+    fn plan(files: &[(&str, &str)], run: Option<&str>) -> Result<BuildPlan, BuildError> {
+        let dir = app(files);
+        let mut images = BaseImages::uniform("other:1");
+        images.set("python", "local/python:3.11");
+        PythonBuilder.plan(&AppFiles::new(dir.path()), &manifest(8000, Some("python"), run), &images)
+    }
+
+    #[test]
+    fn plan_with_requirements_installs_them() {
+        let p = plan(&[("requirements.txt", "# web\nflask==3.0\n"), ("app.py", "")], Some("python3 app.py"))
+            .unwrap();
+        let lines: Vec<&str> = p.dockerfile.lines().collect();
+        assert_eq!(p.builder, "python");
+        assert_eq!(lines[0], "FROM local/python:3.11");
+        assert!(
+            lines.contains(&"RUN python3 -m pip install --no-cache-dir -r requirements.txt"),
+            "{}",
+            p.dockerfile
+        );
+        assert!(lines.contains(&"ENV PYTHONUNBUFFERED=\"1\""), "{}", p.dockerfile);
+        assert!(lines.contains(&"EXPOSE 8000"), "{}", p.dockerfile);
+        assert_eq!(lines.last(), Some(&r#"CMD ["sh","-c","python3 app.py"]"#));
+    }
+
+    #[test]
+    fn comment_only_requirements_install_nothing() {
+        let p = plan(&[("requirements.txt", "# nothing yet\n\n   \n")], Some("python3 app.py")).unwrap();
+        assert!(!p.dockerfile.contains("pip install"), "{}", p.dockerfile);
+        let p = plan(&[("app.py", "")], Some("python3 app.py")).unwrap();
+        assert!(!p.dockerfile.contains("pip install"), "{}", p.dockerfile);
+        assert!(p.dockerfile.contains("ENV PYTHONUNBUFFERED=\"1\"\n"), "{}", p.dockerfile);
+    }
+
+    #[test]
+    fn missing_run_is_explained() {
+        let err = plan(&[("app.py", "")], None).unwrap_err();
+        assert!(err.to_string().contains("`config.run` is missing; the python builder"), "{err}");
+    }
+
+    #[test]
+    fn requirements_listed_ignores_comments() {
+        assert!(!requirements_listed("# a\n\n  # b\n"));
+        assert!(requirements_listed("# a\nrequests\n"));
+    }
+}

@@ -54,3 +54,45 @@ impl Builder for StaticSiteBuilder {
         Ok(BuildPlan { builder: self.name().to_string(), context_dir: app.root().to_path_buf(), dockerfile })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{app, manifest};
+    use super::*;
+
+    fn images() -> BaseImages {
+        let mut images = BaseImages::uniform("other:1");
+        images.set("static", "local/busybox:1");
+        images
+    }
+
+    #[test]
+    fn plan_serves_the_site_with_busybox() {
+        let dir = app(&[("index.html", "<h1>hi</h1>")]);
+        let p = StaticSiteBuilder
+            .plan(&AppFiles::new(dir.path()), &manifest(8080, None, None), &images())
+            .unwrap();
+        let lines: Vec<&str> = p.dockerfile.lines().collect();
+        assert_eq!(p.builder, "static");
+        assert_eq!(lines[0], "FROM local/busybox:1");
+        assert!(lines.contains(&"COPY . /site"), "{}", p.dockerfile);
+        assert!(lines.contains(&"EXPOSE 8080"), "{}", p.dockerfile);
+        assert_eq!(
+            lines.last(),
+            Some(
+                &r#"CMD ["sh","-c","echo 'kraken static site serving /site on port 8080' && exec busybox httpd -f -v -p 8080 -h /site"]"#
+            )
+        );
+    }
+
+    #[test]
+    fn run_replaces_the_default_command() {
+        let dir = app(&[("index.html", "")]);
+        let m = manifest(9000, Some("static"), Some("exec busybox httpd -f -p 9000 -h /site/public"));
+        let p = StaticSiteBuilder.plan(&AppFiles::new(dir.path()), &m, &images()).unwrap();
+        assert!(p
+            .dockerfile
+            .ends_with("CMD [\"sh\",\"-c\",\"exec busybox httpd -f -p 9000 -h /site/public\"]\n"));
+        assert!(!p.dockerfile.contains("kraken static site serving"));
+    }
+}
