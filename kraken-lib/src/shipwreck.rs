@@ -370,7 +370,7 @@ impl Parser<'_> {
         let port = self.port(section)?;
         let lang = self.string(section, "lang")?;
         if let Some(lang) = &lang {
-            if !known_langs.is_empty() && !known_langs.iter().any(|k| *k == lang.value) {
+            if !known_langs.is_empty() && !known_langs.contains(&lang.value) {
                 let names: Vec<&str> = known_langs.iter().map(String::as_str).collect();
                 let hint = suggestion(&lang.value, &names)
                     .map(|s| format!("did you mean \"{s}\"? "))
@@ -626,6 +626,7 @@ fn suggest_app_name(given: &str) -> Option<String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

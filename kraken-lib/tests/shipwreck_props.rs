@@ -1,6 +1,8 @@
 //! Property tests for `shipwreck.toml` parsing: whatever the input, parsing
 //! returns a manifest or an error whose line and column point inside the text.
 
+#![allow(clippy::unwrap_used)]
+
 use kraken_lib::shipwreck::{Manifest, ShipwreckError, FILE_NAME};
 use proptest::prelude::*;
 

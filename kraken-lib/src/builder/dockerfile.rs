@@ -69,6 +69,7 @@ impl Builder for DockerfileBuilder {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::super::test_support::{app, manifest};
     use super::*;

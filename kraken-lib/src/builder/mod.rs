@@ -454,6 +454,7 @@ pub fn required_run<'m>(manifest: &'m Manifest, builder: &str, example: &str) ->
 
 /// Small apps in temporary directories, for the builders' tests.
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 pub(crate) mod test_support {
     use std::collections::BTreeMap;
 
@@ -487,6 +488,7 @@ pub(crate) mod test_support {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::test_support::{app, manifest};
     use super::*;
@@ -511,9 +513,12 @@ mod tests {
         }
     }
 
+    /// Files of an app, its `run`, the builder expected and the start of the reason.
+    type DetectionCase<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>, &'a str, &'a str);
+
     #[test]
     fn each_builtin_is_detected_by_its_marker() {
-        let cases: &[(&[(&str, &str)], Option<&str>, &str, &str)] = &[
+        let cases: &[DetectionCase<'_>] = &[
             (&[("Dockerfile", "FROM x\n")], None, "dockerfile", "Dockerfile found at the root"),
             (&[("package.json", "{}")], Some("node server.js"), "node", "package.json found at the root"),
             (&[("requirements.txt", "")], None, "python", "requirements.txt found at the root"),

@@ -66,6 +66,7 @@ impl Builder for NodeBuilder {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::super::test_support::{app, manifest};
     use super::*;

@@ -85,6 +85,7 @@ impl Builder for PythonBuilder {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::super::test_support::{app, manifest};
     use super::*;

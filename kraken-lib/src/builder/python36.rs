@@ -41,6 +41,7 @@ impl Builder for Python36Builder {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::super::test_support::{app, manifest};
     use super::*;

@@ -56,6 +56,7 @@ impl Builder for StaticSiteBuilder {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::super::test_support::{app, manifest};
     use super::*;
