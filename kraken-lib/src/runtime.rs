@@ -351,13 +351,17 @@ fn cpu_percent(total: u64, pre_total: u64, system: Option<u64>, pre_system: Opti
 /// reports it (cgroup v1: `total_inactive_file`; v2: `inactive_file`).
 fn memory_in_use(memory: &bollard::container::MemoryStats) -> u64 {
     use bollard::container::MemoryStatsStats as S;
-    let usage = memory.usage.unwrap_or(0);
     let cache = match &memory.stats {
         Some(S::V1(v1)) if v1.total_inactive_file > 0 => v1.total_inactive_file,
         Some(S::V1(v1)) => v1.cache,
         Some(S::V2(v2)) => v2.inactive_file,
         None => 0,
     };
+    usage_without_cache(memory.usage.unwrap_or(0), cache)
+}
+
+/// `usage - cache`, or `usage` when the cache figure does not fit below it.
+fn usage_without_cache(usage: u64, cache: u64) -> u64 {
     if cache < usage {
         usage - cache
     } else {
@@ -747,5 +751,137 @@ impl Runtime for DockerRuntime {
             Err(e) if is_not_found(&e) => Ok(()),
             Err(e) => Err(map_err(&format!("removing image {image}"), e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::net::{Ipv4Addr, TcpListener};
+
+    use super::*;
+
+    #[test]
+    fn pick_host_port_keeps_a_free_preferred_port() {
+        let free = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap().local_addr().unwrap().port();
+        // The listener is dropped, so the port is free again (barring a race
+        // with another process, which the function's contract accepts).
+        assert_eq!(pick_host_port(free), free);
+    }
+
+    #[test]
+    fn pick_host_port_avoids_a_taken_port() {
+        let held = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+        let taken = held.local_addr().unwrap().port();
+        let picked = pick_host_port(taken);
+        assert_ne!(picked, taken);
+        assert_ne!(picked, 0);
+        TcpListener::bind((Ipv4Addr::UNSPECIFIED, picked)).expect("the picked port is bindable");
+    }
+
+    #[test]
+    fn pick_host_port_zero_means_any_free_port() {
+        let picked = pick_host_port(0);
+        assert_ne!(picked, 0);
+    }
+
+    #[test]
+    fn cpu_percent_follows_the_docker_formula() {
+        // 0.5 s of container CPU in 4 s of host CPU time on 2 CPUs = 25 %.
+        let pct = cpu_percent(1_500_000_000, 1_000_000_000, Some(12_000_000_000), Some(8_000_000_000), 2);
+        assert!((pct - 25.0).abs() < 1e-9, "{pct}");
+    }
+
+    #[test]
+    fn cpu_percent_is_zero_without_a_previous_sample_or_interval() {
+        assert_eq!(cpu_percent(10, 0, Some(100), None, 2), 0.0);
+        assert_eq!(cpu_percent(10, 0, None, None, 2), 0.0);
+        assert_eq!(cpu_percent(10, 10, Some(200), Some(100), 2), 0.0);
+        assert_eq!(cpu_percent(10, 5, Some(100), Some(100), 2), 0.0);
+        // A counter that went backwards (container restarted) gives 0, not a panic.
+        assert_eq!(cpu_percent(5, 10, Some(200), Some(100), 2), 0.0);
+    }
+
+    #[test]
+    fn memory_subtracts_the_cache_only_when_it_fits() {
+        assert_eq!(usage_without_cache(1000, 300), 700);
+        assert_eq!(usage_without_cache(1000, 0), 1000);
+        assert_eq!(usage_without_cache(1000, 5000), 1000);
+        assert_eq!(usage_without_cache(0, 0), 0);
+    }
+
+    #[test]
+    fn line_splitter_joins_partial_lines_per_stream() {
+        let mut s = LineSplitter::default();
+        assert!(s.push("stdout", b"hel").is_empty());
+        let lines = s.push("stderr", b"oops\r\nwar");
+        assert_eq!(lines, vec![LogLine { stream: "stderr".into(), line: "oops".into() }]);
+        let lines = s.push("stdout", b"lo\nworld\n\n");
+        assert_eq!(
+            lines,
+            vec![
+                LogLine { stream: "stdout".into(), line: "hello".into() },
+                LogLine { stream: "stdout".into(), line: "world".into() },
+                LogLine { stream: "stdout".into(), line: String::new() },
+            ]
+        );
+        assert_eq!(s.finish(), vec![LogLine { stream: "stderr".into(), line: "war".into() }]);
+        assert!(s.finish().is_empty());
+    }
+
+    #[test]
+    fn build_context_packs_the_app_without_git_and_keeps_modes_and_links() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::write(root.join("app.py"), "print('hi')\n").unwrap();
+        std::fs::write(root.join("run.sh"), "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(root.join("run.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::create_dir_all(root.join("src/lib")).unwrap();
+        std::fs::write(root.join("src/lib/util.py"), "x = 1\n").unwrap();
+        std::fs::create_dir_all(root.join(".git/objects")).unwrap();
+        std::fs::write(root.join(".git/HEAD"), "ref: refs/heads/main\n").unwrap();
+        std::fs::write(root.join(CONTEXT_DOCKERFILE), "FROM stale\n").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", root.join("outside")).unwrap();
+
+        let bytes = build_context(root, "FROM base\nCOPY . /app\n").unwrap();
+        let mut archive = tar::Archive::new(bytes.as_slice());
+        let mut seen = BTreeMap::new();
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let path = entry.path().unwrap().to_string_lossy().trim_end_matches('/').to_string();
+            let header = entry.header().clone();
+            let mut body = String::new();
+            if header.entry_type().is_file() {
+                entry.read_to_string(&mut body).unwrap();
+            }
+            let link = entry.link_name().unwrap().map(|l| l.to_string_lossy().into_owned());
+            seen.insert(path, (header.entry_type(), header.mode().unwrap() & 0o777, body, link));
+        }
+
+        assert!(seen.keys().all(|p| !p.starts_with(".git")), "{:?}", seen.keys());
+        assert_eq!(seen["run.sh"].1, 0o755);
+        assert_eq!(seen["app.py"].2, "print('hi')\n");
+        assert_eq!(seen["src/lib/util.py"].2, "x = 1\n");
+        assert!(seen["src"].0.is_dir());
+        assert_eq!(seen[CONTEXT_DOCKERFILE].2, "FROM base\nCOPY . /app\n");
+        assert!(seen["outside"].0.is_symlink());
+        assert_eq!(seen["outside"].3.as_deref(), Some("/etc/passwd"));
+        assert_eq!(seen["outside"].2, "", "a link's target is never read");
+    }
+
+    #[test]
+    fn engine_errors_map_to_runtime_errors() {
+        use bollard::errors::Error as E;
+        let e =
+            map_err("container x", E::DockerResponseServerError { status_code: 404, message: "no".into() });
+        assert!(matches!(e, RuntimeError::NotFound(ref w) if w == "container x"), "{e:?}");
+        let e =
+            map_err("image y", E::DockerResponseServerError { status_code: 409, message: "in use".into() });
+        assert!(matches!(e, RuntimeError::Engine(ref m) if m.contains("in use") && m.contains("image y")));
+        let e = map_err("ping", E::SocketNotFoundError("/var/run/docker.sock".into()));
+        assert!(matches!(e, RuntimeError::Unavailable(_)), "{e:?}");
+        let e = map_err("ping", E::RequestTimeoutError);
+        assert!(matches!(e, RuntimeError::Unavailable(_)), "{e:?}");
     }
 }
