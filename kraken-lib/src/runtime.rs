@@ -226,6 +226,13 @@ fn is_not_found(err: &bollard::errors::Error) -> bool {
     matches!(err, bollard::errors::Error::DockerResponseServerError { status_code: 404, .. })
 }
 
+/// Whether a failed build's `message` says a cached layer it built on was
+/// deleted meanwhile (an image removal running at the same time pruned an
+/// untagged parent the build was about to use); building again then succeeds.
+fn lost_cache_layer(message: &str) -> bool {
+    message.contains("unknown parent image ID") || message.contains("No such image: sha256:")
+}
+
 /// `labels` plus [`LABEL_MANAGED`]` = "true"`, in the form bollard takes.
 fn managed_labels(labels: &BTreeMap<String, String>) -> std::collections::HashMap<String, String> {
     let mut out: std::collections::HashMap<String, String> =
@@ -412,6 +419,56 @@ impl DockerRuntime {
         }
     }
 
+    /// One build attempt: streams the engine's output to `log` and returns the image id.
+    async fn build_once(
+        &self,
+        options: bollard::image::BuildImageOptions<String>,
+        context: bytes::Bytes,
+        tag: &str,
+        log: &mpsc::UnboundedSender<String>,
+    ) -> Result<String, RuntimeError> {
+        let mut image_id = None;
+        let mut stream = self.docker.build_image(options, None, Some(context));
+        while let Some(item) = stream.next().await {
+            let info = match item {
+                Ok(info) => info,
+                Err(bollard::errors::Error::DockerStreamError { error }) => {
+                    let _ = log.send(error.clone());
+                    return Err(RuntimeError::BuildFailed(error));
+                }
+                Err(bollard::errors::Error::DockerResponseServerError { status_code, message })
+                    if (400..500).contains(&status_code) =>
+                {
+                    let _ = log.send(message.clone());
+                    return Err(RuntimeError::BuildFailed(message));
+                }
+                Err(e) => return Err(map_err(&format!("building image {tag}"), e)),
+            };
+            if let Some(text) = &info.stream {
+                for line in
+                    text.split('\n').map(|l| l.trim_end_matches('\r')).filter(|l| !l.trim().is_empty())
+                {
+                    let _ = log.send(line.to_string());
+                }
+            }
+            if let Some(message) = info.error_detail.and_then(|d| d.message) {
+                let _ = log.send(message.clone());
+                return Err(RuntimeError::BuildFailed(message));
+            }
+            if let Some(id) = info.aux.and_then(|a| a.id) {
+                image_id = Some(id);
+            }
+        }
+        match image_id {
+            Some(id) => Ok(id),
+            None => {
+                let image =
+                    self.docker.inspect_image(tag).await.map_err(|e| map_err(&format!("image {tag}"), e))?;
+                image.id.ok_or_else(|| RuntimeError::Engine(format!("image {tag} was built but has no id")))
+            }
+        }
+    }
+
     /// Starts `id`, waits for it to stop and returns its exit code and output.
     async fn start_and_collect(&self, id: &str) -> Result<(i64, String), RuntimeError> {
         self.docker
@@ -476,44 +533,18 @@ impl Runtime for DockerRuntime {
             pull: false,
             ..Default::default()
         };
-        let mut image_id = None;
-        let mut stream = self.docker.build_image(options, None, Some(context.into()));
-        while let Some(item) = stream.next().await {
-            let info = match item {
-                Ok(info) => info,
-                Err(bollard::errors::Error::DockerStreamError { error }) => {
-                    let _ = log.send(error.clone());
-                    return Err(RuntimeError::BuildFailed(error));
+        let context = bytes::Bytes::from(context);
+        let mut attempt = 1;
+        loop {
+            match self.build_once(options.clone(), context.clone(), tag, &log).await {
+                Err(RuntimeError::BuildFailed(message)) if attempt == 1 && lost_cache_layer(&message) => {
+                    attempt += 1;
+                    tracing::info!(%tag, %message, "a cached layer vanished during the build; building again");
+                    let _ = log.send(
+                        "a cached layer was removed while the build used it; building again".to_string(),
+                    );
                 }
-                Err(bollard::errors::Error::DockerResponseServerError { status_code, message })
-                    if (400..500).contains(&status_code) =>
-                {
-                    let _ = log.send(message.clone());
-                    return Err(RuntimeError::BuildFailed(message));
-                }
-                Err(e) => return Err(map_err(&format!("building image {tag}"), e)),
-            };
-            if let Some(text) = &info.stream {
-                for line in
-                    text.split('\n').map(|l| l.trim_end_matches('\r')).filter(|l| !l.trim().is_empty())
-                {
-                    let _ = log.send(line.to_string());
-                }
-            }
-            if let Some(message) = info.error_detail.and_then(|d| d.message) {
-                let _ = log.send(message.clone());
-                return Err(RuntimeError::BuildFailed(message));
-            }
-            if let Some(id) = info.aux.and_then(|a| a.id) {
-                image_id = Some(id);
-            }
-        }
-        match image_id {
-            Some(id) => Ok(id),
-            None => {
-                let image =
-                    self.docker.inspect_image(tag).await.map_err(|e| map_err(&format!("image {tag}"), e))?;
-                image.id.ok_or_else(|| RuntimeError::Engine(format!("image {tag} was built but has no id")))
+                other => return other,
             }
         }
     }
@@ -755,6 +786,7 @@ impl Runtime for DockerRuntime {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use std::io::Read;
     use std::net::{Ipv4Addr, TcpListener};
@@ -868,6 +900,15 @@ mod tests {
         assert!(seen["outside"].0.is_symlink());
         assert_eq!(seen["outside"].3.as_deref(), Some("/etc/passwd"));
         assert_eq!(seen["outside"].2, "", "a link's target is never read");
+    }
+
+    #[test]
+    fn a_vanished_cache_layer_is_told_apart_from_a_failing_build() {
+        assert!(lost_cache_layer(
+            "failed to export image: failed to set parent sha256:addaaa9c: unknown parent image ID sha256:addaaa9c"
+        ));
+        assert!(!lost_cache_layer("The command '/bin/sh -c false' returned a non-zero code: 1"));
+        assert!(!lost_cache_layer("No such image: node:18-bookworm-slim"));
     }
 
     #[test]
