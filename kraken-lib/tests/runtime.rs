@@ -64,7 +64,7 @@ fn server_plan(dir: &Path, marker: &str) -> BuildPlan {
 /// A first instruction unique to the test run `marker`, so its build shares no
 /// cached layer with a concurrent test whose cleanup could delete it mid-build.
 fn own_layers(marker: &str) -> String {
-    format!("LABEL kraken.test.build={marker}")
+    format!("LABEL {}={marker}", docker::TEST_LABEL)
 }
 
 /// A plan whose context is an empty directory and whose Dockerfile is `body`
