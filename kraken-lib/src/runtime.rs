@@ -6,9 +6,10 @@
 //! labels [`LABEL_MANAGED`], [`LABEL_DEPLOYMENT`], [`LABEL_NODE`] and
 //! [`LABEL_COMMIT`], so a restarted agent finds and re-adopts its containers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::path::Path;
 
-use futures::stream::BoxStream;
+use futures::stream::{BoxStream, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
@@ -144,8 +145,10 @@ pub trait Runtime: Send + Sync {
     async fn run_container(&self, spec: &ContainerSpec) -> Result<(String, u16), RuntimeError>;
     /// The container's state.
     async fn inspect(&self, id: &str) -> Result<ContainerState, RuntimeError>;
-    /// The container's output: past lines (none when `since_now`), then new
-    /// ones while `follow`.
+    /// The container's output: past lines, then new ones while `follow`.
+    ///
+    /// With `since_now`, only what the container prints from now on (used when
+    /// a restarted agent re-adopts a container whose past output it already has).
     fn logs(
         &self,
         id: &str,
@@ -177,12 +180,764 @@ impl DockerRuntime {
         let docker = bollard::Docker::connect_with_local_defaults()
             .map_err(|e| RuntimeError::Unavailable(e.to_string()))?;
         docker.ping().await.map_err(|e| RuntimeError::Unavailable(e.to_string()))?;
+        // Speak the engine's API version when it is older than the client's,
+        // so older engines (e.g. Debian's 20.10) accept the requests.
+        let docker =
+            docker.negotiate_version().await.map_err(|e| RuntimeError::Unavailable(e.to_string()))?;
         Ok(Self { docker })
     }
 }
 
-/// The preferred host port when it is free now, else one the OS says is free.
+/// The name the plan's Dockerfile gets inside the build context.
+const CONTEXT_DOCKERFILE: &str = ".kraken.Dockerfile";
+
+/// Seconds a container gets to stop on its own before it is killed.
+const STOP_GRACE_SECS: i64 = 5;
+
+/// A host port to publish an app on: `preferred` if it can be bound on
+/// `0.0.0.0` right now, otherwise a free port the operating system picks.
+///
+/// The answer is only a good guess: another process may take the port between
+/// this check and the container's start. Callers that publish on the returned
+/// port must therefore be ready for [`Runtime::run_container`] to fail, and
+/// fall back to `host_port: 0`, which lets the engine choose a free port
+/// atomically. Returns 0 (meaning "let the engine choose") when not even an
+/// OS-picked port can be bound. A `preferred` of 0 asks for any free port.
 pub fn pick_host_port(preferred: u16) -> u16 {
-    let _ = preferred;
-    0
+    use std::net::{Ipv4Addr, TcpListener};
+    if preferred != 0 && TcpListener::bind((Ipv4Addr::UNSPECIFIED, preferred)).is_ok() {
+        return preferred;
+    }
+    TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+}
+
+/// Maps a bollard error to a [`RuntimeError`]; `what` names the object or the
+/// action for the message ("container web-1", "creating container web-1").
+fn map_err(what: &str, err: bollard::errors::Error) -> RuntimeError {
+    use bollard::errors::Error as E;
+    match err {
+        E::DockerResponseServerError { status_code: 404, .. } => RuntimeError::NotFound(what.to_string()),
+        E::DockerResponseServerError { status_code, message } => {
+            RuntimeError::Engine(format!("{what}: {message} (HTTP {status_code})"))
+        }
+        E::HyperResponseError { .. }
+        | E::HyperLegacyError { .. }
+        | E::IOError { .. }
+        | E::SocketNotFoundError(_)
+        | E::RequestTimeoutError => RuntimeError::Unavailable(format!("{what}: {err}")),
+        other => RuntimeError::Engine(format!("{what}: {other}")),
+    }
+}
+
+/// Whether `err` is the engine saying "no such object".
+fn is_not_found(err: &bollard::errors::Error) -> bool {
+    matches!(err, bollard::errors::Error::DockerResponseServerError { status_code: 404, .. })
+}
+
+/// Whether a failed build's `message` says a cached layer it built on was
+/// deleted meanwhile (an image removal running at the same time pruned an
+/// untagged parent the build was about to use); building again then succeeds.
+fn lost_cache_layer(message: &str) -> bool {
+    message.contains("unknown parent image ID") || message.contains("No such image: sha256:")
+}
+
+/// `labels` plus [`LABEL_MANAGED`]` = "true"`, in the form bollard takes.
+fn managed_labels(labels: &BTreeMap<String, String>) -> std::collections::HashMap<String, String> {
+    let mut out: std::collections::HashMap<String, String> =
+        labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    out.insert(LABEL_MANAGED.to_string(), "true".to_string());
+    out
+}
+
+/// `KEY=value` strings for the engine.
+fn env_list(env: &BTreeMap<String, String>) -> Vec<String> {
+    env.iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+/// Packs `dir` (without any `.git`) and `dockerfile` (as
+/// [`CONTEXT_DOCKERFILE`]) into an uncompressed tar archive in memory.
+///
+/// File modes are kept; symbolic links are stored as links and never followed,
+/// so nothing outside `dir` enters the archive. Sockets, FIFOs and devices are
+/// left out.
+fn build_context(dir: &Path, dockerfile: &str) -> std::io::Result<Vec<u8>> {
+    let mut tar = tar::Builder::new(Vec::new());
+    tar.follow_symlinks(false);
+    append_dir_entries(&mut tar, dir, Path::new(""))?;
+    let mut header = tar::Header::new_gnu();
+    header.set_size(dockerfile.len() as u64);
+    header.set_mode(0o644);
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_cksum();
+    tar.append_data(&mut header, CONTEXT_DOCKERFILE, dockerfile.as_bytes())?;
+    tar.into_inner()
+}
+
+/// Adds the entries of `dir` (at `rel` inside the archive) to `tar`, recursively.
+fn append_dir_entries(tar: &mut tar::Builder<Vec<u8>>, dir: &Path, rel: &Path) -> std::io::Result<()> {
+    let mut entries = std::fs::read_dir(dir)?.collect::<Result<Vec<_>, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let name = entry.file_name();
+        if name == ".git" || (rel.as_os_str().is_empty() && name == CONTEXT_DOCKERFILE) {
+            continue;
+        }
+        let path = entry.path();
+        let rel_path = rel.join(&name);
+        let kind = std::fs::symlink_metadata(&path)?.file_type();
+        if kind.is_dir() {
+            tar.append_dir(&rel_path, &path)?;
+            append_dir_entries(tar, &path, &rel_path)?;
+        } else if kind.is_file() || kind.is_symlink() {
+            tar.append_path_with_name(&path, &rel_path)?;
+        }
+    }
+    Ok(())
+}
+
+/// Splits a container's output frames into lines, per stream, keeping a
+/// partial last line until its end arrives.
+#[derive(Debug, Default)]
+struct LineSplitter {
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+}
+
+impl LineSplitter {
+    /// Adds one frame of `stream` (`"stdout"` or `"stderr"`); returns the lines it completed.
+    fn push(&mut self, stream: &'static str, bytes: &[u8]) -> Vec<LogLine> {
+        let buf = if stream == "stderr" { &mut self.stderr } else { &mut self.stdout };
+        buf.extend_from_slice(bytes);
+        let mut lines = Vec::new();
+        while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+            let rest = buf.split_off(pos + 1);
+            let mut line = std::mem::replace(buf, rest);
+            line.pop();
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            lines.push(LogLine {
+                stream: stream.to_string(),
+                line: String::from_utf8_lossy(&line).into_owned(),
+            });
+        }
+        lines
+    }
+
+    /// The partial lines still held, once the output has ended.
+    fn finish(&mut self) -> Vec<LogLine> {
+        [("stdout", std::mem::take(&mut self.stdout)), ("stderr", std::mem::take(&mut self.stderr))]
+            .into_iter()
+            .filter(|(_, b)| !b.is_empty())
+            .map(|(stream, b)| LogLine {
+                stream: stream.to_string(),
+                line: String::from_utf8_lossy(&b).into_owned(),
+            })
+            .collect()
+    }
+}
+
+/// The stream name and bytes of one output frame.
+fn log_frame(out: bollard::container::LogOutput) -> (&'static str, bytes::Bytes) {
+    use bollard::container::LogOutput as O;
+    match out {
+        O::StdErr { message } => ("stderr", message),
+        O::StdOut { message } | O::Console { message } => ("stdout", message),
+        O::StdIn { message } => ("stdin", message),
+    }
+}
+
+/// CPU use in percent of one core between two samples, as `docker stats`
+/// computes it: the container's share of the host's CPU time in the interval,
+/// times the number of CPUs. 0 when the interval is empty or unknown.
+fn cpu_percent(total: u64, pre_total: u64, system: Option<u64>, pre_system: Option<u64>, cpus: u64) -> f64 {
+    let (Some(system), Some(pre_system)) = (system, pre_system) else {
+        return 0.0;
+    };
+    let cpu_delta = total.saturating_sub(pre_total) as f64;
+    let system_delta = system.saturating_sub(pre_system) as f64;
+    if cpu_delta <= 0.0 || system_delta <= 0.0 {
+        return 0.0;
+    }
+    cpu_delta / system_delta * cpus.max(1) as f64 * 100.0
+}
+
+/// Memory in use without the page cache the kernel can drop, as `docker stats`
+/// reports it (cgroup v1: `total_inactive_file`; v2: `inactive_file`).
+fn memory_in_use(memory: &bollard::container::MemoryStats) -> u64 {
+    use bollard::container::MemoryStatsStats as S;
+    let cache = match &memory.stats {
+        Some(S::V1(v1)) if v1.total_inactive_file > 0 => v1.total_inactive_file,
+        Some(S::V1(v1)) => v1.cache,
+        Some(S::V2(v2)) => v2.inactive_file,
+        None => 0,
+    };
+    usage_without_cache(memory.usage.unwrap_or(0), cache)
+}
+
+/// `usage - cache`, or `usage` when the cache figure does not fit below it.
+fn usage_without_cache(usage: u64, cache: u64) -> u64 {
+    if cache < usage {
+        usage - cache
+    } else {
+        usage
+    }
+}
+
+/// The host port `container_port/tcp` is published on, from an inspect result.
+fn published_port(info: &bollard::models::ContainerInspectResponse, container_port: u16) -> Option<u16> {
+    let key = format!("{container_port}/tcp");
+    info.network_settings
+        .as_ref()?
+        .ports
+        .as_ref()?
+        .get(&key)?
+        .as_ref()?
+        .iter()
+        .filter_map(|b| b.host_port.as_deref()?.parse::<u16>().ok())
+        .find(|p| *p != 0)
+}
+
+impl DockerRuntime {
+    /// The engine client, for callers that need an operation the trait lacks.
+    pub fn client(&self) -> &bollard::Docker {
+        &self.docker
+    }
+
+    /// Creates (but does not start) a container; returns its id.
+    async fn create(
+        &self,
+        name: Option<&str>,
+        config: bollard::container::Config<String>,
+    ) -> Result<String, RuntimeError> {
+        let options =
+            name.map(|n| bollard::container::CreateContainerOptions { name: n.to_string(), platform: None });
+        let what = format!("creating container {}", name.unwrap_or("(unnamed)"));
+        let created = self.docker.create_container(options, config).await.map_err(|e| map_err(&what, e))?;
+        Ok(created.id)
+    }
+
+    /// Force-removes a container, ignoring a missing one; used to undo a half-made one.
+    async fn force_remove(&self, id: &str) -> Result<(), RuntimeError> {
+        let options = bollard::container::RemoveContainerOptions { force: true, v: true, link: false };
+        match self.docker.remove_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(map_err(&format!("removing container {id}"), e)),
+        }
+    }
+
+    /// One build attempt: streams the engine's output to `log` and returns the image id.
+    async fn build_once(
+        &self,
+        options: bollard::image::BuildImageOptions<String>,
+        context: bytes::Bytes,
+        tag: &str,
+        log: &mpsc::UnboundedSender<String>,
+    ) -> Result<String, RuntimeError> {
+        let mut image_id = None;
+        let mut stream = self.docker.build_image(options, None, Some(context));
+        while let Some(item) = stream.next().await {
+            let info = match item {
+                Ok(info) => info,
+                Err(bollard::errors::Error::DockerStreamError { error }) => {
+                    let _ = log.send(error.clone());
+                    return Err(RuntimeError::BuildFailed(error));
+                }
+                Err(bollard::errors::Error::DockerResponseServerError { status_code, message })
+                    if (400..500).contains(&status_code) =>
+                {
+                    let _ = log.send(message.clone());
+                    return Err(RuntimeError::BuildFailed(message));
+                }
+                Err(e) => return Err(map_err(&format!("building image {tag}"), e)),
+            };
+            if let Some(text) = &info.stream {
+                for line in
+                    text.split('\n').map(|l| l.trim_end_matches('\r')).filter(|l| !l.trim().is_empty())
+                {
+                    let _ = log.send(line.to_string());
+                }
+            }
+            if let Some(message) = info.error_detail.and_then(|d| d.message) {
+                let _ = log.send(message.clone());
+                return Err(RuntimeError::BuildFailed(message));
+            }
+            if let Some(id) = info.aux.and_then(|a| a.id) {
+                image_id = Some(id);
+            }
+        }
+        match image_id {
+            Some(id) => Ok(id),
+            None => {
+                let image =
+                    self.docker.inspect_image(tag).await.map_err(|e| map_err(&format!("image {tag}"), e))?;
+                image.id.ok_or_else(|| RuntimeError::Engine(format!("image {tag} was built but has no id")))
+            }
+        }
+    }
+
+    /// Starts `id`, waits for it to stop and returns its exit code and output.
+    async fn start_and_collect(&self, id: &str) -> Result<(i64, String), RuntimeError> {
+        self.docker
+            .start_container::<String>(id, None)
+            .await
+            .map_err(|e| map_err(&format!("starting container {id}"), e))?;
+        let wait = bollard::container::WaitContainerOptions { condition: "not-running".to_string() };
+        let mut waits = self.docker.wait_container(id, Some(wait));
+        let mut code = None;
+        while let Some(item) = waits.next().await {
+            match item {
+                Ok(resp) => code = Some(resp.status_code),
+                Err(bollard::errors::Error::DockerContainerWaitError { code: c, .. }) => code = Some(c),
+                Err(e) => return Err(map_err(&format!("waiting for container {id}"), e)),
+            }
+        }
+        let code = code.ok_or_else(|| {
+            RuntimeError::Engine(format!("waiting for container {id}: the engine reported no exit code"))
+        })?;
+        let options = bollard::container::LogsOptions::<String> {
+            stdout: true,
+            stderr: true,
+            tail: "all".to_string(),
+            ..Default::default()
+        };
+        let mut output = String::new();
+        let mut logs = self.docker.logs(id, Some(options));
+        while let Some(frame) = logs.next().await {
+            let frame = frame.map_err(|e| map_err(&format!("reading the output of container {id}"), e))?;
+            output.push_str(&String::from_utf8_lossy(&log_frame(frame).1));
+        }
+        Ok((code, output))
+    }
+}
+
+#[async_trait::async_trait]
+impl Runtime for DockerRuntime {
+    async fn build_image(
+        &self,
+        plan: &BuildPlan,
+        tag: &str,
+        labels: &BTreeMap<String, String>,
+        log: mpsc::UnboundedSender<String>,
+    ) -> Result<String, RuntimeError> {
+        let dir = plan.context_dir.clone();
+        let dockerfile = plan.dockerfile.clone();
+        let context = tokio::task::spawn_blocking(move || build_context(&dir, &dockerfile))
+            .await
+            .map_err(|e| RuntimeError::Io(std::io::Error::other(e)))?
+            .map_err(|e| {
+                RuntimeError::Io(std::io::Error::new(
+                    e.kind(),
+                    format!("packing the build context {}: {e}", plan.context_dir.display()),
+                ))
+            })?;
+        let options = bollard::image::BuildImageOptions::<String> {
+            dockerfile: CONTEXT_DOCKERFILE.to_string(),
+            t: tag.to_string(),
+            labels: managed_labels(labels),
+            rm: true,
+            forcerm: true,
+            pull: false,
+            ..Default::default()
+        };
+        let context = bytes::Bytes::from(context);
+        let mut attempt = 1;
+        loop {
+            match self.build_once(options.clone(), context.clone(), tag, &log).await {
+                Err(RuntimeError::BuildFailed(message)) if attempt == 1 && lost_cache_layer(&message) => {
+                    attempt += 1;
+                    tracing::info!(%tag, %message, "a cached layer vanished during the build; building again");
+                    let _ = log.send(
+                        "a cached layer was removed while the build used it; building again".to_string(),
+                    );
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn run_to_completion(
+        &self,
+        image: &str,
+        cmd: &str,
+        env: &BTreeMap<String, String>,
+    ) -> Result<(i64, String), RuntimeError> {
+        let config = bollard::container::Config {
+            image: Some(image.to_string()),
+            cmd: Some(vec!["sh".to_string(), "-c".to_string(), cmd.to_string()]),
+            env: Some(env_list(env)),
+            labels: Some(managed_labels(&BTreeMap::new())),
+            ..Default::default()
+        };
+        let id = self.create(None, config).await?;
+        let result = self.start_and_collect(&id).await;
+        let removed = self.force_remove(&id).await;
+        let result = result?;
+        removed?;
+        Ok(result)
+    }
+
+    async fn run_container(&self, spec: &ContainerSpec) -> Result<(String, u16), RuntimeError> {
+        use bollard::models::{HostConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum};
+        let port_key = format!("{}/tcp", spec.container_port);
+        let mut labels = spec.labels.clone();
+        labels.entry(LABEL_PORT.to_string()).or_insert_with(|| spec.container_port.to_string());
+        let binding = PortBinding {
+            host_ip: Some(spec.host_ip.clone()).filter(|ip| !ip.is_empty()),
+            host_port: Some(if spec.host_port == 0 { String::new() } else { spec.host_port.to_string() }),
+        };
+        let host_config = HostConfig {
+            port_bindings: Some([(port_key.clone(), Some(vec![binding]))].into_iter().collect()),
+            restart_policy: Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                maximum_retry_count: None,
+            }),
+            memory: (spec.memory_limit > 0).then(|| i64::try_from(spec.memory_limit).unwrap_or(i64::MAX)),
+            ..Default::default()
+        };
+        let config = bollard::container::Config {
+            image: Some(spec.image.clone()),
+            env: Some(env_list(&spec.env)),
+            labels: Some(managed_labels(&labels)),
+            exposed_ports: Some([(port_key, std::collections::HashMap::new())].into_iter().collect()),
+            host_config: Some(host_config),
+            ..Default::default()
+        };
+        let id = self.create(Some(&spec.name), config).await?;
+        let started = async {
+            self.docker
+                .start_container::<String>(&id, None)
+                .await
+                .map_err(|e| map_err(&format!("starting container {}", spec.name), e))?;
+            let info = self
+                .docker
+                .inspect_container(&id, None)
+                .await
+                .map_err(|e| map_err(&format!("container {}", spec.name), e))?;
+            match published_port(&info, spec.container_port) {
+                Some(port) => Ok(port),
+                None if spec.host_port != 0 => Ok(spec.host_port),
+                None => Err(RuntimeError::Engine(format!(
+                    "container {} started but port {}/tcp is not published; did its process exit at once?",
+                    spec.name, spec.container_port
+                ))),
+            }
+        }
+        .await;
+        match started {
+            Ok(port) => Ok((id, port)),
+            Err(e) => {
+                if let Err(cleanup) = self.force_remove(&id).await {
+                    tracing::warn!(container = %id, error = %cleanup, "could not remove a container that failed to start");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn inspect(&self, id: &str) -> Result<ContainerState, RuntimeError> {
+        let info = self
+            .docker
+            .inspect_container(id, None)
+            .await
+            .map_err(|e| map_err(&format!("container {id}"), e))?;
+        let state = info.state.unwrap_or_default();
+        // While the engine waits to restart a crashed container it reports it
+        // as running and restarting; the app is not running then.
+        let running = state.running.unwrap_or(false) && !state.restarting.unwrap_or(false);
+        Ok(ContainerState {
+            running,
+            exit_code: if running { None } else { state.exit_code },
+            error: state.error.filter(|e| !e.is_empty()),
+            started_at: state.started_at.filter(|s| !s.is_empty() && !s.starts_with("0001-")),
+            restart_count: info.restart_count.unwrap_or(0),
+        })
+    }
+
+    fn logs(
+        &self,
+        id: &str,
+        follow: bool,
+        since_now: bool,
+    ) -> BoxStream<'static, Result<LogLine, RuntimeError>> {
+        let since = if since_now { chrono::Utc::now().timestamp() } else { 0 };
+        let options = bollard::container::LogsOptions::<String> {
+            follow,
+            stdout: true,
+            stderr: true,
+            since,
+            timestamps: false,
+            tail: "all".to_string(),
+            ..Default::default()
+        };
+        let frames = self.docker.logs(id, Some(options));
+        let what = format!("container {id}");
+        // State: the engine's frames, the splitter, items ready to hand out,
+        // and whether the frames have ended.
+        let state = (frames.boxed(), LineSplitter::default(), VecDeque::new(), false);
+        futures::stream::unfold(state, move |(mut frames, mut splitter, mut ready, mut done)| {
+            let what = what.clone();
+            async move {
+                loop {
+                    if let Some(item) = ready.pop_front() {
+                        return Some((item, (frames, splitter, ready, done)));
+                    }
+                    if done {
+                        return None;
+                    }
+                    match frames.next().await {
+                        Some(Ok(frame)) => {
+                            let (stream, bytes) = log_frame(frame);
+                            ready.extend(splitter.push(stream, &bytes).into_iter().map(Ok));
+                        }
+                        Some(Err(e)) => {
+                            // Hand out the lines received so far, then the error.
+                            done = true;
+                            ready.extend(splitter.finish().into_iter().map(Ok));
+                            ready.push_back(Err(map_err(&what, e)));
+                        }
+                        None => {
+                            done = true;
+                            ready.extend(splitter.finish().into_iter().map(Ok));
+                        }
+                    }
+                }
+            }
+        })
+        .boxed()
+    }
+
+    async fn stats(&self, id: &str) -> Result<ContainerStats, RuntimeError> {
+        let options = bollard::container::StatsOptions { stream: false, one_shot: false };
+        let mut samples = self.docker.stats(id, Some(options));
+        let sample = samples
+            .next()
+            .await
+            .ok_or_else(|| RuntimeError::Engine(format!("container {id}: the engine sent no stats")))?
+            .map_err(|e| map_err(&format!("container {id}"), e))?;
+        let cpu = &sample.cpu_stats;
+        let pre = &sample.precpu_stats;
+        let cpus = cpu
+            .online_cpus
+            .filter(|n| *n > 0)
+            .or_else(|| cpu.cpu_usage.percpu_usage.as_ref().map(|v| v.len() as u64))
+            .unwrap_or(1);
+        Ok(ContainerStats {
+            cpu_percent: cpu_percent(
+                cpu.cpu_usage.total_usage,
+                pre.cpu_usage.total_usage,
+                cpu.system_cpu_usage,
+                pre.system_cpu_usage,
+                cpus,
+            ),
+            memory_bytes: memory_in_use(&sample.memory_stats),
+            memory_limit_bytes: sample.memory_stats.limit.unwrap_or(0),
+        })
+    }
+
+    async fn remove_container(&self, id: &str) -> Result<(), RuntimeError> {
+        let stop = bollard::container::StopContainerOptions { t: STOP_GRACE_SECS };
+        match self.docker.stop_container(id, Some(stop)).await {
+            Ok(()) => {}
+            Err(e) if is_not_found(&e) => return Ok(()),
+            // Already stopped (304) or failing to stop: the forced removal below settles it.
+            Err(e) => tracing::debug!(container = %id, error = %e, "stopping before removal failed"),
+        }
+        self.force_remove(id).await
+    }
+
+    async fn list_managed(&self, node: Option<String>) -> Result<Vec<ManagedContainer>, RuntimeError> {
+        let mut label_filters = vec![format!("{LABEL_MANAGED}=true")];
+        if let Some(node) = &node {
+            label_filters.push(format!("{LABEL_NODE}={node}"));
+        }
+        let options = bollard::container::ListContainersOptions::<String> {
+            all: true,
+            filters: [("label".to_string(), label_filters)].into_iter().collect(),
+            ..Default::default()
+        };
+        let summaries =
+            self.docker.list_containers(Some(options)).await.map_err(|e| map_err("listing containers", e))?;
+        let mut out: Vec<ManagedContainer> = summaries
+            .into_iter()
+            .map(|c| {
+                let labels: BTreeMap<String, String> = c.labels.unwrap_or_default().into_iter().collect();
+                let app_port = labels.get(LABEL_PORT).and_then(|p| p.parse::<u16>().ok());
+                let host_port = c
+                    .ports
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|p| app_port.is_none_or(|want| p.private_port == want))
+                    .find_map(|p| p.public_port.filter(|port| *port != 0));
+                let name = c
+                    .names
+                    .unwrap_or_default()
+                    .first()
+                    .map(|n| n.trim_start_matches('/').to_string())
+                    .unwrap_or_default();
+                ManagedContainer {
+                    id: c.id.unwrap_or_default(),
+                    name,
+                    image: c.image.unwrap_or_default(),
+                    running: c.state.as_deref() == Some("running"),
+                    labels,
+                    host_port,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    async fn remove_image(&self, image: &str) -> Result<(), RuntimeError> {
+        let options = bollard::image::RemoveImageOptions { force: false, noprune: false };
+        match self.docker.remove_image(image, Some(options), None).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(map_err(&format!("removing image {image}"), e)),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::io::Read;
+    use std::net::{Ipv4Addr, TcpListener};
+
+    use super::*;
+
+    #[test]
+    fn pick_host_port_keeps_a_free_preferred_port() {
+        let free = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap().local_addr().unwrap().port();
+        // The listener is dropped, so the port is free again (barring a race
+        // with another process, which the function's contract accepts).
+        assert_eq!(pick_host_port(free), free);
+    }
+
+    #[test]
+    fn pick_host_port_avoids_a_taken_port() {
+        let held = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+        let taken = held.local_addr().unwrap().port();
+        let picked = pick_host_port(taken);
+        assert_ne!(picked, taken);
+        assert_ne!(picked, 0);
+        TcpListener::bind((Ipv4Addr::UNSPECIFIED, picked)).expect("the picked port is bindable");
+    }
+
+    #[test]
+    fn pick_host_port_zero_means_any_free_port() {
+        let picked = pick_host_port(0);
+        assert_ne!(picked, 0);
+    }
+
+    #[test]
+    fn cpu_percent_follows_the_docker_formula() {
+        // 0.5 s of container CPU in 4 s of host CPU time on 2 CPUs = 25 %.
+        let pct = cpu_percent(1_500_000_000, 1_000_000_000, Some(12_000_000_000), Some(8_000_000_000), 2);
+        assert!((pct - 25.0).abs() < 1e-9, "{pct}");
+    }
+
+    #[test]
+    fn cpu_percent_is_zero_without_a_previous_sample_or_interval() {
+        assert_eq!(cpu_percent(10, 0, Some(100), None, 2), 0.0);
+        assert_eq!(cpu_percent(10, 0, None, None, 2), 0.0);
+        assert_eq!(cpu_percent(10, 10, Some(200), Some(100), 2), 0.0);
+        assert_eq!(cpu_percent(10, 5, Some(100), Some(100), 2), 0.0);
+        // A counter that went backwards (container restarted) gives 0, not a panic.
+        assert_eq!(cpu_percent(5, 10, Some(200), Some(100), 2), 0.0);
+    }
+
+    #[test]
+    fn memory_subtracts_the_cache_only_when_it_fits() {
+        assert_eq!(usage_without_cache(1000, 300), 700);
+        assert_eq!(usage_without_cache(1000, 0), 1000);
+        assert_eq!(usage_without_cache(1000, 5000), 1000);
+        assert_eq!(usage_without_cache(0, 0), 0);
+    }
+
+    #[test]
+    fn line_splitter_joins_partial_lines_per_stream() {
+        let mut s = LineSplitter::default();
+        assert!(s.push("stdout", b"hel").is_empty());
+        let lines = s.push("stderr", b"oops\r\nwar");
+        assert_eq!(lines, vec![LogLine { stream: "stderr".into(), line: "oops".into() }]);
+        let lines = s.push("stdout", b"lo\nworld\n\n");
+        assert_eq!(
+            lines,
+            vec![
+                LogLine { stream: "stdout".into(), line: "hello".into() },
+                LogLine { stream: "stdout".into(), line: "world".into() },
+                LogLine { stream: "stdout".into(), line: String::new() },
+            ]
+        );
+        assert_eq!(s.finish(), vec![LogLine { stream: "stderr".into(), line: "war".into() }]);
+        assert!(s.finish().is_empty());
+    }
+
+    #[test]
+    fn build_context_packs_the_app_without_git_and_keeps_modes_and_links() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::write(root.join("app.py"), "print('hi')\n").unwrap();
+        std::fs::write(root.join("run.sh"), "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(root.join("run.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::create_dir_all(root.join("src/lib")).unwrap();
+        std::fs::write(root.join("src/lib/util.py"), "x = 1\n").unwrap();
+        std::fs::create_dir_all(root.join(".git/objects")).unwrap();
+        std::fs::write(root.join(".git/HEAD"), "ref: refs/heads/main\n").unwrap();
+        std::fs::write(root.join(CONTEXT_DOCKERFILE), "FROM stale\n").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", root.join("outside")).unwrap();
+
+        let bytes = build_context(root, "FROM base\nCOPY . /app\n").unwrap();
+        let mut archive = tar::Archive::new(bytes.as_slice());
+        let mut seen = BTreeMap::new();
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let path = entry.path().unwrap().to_string_lossy().trim_end_matches('/').to_string();
+            let header = entry.header().clone();
+            let mut body = String::new();
+            if header.entry_type().is_file() {
+                entry.read_to_string(&mut body).unwrap();
+            }
+            let link = entry.link_name().unwrap().map(|l| l.to_string_lossy().into_owned());
+            seen.insert(path, (header.entry_type(), header.mode().unwrap() & 0o777, body, link));
+        }
+
+        assert!(seen.keys().all(|p| !p.starts_with(".git")), "{:?}", seen.keys());
+        assert_eq!(seen["run.sh"].1, 0o755);
+        assert_eq!(seen["app.py"].2, "print('hi')\n");
+        assert_eq!(seen["src/lib/util.py"].2, "x = 1\n");
+        assert!(seen["src"].0.is_dir());
+        assert_eq!(seen[CONTEXT_DOCKERFILE].2, "FROM base\nCOPY . /app\n");
+        assert!(seen["outside"].0.is_symlink());
+        assert_eq!(seen["outside"].3.as_deref(), Some("/etc/passwd"));
+        assert_eq!(seen["outside"].2, "", "a link's target is never read");
+    }
+
+    #[test]
+    fn a_vanished_cache_layer_is_told_apart_from_a_failing_build() {
+        assert!(lost_cache_layer(
+            "failed to export image: failed to set parent sha256:addaaa9c: unknown parent image ID sha256:addaaa9c"
+        ));
+        assert!(!lost_cache_layer("The command '/bin/sh -c false' returned a non-zero code: 1"));
+        assert!(!lost_cache_layer("No such image: node:18-bookworm-slim"));
+    }
+
+    #[test]
+    fn engine_errors_map_to_runtime_errors() {
+        use bollard::errors::Error as E;
+        let e =
+            map_err("container x", E::DockerResponseServerError { status_code: 404, message: "no".into() });
+        assert!(matches!(e, RuntimeError::NotFound(ref w) if w == "container x"), "{e:?}");
+        let e =
+            map_err("image y", E::DockerResponseServerError { status_code: 409, message: "in use".into() });
+        assert!(matches!(e, RuntimeError::Engine(ref m) if m.contains("in use") && m.contains("image y")));
+        let e = map_err("ping", E::SocketNotFoundError("/var/run/docker.sock".into()));
+        assert!(matches!(e, RuntimeError::Unavailable(_)), "{e:?}");
+        let e = map_err("ping", E::RequestTimeoutError);
+        assert!(matches!(e, RuntimeError::Unavailable(_)), "{e:?}");
+    }
 }

@@ -37,7 +37,13 @@ fn fixture() -> Fixture {
     Fixture { _dir: dir, state, app }
 }
 
-async fn call(app: &axum::Router, method: Method, uri: &str, token: Option<&str>, body: Option<&str>) -> (StatusCode, Value) {
+async fn call(
+    app: &axum::Router,
+    method: Method,
+    uri: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (StatusCode, Value) {
     let mut req = Request::builder().method(method).uri(uri);
     if let Some(t) = token {
         req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
@@ -50,7 +56,8 @@ async fn call(app: &axum::Router, method: Method, uri: &str, token: Option<&str>
     let resp = app.clone().oneshot(req).await.expect("infallible");
     let status = resp.status();
     let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-    let value = serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()));
+    let value =
+        serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()));
     (status, value)
 }
 
@@ -160,13 +167,16 @@ async fn a_deployment_is_created_listed_and_destroyed() {
     assert_eq!(d["status_history"][0]["status"], "DeploymentRequested");
     assert!(d["status_history"][0]["at"].is_string());
 
-    let (status, v) = call(&f.app, Method::POST, &format!("/api/v1/deployments/{id}/update"), Some(TOKEN), None).await;
+    let (status, v) =
+        call(&f.app, Method::POST, &format!("/api/v1/deployments/{id}/update"), Some(TOKEN), None).await;
     assert_eq!(status, StatusCode::CONFLICT, "an update while it is being deployed is refused: {v}");
     assert!(error_text(&v).contains("DeploymentRequested"));
 
-    let (status, _) = call(&f.app, Method::DELETE, &format!("/api/v1/deployments/{id}"), Some(TOKEN), None).await;
+    let (status, _) =
+        call(&f.app, Method::DELETE, &format!("/api/v1/deployments/{id}"), Some(TOKEN), None).await;
     assert_eq!(status, StatusCode::ACCEPTED);
-    let (status, _) = call(&f.app, Method::DELETE, &format!("/api/v1/deployments/{id}"), Some(TOKEN), None).await;
+    let (status, _) =
+        call(&f.app, Method::DELETE, &format!("/api/v1/deployments/{id}"), Some(TOKEN), None).await;
     assert_eq!(status, StatusCode::ACCEPTED, "destroying twice is fine");
     let d = f.state.deployment(&id).expect("kept");
     assert_eq!(d.status.as_str(), "DestructionRequested");
@@ -180,9 +190,11 @@ async fn logs_are_served_from_an_offset() {
     let lines: Vec<LogEntry> =
         (0..5).map(|i| LogEntry { stream: "stdout".into(), line: format!("line {i}") }).collect();
     f.state.append_logs(&d.id, &lines).expect("append");
-    let (status, v) = call(&f.app, Method::GET, &format!("/api/v1/deployments/{}/logs?offset=3", d.id), None, None).await;
+    let (status, v) =
+        call(&f.app, Method::GET, &format!("/api/v1/deployments/{}/logs?offset=3", d.id), None, None).await;
     assert_eq!(status, StatusCode::OK);
-    let got: Vec<&str> = v["lines"].as_array().expect("lines").iter().filter_map(|l| l["line"].as_str()).collect();
+    let got: Vec<&str> =
+        v["lines"].as_array().expect("lines").iter().filter_map(|l| l["line"].as_str()).collect();
     assert_eq!(got, ["line 3", "line 4"]);
     assert_eq!(v["next_offset"], 5);
 }
@@ -225,7 +237,8 @@ async fn platform_builders_and_openapi_describe_the_api() {
 #[tokio::test]
 async fn validate_refuses_bad_input_with_the_reason() {
     let f = fixture();
-    let (status, v) = call(&f.app, Method::POST, "/api/v1/validate", None, Some(r#"{"url":"  ","branch":"main"}"#)).await;
+    let (status, v) =
+        call(&f.app, Method::POST, "/api/v1/validate", None, Some(r#"{"url":"  ","branch":"main"}"#)).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(error_text(&v).contains("empty"));
 }

@@ -1,0 +1,343 @@
+//! The Docker runtime against the real engine: building, running, observing,
+//! listing and removing containers and images.
+//!
+//! Every test builds on the local base image (env `KRAKEN_TEST_BASE_IMAGE`),
+//! uses its own names and labels, and removes what it made through a guard.
+
+#![allow(clippy::unwrap_used)]
+
+#[path = "common/docker.rs"]
+mod docker;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use kraken_lib::builder::BuildPlan;
+use kraken_lib::runtime::{
+    pick_host_port, ContainerSpec, DockerRuntime, Runtime, RuntimeError, LABEL_DEPLOYMENT, LABEL_MANAGED,
+    LABEL_NODE, LABEL_PORT,
+};
+use tokio::sync::mpsc;
+
+use docker::{all_containers, base_image, http_get, unique, wait_for, Cleanup};
+
+/// The tiny app: prints a start-up line, answers every GET with `hello from <marker>`,
+/// and exits at once on SIGTERM.
+const SERVER_PY: &str = r#"
+import http.server, signal, sys
+
+MARKER = open("/app/marker").read().strip()
+
+class Hello(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = ("hello from " + MARKER).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+server = http.server.HTTPServer(("0.0.0.0", 8000), Hello)
+print("tiny app listening on 8000", flush=True)
+server.serve_forever()
+"#;
+
+/// Writes the tiny app into `dir` and returns its build plan.
+fn server_plan(dir: &Path, marker: &str) -> BuildPlan {
+    std::fs::write(dir.join("server.py"), SERVER_PY).unwrap();
+    std::fs::write(dir.join("marker"), format!("{marker}\n")).unwrap();
+    std::fs::create_dir_all(dir.join(".git")).unwrap();
+    std::fs::write(dir.join(".git/HEAD"), "ref: refs/heads/main\n").unwrap();
+    let dockerfile = format!(
+        "FROM {}\n{}\nWORKDIR /app\nCOPY . /app\nRUN test ! -e /app/.git\nEXPOSE 8000\nCMD [\"python3\", \"-u\", \"/app/server.py\"]\n",
+        base_image(),
+        own_layers(marker),
+    );
+    BuildPlan { builder: "test".into(), context_dir: dir.to_path_buf(), dockerfile }
+}
+
+/// A first instruction unique to the test run `marker`, so its build shares no
+/// cached layer with a concurrent test whose cleanup could delete it mid-build.
+fn own_layers(marker: &str) -> String {
+    format!("LABEL {}={marker}", docker::TEST_LABEL)
+}
+
+/// A plan whose context is an empty directory and whose Dockerfile is `body`
+/// after `FROM <base>` and [`own_layers`].
+fn plan_with(dir: &Path, marker: &str, body: &str) -> BuildPlan {
+    BuildPlan {
+        builder: "test".into(),
+        context_dir: dir.to_path_buf(),
+        dockerfile: format!("FROM {}\n{}\n{body}\n", base_image(), own_layers(marker)),
+    }
+}
+
+/// Builds `plan` as `tag` with the guard's label; returns the result and all log lines.
+async fn build(
+    rt: &DockerRuntime,
+    guard: &mut Cleanup,
+    plan: &BuildPlan,
+    tag: &str,
+) -> (Result<String, RuntimeError>, Vec<String>) {
+    guard.track_tag(tag);
+    let labels = BTreeMap::from([guard.label()]);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let result = rt.build_image(plan, tag, &labels, tx).await;
+    let mut lines = Vec::new();
+    while let Some(line) = rx.recv().await {
+        lines.push(line);
+    }
+    (result, lines)
+}
+
+/// Labels for a container of deployment `dep` on node `node`, with the guard's label.
+fn app_labels(guard: &Cleanup, dep: &str, node: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        guard.label(),
+        (LABEL_DEPLOYMENT.to_string(), dep.to_string()),
+        (LABEL_NODE.to_string(), node.to_string()),
+    ])
+}
+
+#[tokio::test]
+async fn builds_runs_observes_lists_and_removes_an_app() {
+    let rt = DockerRuntime::connect().await.unwrap();
+    let run = unique("full");
+    let mut guard = Cleanup::new(&run);
+    let dir = tempfile::tempdir().unwrap();
+    let plan = server_plan(dir.path(), &run);
+    let tag = format!("{run}:v1");
+
+    let started = Instant::now();
+    let (built, lines) = build(&rt, &mut guard, &plan, &tag).await;
+    let image_id = built.unwrap();
+    let build_time = started.elapsed();
+    assert!(image_id.starts_with("sha256:"), "{image_id}");
+    assert!(lines.iter().any(|l| l.contains("Step 1/")), "no build steps in the log: {lines:?}");
+    assert!(lines.iter().all(|l| !l.is_empty() && !l.ends_with('\n')), "{lines:?}");
+    let image = rt.client().inspect_image(&tag).await.unwrap();
+    let image_labels = image.config.and_then(|c| c.labels).unwrap_or_default();
+    assert_eq!(image_labels.get(LABEL_MANAGED).map(String::as_str), Some("true"));
+    assert_eq!(image_labels.get(docker::TEST_LABEL), Some(&run));
+
+    let node = format!("node-{run}");
+    let spec = ContainerSpec {
+        name: run.clone(),
+        image: tag.clone(),
+        labels: app_labels(&guard, "dep-1", &node),
+        env: BTreeMap::from([("GREETING".to_string(), "hi".to_string())]),
+        container_port: 8000,
+        host_port: 0,
+        host_ip: "127.0.0.1".into(),
+        memory_limit: 256 * 1024 * 1024,
+    };
+    let started = Instant::now();
+    let (id, host_port) = rt.run_container(&spec).await.unwrap();
+    assert_ne!(host_port, 0);
+    let body = http_get(host_port, "/", Duration::from_secs(30)).await;
+    let start_time = started.elapsed();
+    assert_eq!(body, format!("hello from {run}"));
+    eprintln!("tiny image: build {build_time:?}, start until first HTTP answer {start_time:?}");
+
+    let state = rt.inspect(&id).await.unwrap();
+    assert!(state.running, "{state:?}");
+    assert_eq!(state.exit_code, None);
+    assert!(state.started_at.is_some());
+
+    let lines: Vec<_> = rt.logs(&id, false, false).collect().await;
+    let lines: Vec<_> = lines.into_iter().map(Result::unwrap).collect();
+    assert!(
+        lines.iter().any(|l| l.stream == "stdout" && l.line == "tiny app listening on 8000"),
+        "{lines:?}"
+    );
+
+    // Following: the first line arrives although the stream stays open.
+    let mut follow = rt.logs(&id, true, false);
+    let first = tokio::time::timeout(Duration::from_secs(10), follow.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(first.line, "tiny app listening on 8000");
+    drop(follow);
+
+    let stats = rt.stats(&id).await.unwrap();
+    assert!(stats.memory_bytes > 0, "{stats:?}");
+    assert_eq!(stats.memory_limit_bytes, 256 * 1024 * 1024, "{stats:?}");
+    assert!(stats.memory_bytes < stats.memory_limit_bytes, "{stats:?}");
+    assert!(stats.cpu_percent.is_finite() && stats.cpu_percent >= 0.0, "{stats:?}");
+
+    let listed = rt.list_managed(Some(node.clone())).await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let found = &listed[0];
+    assert_eq!(found.id, id);
+    assert_eq!(found.name, run);
+    assert_eq!(found.image, tag);
+    assert!(found.running);
+    assert_eq!(found.host_port, Some(host_port));
+    assert_eq!(found.labels.get(LABEL_MANAGED).map(String::as_str), Some("true"));
+    assert_eq!(found.labels.get(LABEL_DEPLOYMENT).map(String::as_str), Some("dep-1"));
+    assert_eq!(found.labels.get(LABEL_NODE), Some(&node));
+    assert_eq!(found.labels.get(LABEL_PORT).map(String::as_str), Some("8000"));
+    assert!(rt.list_managed(None).await.unwrap().iter().any(|c| c.id == id));
+
+    // An image a container uses is not removed.
+    let in_use = rt.remove_image(&tag).await;
+    assert!(matches!(in_use, Err(RuntimeError::Engine(_))), "{in_use:?}");
+
+    rt.remove_container(&id).await.unwrap();
+    assert!(rt.list_managed(Some(node.clone())).await.unwrap().is_empty());
+    assert!(matches!(rt.inspect(&id).await, Err(RuntimeError::NotFound(_))));
+    rt.remove_container(&id).await.unwrap();
+
+    rt.remove_image(&tag).await.unwrap();
+    let gone = rt.client().inspect_image(&tag).await;
+    assert!(gone.is_err(), "image {tag} is still there");
+    rt.remove_image(&tag).await.unwrap();
+}
+
+/// Asserts that no container on the engine runs a command containing `marker`
+/// and none carries the guard's label.
+fn assert_no_leftovers(guard: &Cleanup, marker: &str, before: &[String]) {
+    let after = all_containers();
+    let new: Vec<_> = after.iter().filter(|c| !before.contains(c)).collect();
+    let ours: Vec<_> = new.iter().filter(|c| c.contains(marker)).collect();
+    assert!(ours.is_empty(), "containers of this test remain: {ours:?}");
+    let filter = format!("label={}={}", docker::TEST_LABEL, guard.id);
+    let labelled = docker::docker_lines(&["ps", "-aq", "--filter", &filter]);
+    assert!(labelled.is_empty(), "labelled containers remain: {labelled:?}");
+}
+
+#[tokio::test]
+async fn a_failing_build_reports_its_error_and_leaves_no_containers() {
+    let rt = DockerRuntime::connect().await.unwrap();
+    let run = unique("fail");
+    let mut guard = Cleanup::new(&run);
+    let dir = tempfile::tempdir().unwrap();
+    let before = all_containers();
+    let plan = plan_with(dir.path(), &run, &format!("RUN echo {run} && false"));
+
+    let (built, lines) = build(&rt, &mut guard, &plan, &format!("{run}:v1")).await;
+    let Err(RuntimeError::BuildFailed(message)) = built else {
+        panic!("expected BuildFailed, got {built:?}")
+    };
+    assert!(message.contains("non-zero code"), "{message}");
+    assert_eq!(lines.last(), Some(&message), "the error is the last log line: {lines:?}");
+    assert!(lines.iter().any(|l| l.contains(&format!("RUN echo {run}"))), "{lines:?}");
+    assert_no_leftovers(&guard, &run, &before);
+    assert!(rt.client().inspect_image(&format!("{run}:v1")).await.is_err());
+}
+
+#[tokio::test]
+async fn a_bad_instruction_fails_the_build() {
+    let rt = DockerRuntime::connect().await.unwrap();
+    let run = unique("bad");
+    let mut guard = Cleanup::new(&run);
+    let dir = tempfile::tempdir().unwrap();
+    let plan = plan_with(dir.path(), &run, "NOSUCHINSTRUCTION here");
+
+    let (built, lines) = build(&rt, &mut guard, &plan, &format!("{run}:v1")).await;
+    let Err(RuntimeError::BuildFailed(message)) = built else {
+        panic!("expected BuildFailed, got {built:?}")
+    };
+    assert!(message.to_lowercase().contains("nosuchinstruction"), "{message}");
+    assert!(lines.contains(&message), "{lines:?}");
+}
+
+#[tokio::test]
+async fn a_process_that_exits_at_once_is_reported_stopped_with_its_code() {
+    let rt = DockerRuntime::connect().await.unwrap();
+    let run = unique("exit");
+    let mut guard = Cleanup::new(&run);
+    let dir = tempfile::tempdir().unwrap();
+    let tag = format!("{run}:v1");
+    let plan = plan_with(dir.path(), &run, "CMD [\"sh\", \"-c\", \"echo bye; exit 3\"]");
+    build(&rt, &mut guard, &plan, &tag).await.0.unwrap();
+
+    let spec = ContainerSpec {
+        name: run.clone(),
+        image: tag,
+        labels: app_labels(&guard, "dep-exit", &format!("node-{run}")),
+        container_port: 8000,
+        host_port: pick_host_port(0),
+        host_ip: "127.0.0.1".into(),
+        ..Default::default()
+    };
+    let (id, _) = rt.run_container(&spec).await.unwrap();
+    // The engine restarts it (unless-stopped), so it is seen stopped with
+    // exit code 3 between restarts.
+    let state =
+        wait_for("the container to be stopped with code 3 after a restart", Duration::from_secs(30), || {
+            let rt = rt.clone();
+            let id = id.clone();
+            async move {
+                let s = rt.inspect(&id).await.unwrap();
+                (!s.running && s.exit_code == Some(3) && s.restart_count >= 1).then_some(s)
+            }
+        })
+        .await;
+    assert!(!state.running);
+    let lines: Vec<_> = rt.logs(&id, false, false).collect().await;
+    assert!(lines.into_iter().map(Result::unwrap).any(|l| l.line == "bye"));
+    rt.remove_container(&id).await.unwrap();
+}
+
+#[tokio::test]
+async fn run_to_completion_returns_code_and_output() {
+    let rt = DockerRuntime::connect().await.unwrap();
+    let run = unique("once");
+    let guard = Cleanup::new(&run);
+    let before = all_containers();
+    let env = BTreeMap::from([("GREETING".to_string(), "hello-env".to_string())]);
+
+    let (code, output) = rt
+        .run_to_completion(&base_image(), &format!("echo {run} $GREETING; echo to-stderr >&2"), &env)
+        .await
+        .unwrap();
+    assert_eq!(code, 0);
+    assert!(output.contains(&format!("{run} hello-env")), "{output}");
+    assert!(output.contains("to-stderr"), "{output}");
+
+    let (code, output) =
+        rt.run_to_completion(&base_image(), &format!("echo failing {run}; exit 7"), &env).await.unwrap();
+    assert_eq!(code, 7);
+    assert!(output.contains(&format!("failing {run}")), "{output}");
+
+    assert_no_leftovers(&guard, &run, &before);
+
+    let missing = rt.run_to_completion(&format!("{run}-no-such-image"), "true", &env).await;
+    assert!(matches!(missing, Err(RuntimeError::NotFound(_))), "{missing:?}");
+}
+
+#[tokio::test]
+async fn a_new_runtime_readopts_running_containers_by_label() {
+    let rt = DockerRuntime::connect().await.unwrap();
+    let run = unique("adopt");
+    let mut guard = Cleanup::new(&run);
+    let dir = tempfile::tempdir().unwrap();
+    let tag = format!("{run}:v1");
+    build(&rt, &mut guard, &server_plan(dir.path(), &run), &tag).await.0.unwrap();
+    let node = format!("node-{run}");
+    let spec = ContainerSpec {
+        name: run.clone(),
+        image: tag,
+        labels: app_labels(&guard, "dep-adopt", &node),
+        container_port: 8000,
+        host_port: 0,
+        host_ip: "127.0.0.1".into(),
+        ..Default::default()
+    };
+    let (id, port) = rt.run_container(&spec).await.unwrap();
+    drop(rt);
+
+    // As an agent after a restart: a fresh connection, only the labels to go by.
+    let fresh = DockerRuntime::connect().await.unwrap();
+    let listed = fresh.list_managed(Some(node)).await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].id, id);
+    assert_eq!(listed[0].host_port, Some(port));
+    assert_eq!(http_get(port, "/", Duration::from_secs(30)).await, format!("hello from {run}"));
+    assert!(fresh.list_managed(Some(format!("other-{run}"))).await.unwrap().is_empty());
+    fresh.remove_container(&id).await.unwrap();
+}
