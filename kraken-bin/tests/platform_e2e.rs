@@ -1,0 +1,218 @@
+//! A whole platform on one machine, end to end: the real `kraken` binary on a
+//! loopback port, a real Docker engine, fixture apps in git repositories made
+//! by the test, driven through the CLI and through the HTTP API.
+
+mod support;
+#[path = "../../kraken-lib/tests/common/apps.rs"]
+mod apps;
+
+use std::time::Duration;
+
+use apps::AppRepo;
+use serde_json::{json, Value};
+use support::*;
+
+const DEPLOY: Duration = Duration::from_secs(180);
+
+fn statuses(d: &Value) -> Vec<String> {
+    d["status_history"].as_array().into_iter().flatten().filter_map(|c| c["status"].as_str().map(String::from)).collect()
+}
+
+#[test]
+fn deploy_update_and_destroy_through_the_cli_and_the_api() {
+    let agent = Agent::start();
+
+    // Through the CLI, following the progress.
+    let node_repo = AppRepo::new("node-hello");
+    let out = agent.cli(&["deploy", &node_repo.url(), "--branch", "main", "--follow"]);
+    let shown = text(&out);
+    assert!(out.status.success(), "deploy --follow succeeds:\n{shown}\n{}", agent.log());
+    for step in ["RetrievingApplicationData", "BuildingDeployment", "Deploying", "Running"] {
+        assert!(shown.contains(step), "progress shows {step}:\n{shown}");
+    }
+    assert!(shown.contains("[build]"), "the build log is shown:\n{shown}");
+    let ps = agent.cli(&["ps", "--json"]);
+    let list: Value = serde_json::from_slice(&ps.stdout).expect("ps --json prints JSON");
+    let node_id = list.as_array().and_then(|l| l.first()).and_then(|d| d["id"].as_str()).expect("listed").to_string();
+    let d = wait_status(&agent, &node_id, "Running", DEPLOY);
+    assert_eq!(d["commit"], node_repo.head().as_str());
+    let address = d["address"].as_str().expect("address").to_string();
+    assert!(address.starts_with("http://127.0.0.1:"), "{address}");
+    assert_eq!(http_body(&address, Duration::from_secs(20)).trim(), "hello from node");
+    wait_log(&agent, &node_id, "node-hello listening on port 3000", Duration::from_secs(20));
+    let history = statuses(&d);
+    for s in ["DeploymentRequested", "ValidatingDeploymentData", "RetrievingApplicationData", "DelegatingDeployment", "BuildingDeployment", "Deploying", "Running"] {
+        assert!(history.iter().any(|h| h == s), "history has {s}: {history:?}");
+    }
+
+    // Through the API.
+    let py_repo = AppRepo::new("python-hello");
+    let (status, created) = call(agent.port, "POST", "/api/v1/deployments", Some(json!({"url": py_repo.url(), "branch": "main"})), Some(TOKEN));
+    assert_eq!(status, 202, "{created}");
+    let py_id = created["id"].as_str().expect("id").to_string();
+    let d = wait_status(&agent, &py_id, "Running", DEPLOY);
+    assert!(statuses(&d).iter().any(|s| s == "TestingDeployment"), "the manifest's test ran: {:?}", statuses(&d));
+    assert_eq!(http_body(d["address"].as_str().expect("address"), Duration::from_secs(20)).trim(), "hello from python");
+    wait_log(&agent, &py_id, "python-hello listening on port 5000", Duration::from_secs(20));
+
+    // Update after a new commit on the branch serves the new content.
+    let manifest = std::fs::read_to_string(node_repo.path().join("shipwreck.toml")).expect("read");
+    let new_head = node_repo.commit(&[("shipwreck.toml", &manifest.replace("hello from node", "hello again from node"))], "new greeting");
+    let out = agent.cli(&["update", &node_id, "--follow"]);
+    assert!(out.status.success(), "update --follow succeeds:\n{}\n{}", text(&out), agent.log());
+    let d = wait_status(&agent, &node_id, "Running", DEPLOY);
+    assert_eq!(d["commit"], new_head.as_str());
+    let address = d["address"].as_str().expect("address");
+    assert_eq!(http_body(address, Duration::from_secs(20)).trim(), "hello again from node");
+    assert_eq!(containers_of(&node_id).len(), 1, "the old container was replaced, not kept beside the new one");
+
+    // Destroy through the CLI and through the API: no container remains.
+    let out = agent.cli(&["rm", &node_id, "--wait"]);
+    assert!(out.status.success(), "rm --wait succeeds:\n{}", text(&out));
+    let (status, _) = call(agent.port, "DELETE", &format!("/api/v1/deployments/{py_id}"), None, Some(TOKEN));
+    assert_eq!(status, 202);
+    wait_status(&agent, &py_id, "Destroyed", DEPLOY);
+    wait_status(&agent, &node_id, "Destroyed", DEPLOY);
+    assert!(containers_of(&node_id).is_empty(), "node-hello's container is gone");
+    assert!(containers_of(&py_id).is_empty(), "python-hello's container is gone");
+    let out = agent.cli(&["ps"]);
+    assert!(!text(&out).contains(&py_id), "destroyed deployments are hidden from ps");
+    let out = agent.cli(&["ps", "--all"]);
+    assert!(text(&out).contains(&py_id), "and shown with --all");
+}
+
+#[test]
+fn static_and_dockerfile_apps_run_and_answer() {
+    let agent = Agent::start();
+    let mut ids = Vec::new();
+    for (app, body) in [("static-site", "hello from a static site"), ("dockerfile-app", "hello from a dockerfile")] {
+        let repo = AppRepo::new(app);
+        let out = agent.cli(&["deploy", &repo.url(), "--json"]);
+        assert!(out.status.success(), "{}", text(&out));
+        let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+        let id = v["id"].as_str().expect("id").to_string();
+        let d = wait_status(&agent, &id, "Running", DEPLOY);
+        assert!(http_body(d["address"].as_str().expect("address"), Duration::from_secs(20)).contains(body));
+        ids.push((id, repo));
+    }
+    wait_log(&agent, &ids[1].0, "dockerfile-app serving /www on port 9000", Duration::from_secs(20));
+    for (id, _) in &ids {
+        let out = agent.cli(&["rm", id, "--wait"]);
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(containers_of(id).is_empty());
+    }
+}
+
+#[test]
+fn broken_apps_end_errored_with_the_reason_and_their_log() {
+    let agent = Agent::start();
+
+    let broken = AppRepo::new("broken-build");
+    let out = agent.cli(&["deploy", &broken.url(), "--follow"]);
+    assert_eq!(out.status.code(), Some(1), "a failed deployment exits 1:\n{}", text(&out));
+    let shown = text(&out);
+    assert!(shown.contains("error: this build always fails"), "the build log is shown:\n{shown}");
+    let list: Value = serde_json::from_slice(&agent.cli(&["ps", "--json"]).stdout).expect("json");
+    let broken_id = list[0]["id"].as_str().expect("id").to_string();
+    let d = wait_status(&agent, &broken_id, "Errored", DEPLOY);
+    assert!(d["error"].as_str().unwrap_or("").contains("build failed"), "{d:#}");
+    assert!(log_text(&agent, &broken_id).contains("compiling the broken app"));
+    assert!(containers_of(&broken_id).is_empty(), "nothing left running");
+
+    let crashing = AppRepo::new("exits-at-once");
+    let (status, created) = call(agent.port, "POST", "/api/v1/deployments", Some(json!({"url": crashing.url()})), Some(TOKEN));
+    assert_eq!(status, 202);
+    let id = created["id"].as_str().expect("id").to_string();
+    let d = wait_status(&agent, &id, "Errored", DEPLOY);
+    let reason = d["error"].as_str().unwrap_or("");
+    assert!(reason.contains("exited with code 3"), "{reason}");
+    let log = wait_log(&agent, &id, "exits-at-once starting", Duration::from_secs(10));
+    assert!(log.contains("fatal: missing configuration"), "stderr is in the log too:\n{log}");
+    assert!(containers_of(&id).is_empty(), "the crashed container was removed");
+
+    // A repository that does not exist, and a branch without a manifest.
+    let (status, created) = call(agent.port, "POST", "/api/v1/deployments", Some(json!({"url": "/nonexistent/repo", "branch": "main"})), Some(TOKEN));
+    assert_eq!(status, 202);
+    let d = wait_status(&agent, created["id"].as_str().expect("id"), "Errored", DEPLOY);
+    assert!(d["error"].as_str().unwrap_or("").contains("/nonexistent/repo"), "{d:#}");
+    let out = agent.cli(&["validate", &crashing.url(), "--branch", "nope"]);
+    assert_eq!(out.status.code(), Some(4), "validation refusal exits 4: {}", text(&out));
+    assert!(text(&out).contains("nope") && text(&out).contains("main"), "{}", text(&out));
+}
+
+#[test]
+fn a_restart_keeps_deployments_and_their_containers() {
+    let mut agent = Agent::start();
+    let port = agent.port;
+    let data_dir = agent.data_dir.clone();
+    let node_repo = AppRepo::new("node-hello");
+    let static_repo = AppRepo::new("static-site");
+    let mut ids = Vec::new();
+    for repo in [&node_repo, &static_repo] {
+        let (status, created) = call(port, "POST", "/api/v1/deployments", Some(json!({"url": repo.url()})), Some(TOKEN));
+        assert_eq!(status, 202);
+        ids.push(created["id"].as_str().expect("id").to_string());
+    }
+    let before: Vec<Value> = ids.iter().map(|id| wait_status(&agent, id, "Running", DEPLOY)).collect();
+    let containers: Vec<Vec<String>> = ids.iter().map(|id| containers_of(id)).collect();
+    assert!(containers.iter().all(|c| c.len() == 1), "{containers:?}");
+
+    for (round, how) in ["SIGTERM", "SIGKILL"].iter().enumerate() {
+        if *how == "SIGTERM" {
+            agent.stop();
+        } else {
+            agent.kill9();
+        }
+        // The apps keep serving while the agent is away.
+        for d in &before {
+            http_body(d["address"].as_str().expect("address"), Duration::from_secs(10));
+        }
+        let restarted = Agent::start_in(&data_dir, port);
+        for (i, id) in ids.iter().enumerate() {
+            let d = wait_status(&restarted, id, "Running", Duration::from_secs(30));
+            let old = statuses(&before[i]);
+            let now = statuses(&d);
+            assert!(now.len() >= old.len() && now[..old.len()] == old[..], "round {round}: history kept: {old:?} vs {now:?}");
+            let builds = now.iter().filter(|s| *s == "BuildingDeployment").count();
+            assert_eq!(builds, 1, "round {round} ({how}): nothing rebuilt: {now:?}");
+            assert_eq!(containers_of(id), containers[i], "round {round} ({how}): the same container serves");
+            assert_eq!(d["address"], before[i]["address"]);
+            http_body(d["address"].as_str().expect("address"), Duration::from_secs(10));
+        }
+        // Still re-adopted after a few heartbeats, not rescheduled.
+        std::thread::sleep(Duration::from_secs(3));
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(containers_of(id), containers[i]);
+        }
+        assert!(log_text(&restarted, &ids[0]).contains("node-hello listening"), "logs survive the restart");
+        // Hand the data directory to the next round.
+        std::mem::forget(std::mem::replace(&mut agent, restarted));
+    }
+    for id in &ids {
+        let out = agent.cli(&["rm", id, "--wait"]);
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(containers_of(id).is_empty());
+    }
+}
+
+#[test]
+fn unauthorised_and_malformed_requests_are_refused() {
+    let agent = Agent::start();
+    let repo = AppRepo::new("static-site");
+    let (status, v) = call(agent.port, "POST", "/api/v1/deployments", Some(json!({"url": repo.url()})), None);
+    assert_eq!(status, 401, "{v}");
+    let (status, _) = call(agent.port, "POST", "/api/v1/deployments", Some(json!({"url": repo.url()})), Some("not-the-token"));
+    assert_eq!(status, 401);
+    let out = cli(&agent.server(), "not-the-token", &["deploy", &repo.url()]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(text(&out).contains("token"), "{}", text(&out));
+    let (status, v) = call(agent.port, "POST", "/api/v1/deployments", Some(json!({"branch": "main"})), Some(TOKEN));
+    assert_eq!(status, 400, "{v}");
+    assert!(v["error"].as_str().is_some());
+    let (status, _) = call(agent.port, "GET", "/api/v1/deployments/does-not-exist", None, None);
+    assert_eq!(status, 404);
+    let (_, list) = call(agent.port, "GET", "/api/v1/deployments", None, None);
+    assert_eq!(list.as_array().map(Vec::len), Some(0), "nothing was created");
+    let unreachable = cli(&format!("http://127.0.0.1:{}", free_port()), TOKEN, &["ps"]);
+    assert_eq!(unreachable.status.code(), Some(3), "{}", text(&unreachable));
+}

@@ -1,0 +1,242 @@
+//! Shared helpers of the binary's end-to-end tests: a real `kraken up` on a
+//! loopback port with its own data directory, the CLI run as a process, and
+//! HTTP calls to the API.
+
+#![allow(dead_code, missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const TOKEN: &str = "e2e-platform-token";
+
+/// A free TCP port on 127.0.0.1 (free when asked; the agent binds it right after).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+/// A running `kraken up`.
+pub struct Agent {
+    child: Option<Child>,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+    log_path: PathBuf,
+}
+
+impl Agent {
+    /// Starts an agent with a fresh data directory.
+    pub fn start() -> Self {
+        let dir = tempfile::Builder::new().prefix("kraken-e2e-").tempdir().expect("tempdir");
+        let data_dir = dir.path().join("data");
+        let mut agent = Self::start_in(&data_dir, free_port());
+        agent._dir = Some(dir);
+        agent
+    }
+
+    /// Starts an agent on `port` with `data_dir` (which may hold an earlier agent's data).
+    pub fn start_in(data_dir: &Path, port: u16) -> Self {
+        std::fs::create_dir_all(data_dir).expect("data dir");
+        let log_path = data_dir.with_extension(format!("{port}.log"));
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_kraken"))
+            .args(["up", "--listen", &format!("127.0.0.1:{port}"), "--publish-ip", "127.0.0.1", "--name", "e2e"])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--token", TOKEN, "--base-image", &base_image()])
+            .env("KRAKEN_LOG", "info,kraken_lib=debug")
+            .stdout(Stdio::from(log.try_clone().expect("clone")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("kraken starts");
+        let agent = Self { child: Some(child), port, data_dir: data_dir.to_path_buf(), _dir: None, log_path };
+        agent.wait_until_up();
+        agent
+    }
+
+    fn wait_until_up(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(v) = get_json(self.port, "/ping") {
+                if v["service"] == "kraken" {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "kraken up did not answer /ping within 30 s; its log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn server(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn node_id(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("node-id")).expect("node id").trim().to_string()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Runs the CLI against this agent.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        cli(&self.server(), TOKEN, args)
+    }
+
+    /// Stops the agent with SIGTERM and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("kraken did not stop within 20 s of SIGTERM");
+        }
+    }
+
+    /// Kills the agent with SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Removes every container this agent's node made.
+    pub fn remove_containers(&self) {
+        let filter = format!("label=kraken.node={}", self.node_id());
+        for id in docker_lines(&["ps", "-aq", "--filter", &filter]) {
+            let _ = Command::new("docker").args(["rm", "-f", &id]).output();
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill9();
+        if self.data_dir.join("node-id").exists() {
+            self.remove_containers();
+        }
+    }
+}
+
+pub fn base_image() -> String {
+    std::env::var("KRAKEN_TEST_BASE_IMAGE").unwrap_or_else(|_| "kraken-test-base:bookworm".to_string())
+}
+
+pub fn cli(server: &str, token: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kraken"))
+        .args(["--server", server, "--token", token])
+        .args(args)
+        .env_remove("KRAKEN_DATA_DIR")
+        .output()
+        .expect("the CLI runs")
+}
+
+pub fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+pub fn docker_lines(args: &[&str]) -> Vec<String> {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().filter(|l| !l.trim().is_empty()).map(String::from).collect())
+        .unwrap_or_default()
+}
+
+fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build().expect("client")
+}
+
+pub fn get_json(port: u16, path: &str) -> Result<Value, String> {
+    let resp = client().get(format!("http://127.0.0.1:{port}{path}")).send().map_err(|e| e.to_string())?;
+    resp.json().map_err(|e| e.to_string())
+}
+
+/// Sends a request with the platform token; returns status and JSON body.
+pub fn call(port: u16, method: &str, path: &str, body: Option<Value>, token: Option<&str>) -> (u16, Value) {
+    let url = format!("http://127.0.0.1:{port}{path}");
+    let c = client();
+    let mut req = match method {
+        "POST" => c.post(url),
+        "DELETE" => c.delete(url),
+        _ => c.get(url),
+    };
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().expect("the API answers");
+    let status = resp.status().as_u16();
+    (status, resp.json().unwrap_or(Value::Null))
+}
+
+/// Waits until deployment `id` reaches `status` (panics on Errored unless that is the goal).
+pub fn wait_status(agent: &Agent, id: &str, status: &str, timeout: Duration) -> Value {
+    let deadline = Instant::now() + timeout;
+    let mut last = Value::Null;
+    while Instant::now() < deadline {
+        if let Ok(d) = get_json(agent.port, &format!("/api/v1/deployments/{id}")) {
+            if d["status"] == status {
+                return d;
+            }
+            if d["status"] == "Errored" && status != "Errored" {
+                panic!("deployment {id} errored: {}\n{d:#}\nagent log:\n{}", d["error"], agent.log());
+            }
+            last = d;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("deployment {id} did not reach {status} within {timeout:?}; last: {last:#}\nagent log:\n{}", agent.log());
+}
+
+/// GETs `address` until it answers 200, returning the body.
+pub fn http_body(address: &str, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        match client().get(address).send() {
+            Ok(r) if r.status().is_success() => return r.text().unwrap_or_default(),
+            Ok(r) => last = format!("status {}", r.status()),
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{address} did not answer within {timeout:?}: {last}");
+}
+
+/// All log lines of a deployment, joined.
+pub fn log_text(agent: &Agent, id: &str) -> String {
+    let v = get_json(agent.port, &format!("/api/v1/deployments/{id}/logs?limit=5000")).expect("logs");
+    v["lines"].as_array().into_iter().flatten().filter_map(|l| l["line"].as_str()).collect::<Vec<_>>().join("\n")
+}
+
+/// Waits until the deployment's log contains `needle`.
+pub fn wait_log(agent: &Agent, id: &str, needle: &str, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let text = log_text(agent, id);
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "the log of {id} never contained {needle:?}:\n{text}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The containers of deployment `id` on the engine.
+pub fn containers_of(id: &str) -> Vec<String> {
+    docker_lines(&["ps", "-aq", "--no-trunc", "--filter", &format!("label=kraken.deployment={id}")])
+}
