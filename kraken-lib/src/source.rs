@@ -727,19 +727,3 @@ mod tests {
         }
     }
 }
-
-/// Clones `branch` of `url` into `dest` and checks out `commit`, which must be
-/// on that branch. Blocking: call it from `spawn_blocking`.
-///
-/// # Errors
-/// A [`SourceError`] saying what was wrong.
-pub fn fetch_commit(
-    url: &str,
-    branch: &str,
-    commit: &str,
-    dest: &Path,
-    limits: FetchLimits,
-) -> Result<Checkout, SourceError> {
-    let _ = commit;
-    fetch(url, branch, dest, limits)
-}
