@@ -21,7 +21,7 @@ export function mount(view) {
       h("div", {}, h("h1", {}, "Platform"), h("p", { className: "muted" }, "The machines of this platform and what runs on them, at a glance."))),
     error,
     summary,
-    h("div", { className: "grid wide", style: "margin-top:1rem" }, tokenCard),
+    tokenCard,
   );
 
   let alive = true;
@@ -128,7 +128,7 @@ function renderTokenCard() {
     h("button", { type: "submit", className: "primary", id: "token-save" }, "Save token"),
     clear));
   clear.addEventListener("click", () => setToken(""));
-  const card = h("section", { className: "card", "aria-labelledby": "token-title" },
+  const card = h("section", { className: "card token-card", "aria-labelledby": "token-title" },
     h("h2", { id: "token-title" }, "Access"),
     h("p", { className: "muted small" }, "Changes (deploy, update, destroy) need the token that ", h("code", {}, "kraken up"), " printed. It is kept in this browser only."),
     form,
