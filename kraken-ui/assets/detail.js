@@ -174,6 +174,7 @@ function actionPanel(id, refresh) {
       }
     });
     no.focus();
+    confirmBox.scrollIntoView({ block: "nearest" });
   }
   updateBtn.addEventListener("click", () => ask("update"));
   destroyBtn.addEventListener("click", () => ask("destroy"));

@@ -134,6 +134,7 @@ fn header_value(text: &str) -> HeaderValue {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
     use axum::body::{to_bytes, Body};
@@ -144,7 +145,7 @@ mod tests {
         router().oneshot(Request::get(path).body(Body::empty()).unwrap()).await.unwrap()
     }
 
-    fn header<'a>(response: &'a Response, name: header::HeaderName) -> &'a str {
+    fn header(response: &Response, name: header::HeaderName) -> &str {
         response.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
     }
 
