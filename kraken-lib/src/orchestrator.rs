@@ -440,8 +440,12 @@ impl OrchestrationExecutor {
         let grace =
             chrono::Duration::from_std(node.config.node_grace).unwrap_or(chrono::Duration::seconds(10));
         let now = Utc::now();
+        // Nodes get the whole grace period after this orchestrator started,
+        // however old their last report is.
+        let since_start = chrono::Duration::from_std(self.started.elapsed()).unwrap_or_default();
         for n in self.state.nodes() {
-            let silent = n.last_heartbeat.is_none_or(|t| now - t > grace);
+            let heard = n.last_heartbeat.map_or(now - since_start, |t| t.max(now - since_start));
+            let silent = now - heard > grace;
             if n.up && silent {
                 warn!(node = %n.id, "no report within the grace period; marking the node down");
                 let _ = self.state.update_node(&n.id, |n| {

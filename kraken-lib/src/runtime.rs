@@ -141,8 +141,12 @@ pub trait Runtime: Send + Sync {
         cmd: &str,
         env: &BTreeMap<String, String>,
     ) -> Result<(i64, String), RuntimeError>;
-    /// Creates and starts a container; returns its id and the published host port.
+    /// Creates and starts a container that the engine does not restart yet;
+    /// returns its id and the published host port.
     async fn run_container(&self, spec: &ContainerSpec) -> Result<(String, u16), RuntimeError>;
+    /// From now on the engine restarts the container when it stops or the
+    /// machine reboots, until it is removed (`unless-stopped`).
+    async fn keep_restarting(&self, id: &str) -> Result<(), RuntimeError>;
     /// The container's state.
     async fn inspect(&self, id: &str) -> Result<ContainerState, RuntimeError>;
     /// The container's output: past lines, then new ones while `follow`.
@@ -589,10 +593,9 @@ impl Runtime for DockerRuntime {
         };
         let host_config = HostConfig {
             port_bindings: Some([(port_key.clone(), Some(vec![binding]))].into_iter().collect()),
-            restart_policy: Some(RestartPolicy {
-                name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
-                maximum_retry_count: None,
-            }),
+            // No restarts until the caller saw the app start (`keep_restarting`),
+            // so an app that exits at once shows its own exit code.
+            restart_policy: Some(RestartPolicy { name: Some(RestartPolicyNameEnum::NO), maximum_retry_count: None }),
             memory: (spec.memory_limit > 0).then(|| i64::try_from(spec.memory_limit).unwrap_or(i64::MAX)),
             ..Default::default()
         };
@@ -634,6 +637,18 @@ impl Runtime for DockerRuntime {
                 Err(e)
             }
         }
+    }
+
+    async fn keep_restarting(&self, id: &str) -> Result<(), RuntimeError> {
+        use bollard::models::{RestartPolicy, RestartPolicyNameEnum};
+        let options = bollard::container::UpdateContainerOptions::<String> {
+            restart_policy: Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                maximum_retry_count: None,
+            }),
+            ..Default::default()
+        };
+        self.docker.update_container(id, options).await.map_err(|e| map_err(&format!("container {id}"), e))
     }
 
     async fn inspect(&self, id: &str) -> Result<ContainerState, RuntimeError> {

@@ -248,10 +248,8 @@ impl State {
             let table = read.open_table(NODES).map_err(|e| dbe(&path)(e.into()))?;
             for item in table.iter().map_err(|e| dbe(&path)(e.into()))? {
                 let (k, v) = item.map_err(|e| dbe(&path)(e.into()))?;
-                let mut n: NodeRecord = serde_json::from_slice(v.value())
+                let n: NodeRecord = serde_json::from_slice(v.value())
                     .map_err(|e| StateError::Corrupt(format!("node {}: {e}", k.value())))?;
-                // Nobody has reported since this process started.
-                n.up = false;
                 inner.nodes.insert(n.id.clone(), n);
             }
             let table = read.open_table(LOGS).map_err(|e| dbe(&path)(e.into()))?;
@@ -510,7 +508,7 @@ impl State {
         });
         let identity_changed = known
             .as_ref()
-            .is_none_or(|k| k.name != report.name || k.address != report.address || k.role != role);
+            .is_none_or(|k| k.name != report.name || k.address != report.address || k.role != role || !k.up);
         node.name = report.name.clone();
         node.address = report.address.clone();
         node.role = role;

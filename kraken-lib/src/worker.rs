@@ -570,6 +570,9 @@ async fn deploy(
             break;
         }
     }
+    if let Err(e) = shared.runtime.keep_restarting(&container_id).await {
+        warn!(error = %e, "could not set the container's restart policy; it will not come back after a reboot");
+    }
     if let Some(prev) = previous {
         if let Some(image) = prev.image.filter(|i| *i != tag && *i != image) {
             remove_image(image).await;

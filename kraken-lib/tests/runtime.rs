@@ -265,21 +265,28 @@ async fn a_process_that_exits_at_once_is_reported_stopped_with_its_code() {
         ..Default::default()
     };
     let (id, _) = rt.run_container(&spec).await.unwrap();
-    // The engine restarts it (unless-stopped), so it is seen stopped with
-    // exit code 3 between restarts.
-    let state =
-        wait_for("the container to be stopped with code 3 after a restart", Duration::from_secs(30), || {
-            let rt = rt.clone();
-            let id = id.clone();
-            async move {
-                let s = rt.inspect(&id).await.unwrap();
-                (!s.running && s.exit_code == Some(3) && s.restart_count >= 1).then_some(s)
-            }
-        })
-        .await;
-    assert!(!state.running);
+    // A new container is not restarted, so its own exit code shows.
+    let state = wait_for("the container to be stopped with code 3", Duration::from_secs(30), || {
+        let rt = rt.clone();
+        let id = id.clone();
+        async move {
+            let s = rt.inspect(&id).await.unwrap();
+            (!s.running && s.exit_code == Some(3)).then_some(s)
+        }
+    })
+    .await;
+    assert_eq!(state.restart_count, 0);
     let lines: Vec<_> = rt.logs(&id, false, false).collect().await;
     assert!(lines.into_iter().map(Result::unwrap).any(|l| l.line == "bye"));
+    // Once told to keep it running, the engine restarts it after each exit.
+    rt.keep_restarting(&id).await.unwrap();
+    rt.client().start_container::<String>(&id, None).await.unwrap();
+    wait_for("the engine to restart it", Duration::from_secs(30), || {
+        let rt = rt.clone();
+        let id = id.clone();
+        async move { (rt.inspect(&id).await.unwrap().restart_count >= 1).then_some(()) }
+    })
+    .await;
     rt.remove_container(&id).await.unwrap();
 }
 
