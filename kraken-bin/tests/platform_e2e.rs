@@ -2,9 +2,9 @@
 //! loopback port, a real Docker engine, fixture apps in git repositories made
 //! by the test, driven through the CLI and through the HTTP API.
 
-mod support;
 #[path = "../../kraken-lib/tests/common/apps.rs"]
 mod apps;
+mod support;
 
 use std::time::Duration;
 
@@ -15,7 +15,12 @@ use support::*;
 const DEPLOY: Duration = Duration::from_secs(180);
 
 fn statuses(d: &Value) -> Vec<String> {
-    d["status_history"].as_array().into_iter().flatten().filter_map(|c| c["status"].as_str().map(String::from)).collect()
+    d["status_history"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["status"].as_str().map(String::from))
+        .collect()
 }
 
 #[test]
@@ -33,7 +38,8 @@ fn deploy_update_and_destroy_through_the_cli_and_the_api() {
     assert!(shown.contains("[build]"), "the build log is shown:\n{shown}");
     let ps = agent.cli(&["ps", "--json"]);
     let list: Value = serde_json::from_slice(&ps.stdout).expect("ps --json prints JSON");
-    let node_id = list.as_array().and_then(|l| l.first()).and_then(|d| d["id"].as_str()).expect("listed").to_string();
+    let node_id =
+        list.as_array().and_then(|l| l.first()).and_then(|d| d["id"].as_str()).expect("listed").to_string();
     let d = wait_status(&agent, &node_id, "Running", DEPLOY);
     assert_eq!(d["commit"], node_repo.head().as_str());
     let address = d["address"].as_str().expect("address").to_string();
@@ -41,30 +47,58 @@ fn deploy_update_and_destroy_through_the_cli_and_the_api() {
     assert_eq!(http_body(&address, Duration::from_secs(20)).trim(), "hello from node");
     wait_log(&agent, &node_id, "node-hello listening on port 3000", Duration::from_secs(20));
     let history = statuses(&d);
-    for s in ["DeploymentRequested", "ValidatingDeploymentData", "RetrievingApplicationData", "DelegatingDeployment", "BuildingDeployment", "Deploying", "Running"] {
+    for s in [
+        "DeploymentRequested",
+        "ValidatingDeploymentData",
+        "RetrievingApplicationData",
+        "DelegatingDeployment",
+        "BuildingDeployment",
+        "Deploying",
+        "Running",
+    ] {
         assert!(history.iter().any(|h| h == s), "history has {s}: {history:?}");
     }
 
     // Through the API.
     let py_repo = AppRepo::new("python-hello");
-    let (status, created) = call(agent.port, "POST", "/api/v1/deployments", Some(json!({"url": py_repo.url(), "branch": "main"})), Some(TOKEN));
+    let (status, created) = call(
+        agent.port,
+        "POST",
+        "/api/v1/deployments",
+        Some(json!({"url": py_repo.url(), "branch": "main"})),
+        Some(TOKEN),
+    );
     assert_eq!(status, 202, "{created}");
     let py_id = created["id"].as_str().expect("id").to_string();
     let d = wait_status(&agent, &py_id, "Running", DEPLOY);
-    assert!(statuses(&d).iter().any(|s| s == "TestingDeployment"), "the manifest's test ran: {:?}", statuses(&d));
-    assert_eq!(http_body(d["address"].as_str().expect("address"), Duration::from_secs(20)).trim(), "hello from python");
+    assert!(
+        statuses(&d).iter().any(|s| s == "TestingDeployment"),
+        "the manifest's test ran: {:?}",
+        statuses(&d)
+    );
+    assert_eq!(
+        http_body(d["address"].as_str().expect("address"), Duration::from_secs(20)).trim(),
+        "hello from python"
+    );
     wait_log(&agent, &py_id, "python-hello listening on port 5000", Duration::from_secs(20));
 
     // Update after a new commit on the branch serves the new content.
     let manifest = std::fs::read_to_string(node_repo.path().join("shipwreck.toml")).expect("read");
-    let new_head = node_repo.commit(&[("shipwreck.toml", &manifest.replace("hello from node", "hello again from node"))], "new greeting");
+    let new_head = node_repo.commit(
+        &[("shipwreck.toml", &manifest.replace("hello from node", "hello again from node"))],
+        "new greeting",
+    );
     let out = agent.cli(&["update", &node_id, "--follow"]);
     assert!(out.status.success(), "update --follow succeeds:\n{}\n{}", text(&out), agent.log());
     let d = wait_status(&agent, &node_id, "Running", DEPLOY);
     assert_eq!(d["commit"], new_head.as_str());
     let address = d["address"].as_str().expect("address");
     assert_eq!(http_body(address, Duration::from_secs(20)).trim(), "hello again from node");
-    assert_eq!(containers_of(&node_id).len(), 1, "the old container was replaced, not kept beside the new one");
+    assert_eq!(
+        containers_of(&node_id).len(),
+        1,
+        "the old container was replaced, not kept beside the new one"
+    );
 
     // Destroy through the CLI and through the API: no container remains.
     let out = agent.cli(&["rm", &node_id, "--wait"]);
@@ -85,7 +119,9 @@ fn deploy_update_and_destroy_through_the_cli_and_the_api() {
 fn static_and_dockerfile_apps_run_and_answer() {
     let agent = Agent::start();
     let mut ids = Vec::new();
-    for (app, body) in [("static-site", "hello from a static site"), ("dockerfile-app", "hello from a dockerfile")] {
+    for (app, body) in
+        [("static-site", "hello from a static site"), ("dockerfile-app", "hello from a dockerfile")]
+    {
         let repo = AppRepo::new(app);
         let out = agent.cli(&["deploy", &repo.url(), "--json"]);
         assert!(out.status.success(), "{}", text(&out));
@@ -120,7 +156,8 @@ fn broken_apps_end_errored_with_the_reason_and_their_log() {
     assert!(containers_of(&broken_id).is_empty(), "nothing left running");
 
     let crashing = AppRepo::new("exits-at-once");
-    let (status, created) = call(agent.port, "POST", "/api/v1/deployments", Some(json!({"url": crashing.url()})), Some(TOKEN));
+    let (status, created) =
+        call(agent.port, "POST", "/api/v1/deployments", Some(json!({"url": crashing.url()})), Some(TOKEN));
     assert_eq!(status, 202);
     let id = created["id"].as_str().expect("id").to_string();
     let d = wait_status(&agent, &id, "Errored", DEPLOY);
@@ -131,7 +168,13 @@ fn broken_apps_end_errored_with_the_reason_and_their_log() {
     assert!(containers_of(&id).is_empty(), "the crashed container was removed");
 
     // A repository that does not exist, and a branch without a manifest.
-    let (status, created) = call(agent.port, "POST", "/api/v1/deployments", Some(json!({"url": "/nonexistent/repo", "branch": "main"})), Some(TOKEN));
+    let (status, created) = call(
+        agent.port,
+        "POST",
+        "/api/v1/deployments",
+        Some(json!({"url": "/nonexistent/repo", "branch": "main"})),
+        Some(TOKEN),
+    );
     assert_eq!(status, 202);
     let d = wait_status(&agent, created["id"].as_str().expect("id"), "Errored", DEPLOY);
     assert!(d["error"].as_str().unwrap_or("").contains("/nonexistent/repo"), "{d:#}");
@@ -149,7 +192,8 @@ fn a_restart_keeps_deployments_and_their_containers() {
     let static_repo = AppRepo::new("static-site");
     let mut ids = Vec::new();
     for repo in [&node_repo, &static_repo] {
-        let (status, created) = call(port, "POST", "/api/v1/deployments", Some(json!({"url": repo.url()})), Some(TOKEN));
+        let (status, created) =
+            call(port, "POST", "/api/v1/deployments", Some(json!({"url": repo.url()})), Some(TOKEN));
         assert_eq!(status, 202);
         ids.push(created["id"].as_str().expect("id").to_string());
     }
@@ -172,7 +216,10 @@ fn a_restart_keeps_deployments_and_their_containers() {
             let d = wait_status(&restarted, id, "Running", Duration::from_secs(30));
             let old = statuses(&before[i]);
             let now = statuses(&d);
-            assert!(now.len() >= old.len() && now[..old.len()] == old[..], "round {round}: history kept: {old:?} vs {now:?}");
+            assert!(
+                now.len() >= old.len() && now[..old.len()] == old[..],
+                "round {round}: history kept: {old:?} vs {now:?}"
+            );
             let builds = now.iter().filter(|s| *s == "BuildingDeployment").count();
             assert_eq!(builds, 1, "round {round} ({how}): nothing rebuilt: {now:?}");
             assert_eq!(containers_of(id), containers[i], "round {round} ({how}): the same container serves");
@@ -201,12 +248,19 @@ fn unauthorised_and_malformed_requests_are_refused() {
     let repo = AppRepo::new("static-site");
     let (status, v) = call(agent.port, "POST", "/api/v1/deployments", Some(json!({"url": repo.url()})), None);
     assert_eq!(status, 401, "{v}");
-    let (status, _) = call(agent.port, "POST", "/api/v1/deployments", Some(json!({"url": repo.url()})), Some("not-the-token"));
+    let (status, _) = call(
+        agent.port,
+        "POST",
+        "/api/v1/deployments",
+        Some(json!({"url": repo.url()})),
+        Some("not-the-token"),
+    );
     assert_eq!(status, 401);
     let out = cli(&agent.server(), "not-the-token", &["deploy", &repo.url()]);
     assert_eq!(out.status.code(), Some(4), "{}", text(&out));
     assert!(text(&out).contains("token"), "{}", text(&out));
-    let (status, v) = call(agent.port, "POST", "/api/v1/deployments", Some(json!({"branch": "main"})), Some(TOKEN));
+    let (status, v) =
+        call(agent.port, "POST", "/api/v1/deployments", Some(json!({"branch": "main"})), Some(TOKEN));
     assert_eq!(status, 400, "{v}");
     assert!(v["error"].as_str().is_some());
     let (status, _) = call(agent.port, "GET", "/api/v1/deployments/does-not-exist", None, None);

@@ -595,7 +595,10 @@ impl Runtime for DockerRuntime {
             port_bindings: Some([(port_key.clone(), Some(vec![binding]))].into_iter().collect()),
             // No restarts until the caller saw the app start (`keep_restarting`),
             // so an app that exits at once shows its own exit code.
-            restart_policy: Some(RestartPolicy { name: Some(RestartPolicyNameEnum::NO), maximum_retry_count: None }),
+            restart_policy: Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::NO),
+                maximum_retry_count: None,
+            }),
             memory: (spec.memory_limit > 0).then(|| i64::try_from(spec.memory_limit).unwrap_or(i64::MAX)),
             ..Default::default()
         };

@@ -32,14 +32,16 @@ async fn deploy_fixture(name: &str, expected_body: &str, startup_line: &str) -> 
     let repo = AppRepo::new(name);
     let work = tempfile::tempdir().expect("tempdir");
     let (url, dest) = (repo.url(), work.path().join("src"));
-    let checkout = tokio::task::spawn_blocking(move || source::fetch(&url, "main", &dest, FetchLimits::default()))
-        .await
-        .expect("join")
-        .expect("fetch");
+    let checkout =
+        tokio::task::spawn_blocking(move || source::fetch(&url, "main", &dest, FetchLimits::default()))
+            .await
+            .expect("join")
+            .expect("fetch");
     assert_eq!(checkout.commit, repo.head(), "the fetched commit is the branch's tip");
 
     let registry = registry();
-    let manifest = Manifest::parse(FILE_NAME, &checkout.manifest_text, &registry.names()).expect("valid manifest");
+    let manifest =
+        Manifest::parse(FILE_NAME, &checkout.manifest_text, &registry.names()).expect("valid manifest");
     assert_eq!(manifest.app.name, name);
     let (plan, detection) = registry.plan(&checkout.dir, &manifest).expect("plan");
 
@@ -98,7 +100,10 @@ async fn deploy_fixture(name: &str, expected_body: &str, startup_line: &str) -> 
 
     rt.remove_container(&id).await.expect("remove");
     rt.remove_image(&tag).await.expect("remove image");
-    assert!(rt.list_managed(Some(run_id.clone())).await.expect("list").is_empty(), "no container left behind");
+    assert!(
+        rt.list_managed(Some(run_id.clone())).await.expect("list").is_empty(),
+        "no container left behind"
+    );
     assert!(matches!(rt.inspect(&id).await, Err(RuntimeError::NotFound(_))));
     detection.builder
 }
@@ -111,7 +116,8 @@ async fn node_app_is_deployed() {
 
 #[tokio::test]
 async fn python_app_is_detected_tested_and_deployed() {
-    let builder = deploy_fixture("python-hello", "hello from python", "python-hello listening on port 5000").await;
+    let builder =
+        deploy_fixture("python-hello", "hello from python", "python-hello listening on port 5000").await;
     assert_eq!(builder, "python", "detected from requirements.txt");
 }
 
@@ -123,8 +129,12 @@ async fn static_site_is_deployed() {
 
 #[tokio::test]
 async fn app_with_its_own_dockerfile_is_deployed() {
-    let builder =
-        deploy_fixture("dockerfile-app", "hello from a dockerfile", "dockerfile-app serving /www on port 9000").await;
+    let builder = deploy_fixture(
+        "dockerfile-app",
+        "hello from a dockerfile",
+        "dockerfile-app serving /www on port 9000",
+    )
+    .await;
     assert_eq!(builder, "dockerfile");
 }
 
@@ -132,7 +142,8 @@ async fn app_with_its_own_dockerfile_is_deployed() {
 async fn a_failing_build_returns_its_log_and_leaves_nothing_running() {
     let repo = AppRepo::new("broken-build");
     let work = tempfile::tempdir().expect("tempdir");
-    let checkout = source::fetch(&repo.url(), "main", &work.path().join("src"), FetchLimits::default()).expect("fetch");
+    let checkout =
+        source::fetch(&repo.url(), "main", &work.path().join("src"), FetchLimits::default()).expect("fetch");
     let registry = registry();
     let manifest = Manifest::parse(FILE_NAME, &checkout.manifest_text, &registry.names()).expect("manifest");
     let (plan, _) = registry.plan(&checkout.dir, &manifest).expect("plan");
@@ -153,7 +164,8 @@ async fn a_failing_build_returns_its_log_and_leaves_nothing_running() {
     let log = log.join("\n");
     assert!(log.contains("compiling the broken app"), "build output is in the log: {log}");
     assert!(log.contains("error: this build always fails"), "the failing step's stderr is in the log: {log}");
-    let leftovers = docker::docker_lines(&["ps", "-aq", "--filter", &format!("label={}={run_id}", docker::TEST_LABEL)]);
+    let leftovers =
+        docker::docker_lines(&["ps", "-aq", "--filter", &format!("label={}={run_id}", docker::TEST_LABEL)]);
     assert!(leftovers.is_empty(), "no container left: {leftovers:?}");
     assert!(docker::docker_lines(&["images", "-q", &tag]).is_empty(), "no image tagged");
 }
@@ -197,12 +209,17 @@ fn bad_manifests_in_a_repository_are_refused_with_file_line_and_key() {
     for (i, (text, key, hint)) in cases.iter().enumerate() {
         repo.commit(&[("shipwreck.toml", text)], &format!("bad manifest {i}"));
         let work = tempfile::tempdir().expect("tempdir");
-        let checkout = source::fetch(&repo.url(), "main", &work.path().join("src"), FetchLimits::default()).expect("fetch");
-        let err = Manifest::parse(FILE_NAME, &checkout.manifest_text, &registry.names()).expect_err("invalid");
+        let checkout = source::fetch(&repo.url(), "main", &work.path().join("src"), FetchLimits::default())
+            .expect("fetch");
+        let err =
+            Manifest::parse(FILE_NAME, &checkout.manifest_text, &registry.names()).expect_err("invalid");
         let shown = err.to_string();
         assert!(shown.starts_with("shipwreck.toml:"), "{shown}");
         assert_eq!(err.key.as_deref(), Some(*key), "{shown}");
         assert!(err.line >= 1 && err.column >= 1);
-        assert!(shown.to_lowercase().contains(&hint.to_lowercase()), "case {i}: {shown} should mention {hint}");
+        assert!(
+            shown.to_lowercase().contains(&hint.to_lowercase()),
+            "case {i}: {shown} should mention {hint}"
+        );
     }
 }

@@ -14,7 +14,10 @@ pub const TOKEN: &str = "e2e-platform-token";
 
 /// A free TCP port on 127.0.0.1 (free when asked; the agent binds it right after).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
 
 /// A running `kraken up`.
@@ -42,7 +45,15 @@ impl Agent {
         let log_path = data_dir.with_extension(format!("{port}.log"));
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_kraken"))
-            .args(["up", "--listen", &format!("127.0.0.1:{port}"), "--publish-ip", "127.0.0.1", "--name", "e2e"])
+            .args([
+                "up",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--publish-ip",
+                "127.0.0.1",
+                "--name",
+                "e2e",
+            ])
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--token", TOKEN, "--base-image", &base_image()])
@@ -64,7 +75,11 @@ impl Agent {
                     return;
                 }
             }
-            assert!(Instant::now() < deadline, "kraken up did not answer /ping within 30 s; its log:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "kraken up did not answer /ping within 30 s; its log:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -150,7 +165,13 @@ pub fn docker_lines(args: &[&str]) -> Vec<String> {
     Command::new("docker")
         .args(args)
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).lines().filter(|l| !l.trim().is_empty()).map(String::from).collect())
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(String::from)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -199,7 +220,10 @@ pub fn wait_status(agent: &Agent, id: &str, status: &str, timeout: Duration) -> 
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    panic!("deployment {id} did not reach {status} within {timeout:?}; last: {last:#}\nagent log:\n{}", agent.log());
+    panic!(
+        "deployment {id} did not reach {status} within {timeout:?}; last: {last:#}\nagent log:\n{}",
+        agent.log()
+    );
 }
 
 /// GETs `address` until it answers 200, returning the body.
@@ -220,7 +244,13 @@ pub fn http_body(address: &str, timeout: Duration) -> String {
 /// All log lines of a deployment, joined.
 pub fn log_text(agent: &Agent, id: &str) -> String {
     let v = get_json(agent.port, &format!("/api/v1/deployments/{id}/logs?limit=5000")).expect("logs");
-    v["lines"].as_array().into_iter().flatten().filter_map(|l| l["line"].as_str()).collect::<Vec<_>>().join("\n")
+    v["lines"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l["line"].as_str())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Waits until the deployment's log contains `needle`.

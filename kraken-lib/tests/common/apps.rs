@@ -26,7 +26,14 @@ fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .arg("-C")
         .arg(dir)
-        .args(["-c", "user.name=Kraken Tests", "-c", "user.email=tests@kraken.invalid", "-c", "commit.gpgsign=false"])
+        .args([
+            "-c",
+            "user.name=Kraken Tests",
+            "-c",
+            "user.email=tests@kraken.invalid",
+            "-c",
+            "commit.gpgsign=false",
+        ])
         .args(args)
         .output()
         .expect("git runs");
