@@ -13,6 +13,10 @@
 //! async), and every change is broadcast as an [`Event`] for the API's
 //! server-sent events.
 
+// redb's own error type is large; the closures handed to `State::write` return
+// it as it comes, on a path that only runs when the disk fails.
+#![allow(clippy::result_large_err)]
+
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -63,7 +67,7 @@ pub enum StateError {
         path: PathBuf,
         /// The underlying error.
         #[source]
-        source: redb::Error,
+        source: Box<redb::Error>,
     },
     /// Another process holds the database.
     #[error(
@@ -221,11 +225,11 @@ impl State {
         let db = match Database::create(&path) {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(StateError::InUse(path)),
-            Err(e) => return Err(StateError::Database { path, source: e.into() }),
+            Err(e) => return Err(StateError::Database { path, source: Box::new(e.into()) }),
         };
         let dbe = |path: &Path| {
             let path = path.to_path_buf();
-            move |e: redb::Error| StateError::Database { path: path.clone(), source: e }
+            move |e: redb::Error| StateError::Database { path: path.clone(), source: Box::new(e) }
         };
         let mut inner = Inner::default();
         {
@@ -283,7 +287,7 @@ impl State {
     }
 
     fn db_err(&self) -> impl Fn(redb::Error) -> StateError + '_ {
-        move |source| StateError::Database { path: self.shared.path.clone(), source }
+        move |source| StateError::Database { path: self.shared.path.clone(), source: Box::new(source) }
     }
 
     fn write<R>(

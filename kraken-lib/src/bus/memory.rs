@@ -50,8 +50,11 @@ impl std::fmt::Debug for MemoryBus {
 #[async_trait::async_trait]
 impl Bus for MemoryBus {
     async fn publish(&self, channel: &Channel, envelope: &Envelope) -> Result<(), BusError> {
-        self.with_slot(channel, |slot| slot.tx.send(envelope.clone()))
-            .map_err(|_| BusError::Unavailable(format!("channel {channel} is closed")))
+        if self.with_slot(channel, |slot| slot.tx.send(envelope.clone()).is_ok()) {
+            Ok(())
+        } else {
+            Err(BusError::Unavailable(format!("channel {channel} is closed")))
+        }
     }
 
     async fn subscribe(&self, channel: &Channel) -> Result<Subscription, BusError> {

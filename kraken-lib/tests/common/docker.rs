@@ -6,7 +6,7 @@
 //! the [`Cleanup`] guard removes containers and images with that label when
 //! it is dropped, also when the test panics.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
