@@ -1,2 +1,43 @@
-//! Run with: `cargo run --example combined_node`
-fn main() {}
+//! Run with: `cargo run -p kraken-examples --example combined_node -- [DATA_DIR] [LISTEN]`
+//!
+//! A whole platform on one machine, built from the library: an orchestrator
+//! and a worker in one process, the in-process bus, the API and the web
+//! interface on `LISTEN` (default `127.0.0.1:8000`). Set `KRAKEN_BASE_IMAGE`
+//! to build every app on one local image instead of the official ones.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use kraken_lib::builder::{BaseImages, BuilderRegistry};
+use kraken_lib::node::NodeConfig;
+use kraken_lib::platform::{Platform, PlatformOptions};
+use kraken_lib::runtime::DockerRuntime;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt().with_env_filter("info").init();
+    let mut args = std::env::args().skip(1);
+    let data_dir = args.next().unwrap_or_else(|| "kraken-data".to_string());
+    let listen = args.next().unwrap_or_else(|| "127.0.0.1:8000".to_string()).parse().context("LISTEN: host:port")?;
+
+    let images = match std::env::var("KRAKEN_BASE_IMAGE") {
+        Ok(image) => BaseImages::uniform(&image),
+        Err(_) => BaseImages::defaults(),
+    };
+    let runtime = DockerRuntime::connect().await.context("a Docker engine is needed")?;
+    let platform = Platform::start(
+        PlatformOptions {
+            ui: Some(kraken_ui::router()),
+            ..PlatformOptions::combined(NodeConfig::new(data_dir, listen), BuilderRegistry::with_builtins(images))
+        },
+        Arc::new(runtime),
+    )
+    .await?;
+    println!("platform at {} — token {}", platform.api_address(), platform.token());
+    platform
+        .run(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}

@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use futures::StreamExt;
 use kraken_lib::builder::{BaseImages, BuilderRegistry};
 use kraken_lib::node::NodeConfig;
-use kraken_lib::platform::{Platform, PlatformOptions, TOKEN_FILE};
+use kraken_lib::platform::{NodeRole, Platform, PlatformOptions, TOKEN_FILE};
 use kraken_lib::runtime::DockerRuntime;
 use serde_json::Value;
 
@@ -44,8 +44,13 @@ struct ClientArgs {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Start a platform on this machine (orchestrator and worker), with its UI and API.
+    /// Start Kraken on this machine: join the platform given by --join, or
+    /// start one here (orchestrator and worker, with its UI and API).
     Up(UpArgs),
+    /// Run only the orchestrator of a platform (no apps run on this machine).
+    Orchestrator(UpArgs),
+    /// Run only a worker that joins the platform given by --join.
+    Worker(UpArgs),
     /// Deploy a branch of a git repository whose root holds a shipwreck.toml.
     Deploy {
         /// The git URL (https://, git://, file:// or a local path).
@@ -127,6 +132,18 @@ struct UpArgs {
     /// Seconds a node may stay silent before it is marked down.
     #[arg(long, default_value_t = 10)]
     node_grace: u64,
+    /// RabbitMQ URL for a platform of several machines (amqp://user:password@host:5672/vhost).
+    #[arg(long, env = "KRAKEN_AMQP_URL", hide_env_values = true)]
+    amqp_url: Option<String>,
+    /// The broker URL joining machines should use, when it differs from --amqp-url.
+    #[arg(long, env = "KRAKEN_AMQP_ADVERTISE_URL", hide_env_values = true)]
+    amqp_advertise_url: Option<String>,
+    /// Join the platform whose orchestrator answers at this address (host, host:port or http://host:port).
+    #[arg(long, env = "KRAKEN_JOIN")]
+    join: Option<String>,
+    /// The platform's join token (printed by its orchestrator).
+    #[arg(long, env = "KRAKEN_JOIN_TOKEN", hide_env_values = true)]
+    join_token: Option<String>,
 }
 
 /// A failure with an exit code of its own.
@@ -164,7 +181,7 @@ impl Failure {
 impl Cli {
     /// Whether this runs an agent (which logs at info) rather than a client command.
     pub fn is_agent(&self) -> bool {
-        matches!(self.command, Command::Up(_))
+        matches!(self.command, Command::Up(_) | Command::Orchestrator(_) | Command::Worker(_))
     }
 }
 
@@ -187,7 +204,23 @@ fn default_data_dir() -> PathBuf {
 pub async fn run(cli: Cli) -> Result<ExitCode> {
     let data_dir = cli.client.data_dir.clone().unwrap_or_else(default_data_dir);
     match cli.command {
-        Command::Up(args) => up(args, data_dir, cli.client.token).await,
+        Command::Up(args) => {
+            let role = match &args.join {
+                Some(address) => NodeRole::Worker { orchestrator: normalise_address(address) },
+                None => NodeRole::Combined,
+            };
+            up(args, role, data_dir, cli.client.token).await
+        }
+        Command::Orchestrator(args) => up(args, NodeRole::Orchestrator, data_dir, cli.client.token).await,
+        Command::Worker(args) => {
+            let Some(address) = &args.join else {
+                return Err(anyhow::anyhow!(
+                    "a worker needs its orchestrator: pass --join <address> and --join-token <token>"
+                ));
+            };
+            let role = NodeRole::Worker { orchestrator: normalise_address(address) };
+            up(args, role, data_dir, cli.client.token).await
+        }
         command => {
             let client = Client::new(&cli.client, &data_dir)?;
             client_command(&client, command, cli.client.json).await
@@ -195,7 +228,20 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-async fn up(args: UpArgs, data_dir: PathBuf, token: Option<String>) -> Result<ExitCode> {
+/// `host`, `host:port` or a URL, as `http://host:port` (default port 8000).
+fn normalise_address(address: &str) -> String {
+    let trimmed = address.trim().trim_end_matches('/');
+    let with_scheme =
+        if trimmed.contains("://") { trimmed.to_string() } else { format!("http://{trimmed}") };
+    let host_part = with_scheme.split("://").nth(1).unwrap_or_default();
+    if host_part.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+        with_scheme
+    } else {
+        format!("{with_scheme}:8000")
+    }
+}
+
+async fn up(args: UpArgs, role: NodeRole, data_dir: PathBuf, token: Option<String>) -> Result<ExitCode> {
     let mut images = match &args.base_image {
         Some(image) => BaseImages::uniform(image),
         None => BaseImages::defaults(),
@@ -215,23 +261,37 @@ async fn up(args: UpArgs, data_dir: PathBuf, token: Option<String>) -> Result<Ex
     let runtime = DockerRuntime::connect().await.context(
         "Kraken runs apps in Docker containers; install Docker (Debian: apt-get install docker.io) and start it",
     )?;
+    let is_worker = matches!(role, NodeRole::Worker { .. });
     let platform = Platform::start(
         PlatformOptions {
             config,
             token,
             name: args.name,
             registry: BuilderRegistry::with_builtins(images),
-            ui: Some(kraken_ui::router()),
+            ui: (!is_worker).then(kraken_ui::router),
+            role,
+            amqp_url: args.amqp_url,
+            amqp_advertise_url: args.amqp_advertise_url,
+            join_token: args.join_token,
         },
         Arc::new(runtime),
     )
     .await?;
     let address = platform.api_address();
-    println!("Kraken is up.");
-    println!("  UI and API:  {address}/");
-    println!("  token:       {}", platform.token());
-    println!("  data:        {}", data_dir.display());
-    println!("Deploy from this machine with: kraken deploy <git url> --branch main --follow");
+    if is_worker {
+        println!("Kraken worker {} is up and joined the platform at {}.", platform.node_id(), platform.orchestrator().unwrap_or_default());
+        println!("  data:        {}", data_dir.display());
+    } else {
+        println!("Kraken is up.");
+        println!("  UI and API:  {address}/");
+        println!("  token:       {}", platform.token());
+        match platform.join_token() {
+            Some(j) => println!("  join token:  {j}   (other machines: kraken up --join {address} --join-token {j})"),
+            None => println!("  single machine (no message broker): start with --amqp-url to let other machines join"),
+        }
+        println!("  data:        {}", data_dir.display());
+        println!("Deploy from this machine with: kraken deploy <git url> --branch main --follow");
+    }
     platform.run(shutdown_signal()).await?;
     println!("Kraken stopped; running apps keep running and are adopted at the next start.");
     Ok(ExitCode::SUCCESS)
@@ -326,7 +386,9 @@ fn s<'a>(v: &'a Value, key: &str) -> &'a str {
 
 async fn client_command(client: &Client, command: Command, json: bool) -> Result<ExitCode> {
     match command {
-        Command::Up(_) => unreachable!("handled by run"),
+        Command::Up(_) | Command::Orchestrator(_) | Command::Worker(_) => {
+            Err(anyhow::anyhow!("agent commands are not client commands"))
+        }
         Command::Deploy { url, branch, follow } => {
             let url = local_path_to_absolute(&url);
             let created = client

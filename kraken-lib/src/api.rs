@@ -47,13 +47,63 @@ pub struct ApiContext {
     pub node: GenericNode,
     /// The platform token.
     pub token: Arc<str>,
+    /// How other nodes join; `None` when the platform has no broker.
+    pub join: Option<JoinInfo>,
     validations: Arc<Semaphore>,
+}
+
+/// What a joining node needs, and the token that lets it have it.
+#[derive(Clone)]
+pub struct JoinInfo {
+    /// The join token.
+    pub token: Arc<str>,
+    /// The broker URL handed to joining nodes (it carries the platform's credentials).
+    pub amqp_url: Arc<str>,
+}
+
+impl std::fmt::Debug for JoinInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JoinInfo").finish_non_exhaustive()
+    }
+}
+
+/// The body of a join request.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinRequest {
+    /// The joining node's id.
+    pub node_id: String,
+    /// Its name.
+    pub name: String,
+    /// Its API address.
+    pub address: String,
+    /// The platform's join token.
+    pub join_token: String,
+}
+
+/// The answer to a successful join.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct JoinAnswer {
+    /// The broker to connect to.
+    pub amqp_url: String,
+    /// The orchestrator epoch.
+    pub epoch: u64,
+    /// The orchestrator's node id.
+    pub orchestrator_id: String,
+    /// The orchestrator's API address.
+    pub orchestrator_address: String,
 }
 
 impl ApiContext {
     /// The context of an API served by `node`.
     pub fn new(state: State, registry: BuilderRegistry, node: GenericNode, token: &str) -> Self {
-        Self { state, registry, node, token: Arc::from(token), validations: Arc::new(Semaphore::new(2)) }
+        Self { state, registry, node, token: Arc::from(token), join: None, validations: Arc::new(Semaphore::new(2)) }
+    }
+
+    /// Lets nodes join with `info`.
+    pub fn with_join(mut self, info: JoinInfo) -> Self {
+        self.join = Some(info);
+        self
     }
 }
 
@@ -154,6 +204,8 @@ pub fn router(ctx: ApiContext) -> Router {
         .route("/api/v1/deployments", post(create_deployment))
         .route("/api/v1/deployments/{id}", axum::routing::delete(destroy_deployment))
         .route("/api/v1/deployments/{id}/update", post(update_deployment))
+        .route("/api/v1/nodes/{id}/drain", post(drain_node))
+        .route("/api/v1/nodes/{id}/undrain", post(undrain_node))
         .route_layer(middleware::from_fn_with_state(ctx.clone(), require_token));
     Router::new()
         .route("/ping", get(ping))
@@ -162,6 +214,8 @@ pub fn router(ctx: ApiContext) -> Router {
         .route("/api/v1/builders", get(builders))
         .route("/api/v1/nodes", get(nodes))
         .route("/api/v1/validate", post(validate))
+        .route("/api/v1/join", post(join))
+        .route("/health", get(health))
         .route("/api/v1/deployments", get(list_deployments))
         .route("/api/v1/deployments/{id}", get(get_deployment))
         .route("/api/v1/deployments/{id}/logs", get(logs))
@@ -214,6 +268,90 @@ async fn ping(AxumState(ctx): AxumState<ApiContext>) -> Json<serde_json::Value> 
         "role": "orchestrator",
         "epoch": ctx.node.epoch(),
     }))
+}
+
+async fn health(AxumState(ctx): AxumState<ApiContext>) -> Json<serde_json::Value> {
+    Json(json!({ "ok": true, "node_id": ctx.node.id, "role": "orchestrator", "epoch": ctx.node.epoch() }))
+}
+
+async fn join(AxumState(ctx): AxumState<ApiContext>, body: Result<Json<JoinRequest>, JsonRejection>) -> ApiResult<Json<JoinAnswer>> {
+    let Json(req) = body?;
+    let Some(info) = &ctx.join else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "this platform runs on one machine without a message broker; restart its orchestrator with --amqp-url to let other machines join",
+        ));
+    };
+    if !same(req.join_token.trim().as_bytes(), info.token.as_bytes()) {
+        warn!(node = %req.node_id, address = %req.address, "a node with a wrong join token was refused");
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "the join token is wrong; the orchestrator printed it when it started (pass it with --join-token)",
+        ));
+    }
+    tracing::info!(node = %req.node_id, name = %req.name, address = %req.address, "a node joined");
+    Ok(Json(JoinAnswer {
+        amqp_url: info.amqp_url.to_string(),
+        epoch: ctx.node.epoch(),
+        orchestrator_id: ctx.node.id.clone(),
+        orchestrator_address: ctx.node.api_address(),
+    }))
+}
+
+async fn set_drained(ctx: &ApiContext, id: &str, drained: bool) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    let node = ctx
+        .state
+        .update_node(id, |n| {
+            let changed = n.drained != drained;
+            n.drained = drained;
+            changed
+        })
+        .map_err(|e| ApiError::internal("the change could not be stored", e))?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no node with id `{id}`; `GET /api/v1/nodes` lists them")))?;
+    ctx.state.notify();
+    Ok((StatusCode::ACCEPTED, Json(json!({ "id": node.id, "drained": node.drained }))))
+}
+
+async fn drain_node(AxumState(ctx): AxumState<ApiContext>, Path(id): Path<String>) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    set_drained(&ctx, &id, true).await
+}
+
+async fn undrain_node(AxumState(ctx): AxumState<ApiContext>, Path(id): Path<String>) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    set_drained(&ctx, &id, false).await
+}
+
+/// The small API of a worker-only node: `/ping` (which names its
+/// orchestrator, so discovery can follow it) and `/health`.
+pub fn worker_router(node: GenericNode) -> Router {
+    let ping_node = node.clone();
+    Router::new()
+        .route(
+            "/ping",
+            get(move || {
+                let n = ping_node.clone();
+                async move {
+                    Json(json!({
+                        "service": "kraken",
+                        "version": env!("CARGO_PKG_VERSION"),
+                        "node_id": n.id,
+                        "node_name": n.name,
+                        "role": "worker",
+                        "epoch": n.epoch(),
+                        "orchestrator": n.orchestrator(),
+                    }))
+                }
+            }),
+        )
+        .route(
+            "/health",
+            get(move || {
+                let n = node.clone();
+                async move { Json(json!({ "ok": true, "node_id": n.id, "role": "worker", "epoch": n.epoch() })) }
+            }),
+        )
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "this is a worker node; the platform's API and UI are on its orchestrator (see /ping)")
+        })
 }
 
 async fn platform(AxumState(ctx): AxumState<ApiContext>) -> Json<serde_json::Value> {
@@ -502,6 +640,13 @@ pub fn openapi_document() -> serde_json::Value {
                     { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 5000 } },
                     { "name": "follow", "in": "query", "schema": { "type": "boolean" } } ],
                 "responses": { "200": { "description": "{lines, next_offset} or text/event-stream" }, "404": error } } },
+            "/api/v1/join": { "post": { "summary": "Join the platform as a worker (needs the join token in the body)",
+                "responses": { "200": { "description": "the broker URL and the orchestrator" }, "401": error, "409": error } } },
+            "/api/v1/nodes/{id}/drain": { "post": { "summary": "Place nothing new on a node and move its deployments elsewhere", "security": [{ "token": [] }],
+                "parameters": id_param, "responses": { "202": { "description": "drained" }, "401": error, "404": error } } },
+            "/api/v1/nodes/{id}/undrain": { "post": { "summary": "Let a drained node take deployments again", "security": [{ "token": [] }],
+                "parameters": id_param, "responses": { "202": { "description": "undrained" }, "401": error, "404": error } } },
+            "/health": { "get": { "summary": "Liveness of this node", "responses": { "200": { "description": "alive" } } } },
             "/api/v1/events": { "get": { "summary": "Server-sent `deployment` and `node` events", "responses": { "200": { "description": "text/event-stream" } } } },
             "/api/v1/openapi.json": { "get": { "summary": "This document", "responses": { "200": { "description": "OpenAPI 3.1" } } } }
         }

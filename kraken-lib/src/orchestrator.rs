@@ -502,6 +502,14 @@ impl OrchestrationExecutor {
                         self.start_retrieval(node, &d, false);
                     }
                 }
+                (Desired::Running, Status::Running)
+                    if d.node.as_deref().and_then(|n| self.state.node(n)).is_some_and(|n| n.up && n.drained)
+                        && self.place(d.node.as_deref()).is_some() =>
+                {
+                    let from = d.node.clone().unwrap_or_default();
+                    let name = self.state.node(&from).map(|n| n.name).unwrap_or(from.clone());
+                    self.delegate(node, &d.id, Some(&from), &format!("node {name} is drained; ")).await;
+                }
                 (Desired::Running, s)
                     if (s.is_with_worker() || s == Status::Running) && !node_up && d.node.is_some() =>
                 {

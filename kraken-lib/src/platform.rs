@@ -1,9 +1,11 @@
-//! One entry point for a whole platform on one machine: a combined node
-//! (orchestrator and worker) with the in-process bus and the HTTP API.
+//! One entry point for an agent: a combined node (orchestrator and worker),
+//! an orchestrator-only node, or a worker-only node that joins a platform.
 //!
-//! [`Platform::start`] opens the state, makes or reads the platform token,
-//! binds the API's port and returns; [`Platform::run`] serves until the given
-//! shutdown future completes. The `kraken up` command is this, plus flags.
+//! [`Platform::start`] opens the state, makes or reads the platform and join
+//! tokens, connects the bus (in-process for a single machine, RabbitMQ when a
+//! broker URL is given), binds the API's port and returns; [`Platform::run`]
+//! serves until the given shutdown future completes. The `kraken up`,
+//! `kraken orchestrator` and `kraken worker` commands are this, plus flags.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -13,9 +15,11 @@ use std::sync::Arc;
 use axum::Router;
 use tracing::info;
 
-use crate::api::{self, ApiContext};
+use crate::api::{self, ApiContext, JoinAnswer, JoinInfo, JoinRequest};
 use crate::builder::BuilderRegistry;
+use crate::bus::amqp::{AmqpBus, AmqpOptions};
 use crate::bus::memory::MemoryBus;
+use crate::bus::{Bus, BusError};
 use crate::deployment::random_id;
 use crate::node::{GenericNode, NodeConfig, NodeError, NodeIdentity, NodeRunner};
 use crate::orchestrator::OrchestrationExecutor;
@@ -56,6 +60,31 @@ pub enum PlatformError {
     /// The node stopped with an error.
     #[error(transparent)]
     Node(#[from] NodeError),
+    /// The message broker could not be used.
+    #[error("the message broker: {0}")]
+    Bus(#[from] BusError),
+    /// The orchestrator refused to let this node join, or could not be asked.
+    #[error("joining the platform at {address} failed: {reason}")]
+    Join {
+        /// The orchestrator asked.
+        address: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Which executors an agent runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeRole {
+    /// Orchestrator and worker in one agent.
+    Combined,
+    /// Only the orchestrator (no apps run on this machine).
+    Orchestrator,
+    /// Only a worker of the platform whose orchestrator answers at `orchestrator`.
+    Worker {
+        /// The orchestrator's API address.
+        orchestrator: String,
+    },
 }
 
 /// What a platform is started with.
@@ -70,6 +99,34 @@ pub struct PlatformOptions {
     pub registry: BuilderRegistry,
     /// A router merged beside the API (the web interface).
     pub ui: Option<Router>,
+    /// Which executors to run.
+    pub role: NodeRole,
+    /// The RabbitMQ URL the orchestrator uses; `None` keeps the in-process bus
+    /// (a single machine; nobody can join).
+    pub amqp_url: Option<String>,
+    /// The broker URL handed to joining nodes when it differs from `amqp_url`
+    /// (e.g. a LAN address instead of 127.0.0.1).
+    pub amqp_advertise_url: Option<String>,
+    /// The join token (orchestrator: instead of the stored or a new one;
+    /// worker: the token to present).
+    pub join_token: Option<String>,
+}
+
+impl PlatformOptions {
+    /// Options for a combined node with the in-process bus.
+    pub fn combined(config: NodeConfig, registry: BuilderRegistry) -> Self {
+        Self {
+            config,
+            token: None,
+            name: None,
+            registry,
+            ui: None,
+            role: NodeRole::Combined,
+            amqp_url: None,
+            amqp_advertise_url: None,
+            join_token: None,
+        }
+    }
 }
 
 impl std::fmt::Debug for PlatformOptions {
@@ -88,6 +145,7 @@ pub struct Platform {
     listener: tokio::net::TcpListener,
     app: Router,
     token: String,
+    join_token: Option<String>,
     local_addr: SocketAddr,
 }
 
@@ -102,19 +160,20 @@ impl std::fmt::Debug for Platform {
 
 /// Reads the stored token, or stores `given` or a new one; also writes it to
 /// the token file so the CLI on this machine finds it.
-fn settle_token(
-    state: &State,
-    dir: &std::path::Path,
-    given: Option<String>,
-) -> Result<String, PlatformError> {
-    let token = match given.filter(|t| !t.trim().is_empty()) {
+fn settle_secret(state: &State, key: &str, given: Option<String>) -> Result<String, PlatformError> {
+    let secret = match given.filter(|t| !t.trim().is_empty()) {
         Some(t) => t.trim().to_string(),
-        None => match state.meta("token")? {
+        None => match state.meta(key)? {
             Some(t) => t,
             None => random_id(16),
         },
     };
-    state.set_meta("token", &token)?;
+    state.set_meta(key, &secret)?;
+    Ok(secret)
+}
+
+fn settle_token(state: &State, dir: &std::path::Path, given: Option<String>) -> Result<String, PlatformError> {
+    let token = settle_secret(state, "token", given)?;
     let path = dir.join(TOKEN_FILE);
     let io = |source| PlatformError::Io { path: path.clone(), source };
     std::fs::write(&path, &token).map_err(io)?;
@@ -133,29 +192,65 @@ impl Platform {
     /// # Errors
     /// [`PlatformError`] saying what could not be used.
     pub async fn start(options: PlatformOptions, runtime: Arc<dyn Runtime>) -> Result<Self, PlatformError> {
-        let config = options.config;
+        let mut config = options.config;
         let data_dir = config.data_dir.clone();
         let identity = NodeIdentity::load_or_create(&data_dir, options.name.as_deref())
             .map_err(|source| PlatformError::Io { path: data_dir.join("node-id"), source })?;
-        let state = State::open(&data_dir.join("state"), config.state_limits)?;
-        let token = settle_token(&state, &data_dir, options.token)?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| PlatformError::Bind { addr: config.listen, source })?;
-        let local_addr =
-            listener.local_addr().map_err(|source| PlatformError::Bind { addr: config.listen, source })?;
-        let mut config = config;
+        let local_addr = listener.local_addr().map_err(|source| PlatformError::Bind { addr: config.listen, source })?;
         config.listen = local_addr;
-        let bus = Arc::new(MemoryBus::new());
+
+        if let NodeRole::Worker { orchestrator } = &options.role {
+            let answer = join_platform(orchestrator, &identity, &config, options.join_token.as_deref()).await?;
+            let bus: Arc<dyn Bus> = Arc::new(AmqpBus::connect(&answer.amqp_url, AmqpOptions::default()).await?);
+            let node = GenericNode::new(identity, config, bus);
+            node.set_epoch(answer.epoch);
+            node.set_orchestrator(Some(answer.orchestrator_address.clone()));
+            node.set_rollover_priority(u32::MAX);
+            let runner = NodeRunner::new(node.clone()).with(WorkerExecutor::new(runtime, options.registry));
+            let app = api::worker_router(node.clone());
+            return Ok(Self { node, runner, listener, app, token: String::new(), join_token: None, local_addr });
+        }
+
+        let state = State::open(&data_dir.join("state"), config.state_limits)?;
+        let token = settle_token(&state, &data_dir, options.token)?;
+        let (bus, join): (Arc<dyn Bus>, Option<JoinInfo>) = match &options.amqp_url {
+            Some(url) => {
+                let bus = AmqpBus::connect(url, AmqpOptions::default()).await?;
+                let join_token = settle_secret(&state, "join_token", options.join_token)?;
+                let advertised = options.amqp_advertise_url.clone().unwrap_or_else(|| url.clone());
+                (Arc::new(bus), Some(JoinInfo { token: Arc::from(join_token.as_str()), amqp_url: Arc::from(advertised.as_str()) }))
+            }
+            None => (Arc::new(MemoryBus::new()), None),
+        };
         let node = GenericNode::new(identity, config, bus);
-        let runner = NodeRunner::new(node.clone())
-            .with(OrchestrationExecutor::new(state.clone(), options.registry.clone()))
-            .with(WorkerExecutor::new(runtime, options.registry.clone()));
-        let mut app = api::router(ApiContext::new(state, options.registry, node.clone(), &token));
+        let mut runner =
+            NodeRunner::new(node.clone()).with(OrchestrationExecutor::new(state.clone(), options.registry.clone()));
+        if options.role == NodeRole::Combined {
+            runner = runner.with(WorkerExecutor::new(runtime, options.registry.clone()));
+        }
+        let join_token = join.as_ref().map(|j| j.token.to_string());
+        let mut ctx = ApiContext::new(state, options.registry, node.clone(), &token);
+        if let Some(j) = join {
+            ctx = ctx.with_join(j);
+        }
+        let mut app = api::router(ctx);
         if let Some(ui) = options.ui {
             app = app.merge(ui);
         }
-        Ok(Self { node, runner, listener, app, token, local_addr })
+        Ok(Self { node, runner, listener, app, token, join_token, local_addr })
+    }
+
+    /// The join token other machines need, when the platform can be joined.
+    pub fn join_token(&self) -> Option<&str> {
+        self.join_token.as_deref()
+    }
+
+    /// The orchestrator this node answers to (itself for an orchestrator).
+    pub fn orchestrator(&self) -> Option<String> {
+        self.node.orchestrator()
     }
 
     /// The platform token.
@@ -201,4 +296,41 @@ impl Platform {
         }
         result.map_err(PlatformError::from)
     }
+}
+
+/// Asks the orchestrator at `address` to let this node join.
+async fn join_platform(
+    address: &str,
+    identity: &NodeIdentity,
+    config: &NodeConfig,
+    join_token: Option<&str>,
+) -> Result<JoinAnswer, PlatformError> {
+    let address = address.trim_end_matches('/').to_string();
+    let failed = |reason: String| PlatformError::Join { address: address.clone(), reason };
+    let Some(join_token) = join_token.filter(|t| !t.trim().is_empty()) else {
+        return Err(failed("no join token given; the orchestrator printed it when it started (pass it with --join-token)".into()));
+    };
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .map_err(|e| failed(e.to_string()))?;
+    let request = JoinRequest {
+        node_id: identity.id.clone(),
+        name: identity.name.clone(),
+        address: config.api_address(),
+        join_token: join_token.to_string(),
+    };
+    let response = client
+        .post(format!("{address}/api/v1/join"))
+        .json(&request)
+        .send()
+        .await
+        .map_err(|e| failed(format!("no answer ({e}); is the orchestrator running there?")))?;
+    if !response.status().is_success() {
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.unwrap_or(serde_json::Value::Null);
+        let message = body.get("error").and_then(|v| v.as_str()).unwrap_or("no details").to_string();
+        return Err(failed(format!("refused ({status}): {message}")));
+    }
+    response.json::<JoinAnswer>().await.map_err(|e| failed(format!("an answer that is not a join answer: {e}")))
 }
