@@ -27,6 +27,7 @@ pub struct Agent {
     pub data_dir: PathBuf,
     _dir: Option<tempfile::TempDir>,
     log_path: PathBuf,
+    pub ip: String,
 }
 
 impl Agent {
@@ -41,51 +42,49 @@ impl Agent {
 
     /// Starts an agent on `port` with `data_dir` (which may hold an earlier agent's data).
     pub fn start_in(data_dir: &Path, port: u16) -> Self {
+        Self::spawn("up", data_dir, "127.0.0.1", port, &[]).expect("kraken up answers")
+    }
+
+    /// Starts `kraken <command>` listening on `ip:port` with `data_dir` and
+    /// `extra` arguments; waits for `/ping`. Returns the agent's log on failure.
+    pub fn spawn(command: &str, data_dir: &Path, ip: &str, port: u16, extra: &[String]) -> Result<Self, String> {
         std::fs::create_dir_all(data_dir).expect("data dir");
         let log_path = data_dir.with_extension(format!("{port}.log"));
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_kraken"))
-            .args([
-                "up",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--publish-ip",
-                "127.0.0.1",
-                "--name",
-                "e2e",
-            ])
+            .args([command, "--listen", &format!("{ip}:{port}"), "--publish-ip", ip, "--name", &format!("e2e-{ip}")])
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--token", TOKEN, "--base-image", &base_image()])
+            .args(extra)
             .env("KRAKEN_LOG", "info,kraken_lib=debug")
             .stdout(Stdio::from(log.try_clone().expect("clone")))
             .stderr(Stdio::from(log))
             .spawn()
             .expect("kraken starts");
-        let agent = Self { child: Some(child), port, data_dir: data_dir.to_path_buf(), _dir: None, log_path };
-        agent.wait_until_up();
-        agent
-    }
-
-    fn wait_until_up(&self) {
+        let mut agent = Self { child: Some(child), port, data_dir: data_dir.to_path_buf(), _dir: None, log_path, ip: ip.to_string() };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(v) = get_json(self.port, "/ping") {
+            if let Ok(v) = get_json_at(&agent.ip, agent.port, "/ping") {
                 if v["service"] == "kraken" {
-                    return;
+                    return Ok(agent);
                 }
             }
-            assert!(
-                Instant::now() < deadline,
-                "kraken up did not answer /ping within 30 s; its log:\n{}",
-                self.log()
-            );
+            if let Some(child) = agent.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    agent.child = None;
+                    return Err(format!("kraken {command} exited with {status}:\n{}", agent.log()));
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(format!("kraken {command} did not answer /ping within 30 s:\n{}", agent.log()));
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
     }
 
     pub fn server(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}:{}", self.ip, self.port)
     }
 
     pub fn node_id(&self) -> String {
@@ -180,7 +179,11 @@ fn client() -> reqwest::blocking::Client {
 }
 
 pub fn get_json(port: u16, path: &str) -> Result<Value, String> {
-    let resp = client().get(format!("http://127.0.0.1:{port}{path}")).send().map_err(|e| e.to_string())?;
+    get_json_at("127.0.0.1", port, path)
+}
+
+pub fn get_json_at(ip: &str, port: u16, path: &str) -> Result<Value, String> {
+    let resp = client().get(format!("http://{ip}:{port}{path}")).send().map_err(|e| e.to_string())?;
     resp.json().map_err(|e| e.to_string())
 }
 

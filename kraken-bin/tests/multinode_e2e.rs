@@ -1,0 +1,281 @@
+//! Several machines, one platform: three agents as separate processes, each
+//! its own node (own data directory, identity and loopback address
+//! 127.0.0.x), talking through a real RabbitMQ broker, building on a real
+//! Docker engine.
+//!
+//! The tests share one broker and restart it in one of them, so they run one
+//! at a time (a process-wide lock).
+
+mod support;
+#[path = "../../kraken-lib/tests/common/apps.rs"]
+mod apps;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use apps::AppRepo;
+use serde_json::{json, Value};
+use support::*;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+const DEPLOY: Duration = Duration::from_secs(240);
+const JOIN_TOKEN: &str = "e2e-join-token";
+
+fn rabbitmqctl(args: &[&str]) -> String {
+    let out = Command::new("rabbitmqctl").args(args).output().expect("rabbitmqctl runs");
+    assert!(out.status.success(), "rabbitmqctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// A virtual host and a user of its own on the local broker, removed at the end.
+struct BrokerAccount {
+    vhost: String,
+    user: String,
+    password: String,
+}
+
+impl BrokerAccount {
+    fn new() -> Self {
+        let id = format!("{}-{:08x}", std::process::id(), rand_u32());
+        let account = Self { vhost: format!("kraken-e2e-{id}"), user: format!("kraken-e2e-{id}"), password: format!("pw-{}", rand_u32()) };
+        rabbitmqctl(&["add_vhost", &account.vhost]);
+        rabbitmqctl(&["add_user", &account.user, &account.password]);
+        rabbitmqctl(&["set_permissions", "-p", &account.vhost, &account.user, ".*", ".*", ".*"]);
+        account
+    }
+
+    fn url(&self) -> String {
+        format!("amqp://{}:{}@127.0.0.1:5672/{}", self.user, self.password, self.vhost)
+    }
+}
+
+impl Drop for BrokerAccount {
+    fn drop(&mut self) {
+        let _ = Command::new("rabbitmqctl").args(["delete_vhost", &self.vhost]).output();
+        let _ = Command::new("rabbitmqctl").args(["delete_user", &self.user]).output();
+    }
+}
+
+fn rand_u32() -> u32 {
+    let mut b = [0u8; 4];
+    std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b)).expect("urandom");
+    u32::from_le_bytes(b)
+}
+
+struct Cluster {
+    orchestrator: Agent,
+    workers: Vec<Agent>,
+    _dir: tempfile::TempDir,
+}
+
+fn orchestrator_args(amqp: &str, grace: u64) -> Vec<String> {
+    ["--amqp-url", amqp, "--join-token", JOIN_TOKEN, "--node-grace", &grace.to_string()].map(String::from).to_vec()
+}
+
+fn worker_args(orchestrator: &Agent, token: &str) -> Vec<String> {
+    ["--join", &orchestrator.server(), "--join-token", token].map(String::from).to_vec()
+}
+
+fn start_cluster(account: &BrokerAccount, workers: usize) -> Cluster {
+    let dir = tempfile::Builder::new().prefix("kraken-multi-").tempdir().expect("tempdir");
+    let orchestrator = Agent::spawn("up", &dir.path().join("o"), "127.0.0.1", free_port(), &orchestrator_args(&account.url(), 3))
+        .expect("orchestrator starts");
+    let workers: Vec<Agent> = (0..workers)
+        .map(|i| {
+            let ip = format!("127.0.0.{}", i + 2);
+            Agent::spawn("worker", &dir.path().join(format!("w{i}")), &ip, free_port(), &worker_args(&orchestrator, JOIN_TOKEN))
+                .expect("worker joins")
+        })
+        .collect();
+    let cluster = Cluster { orchestrator, workers, _dir: dir };
+    wait_nodes_up(&cluster.orchestrator, 1 + workers_len(&cluster), Duration::from_secs(30));
+    cluster
+}
+
+fn workers_len(c: &Cluster) -> usize {
+    c.workers.len()
+}
+
+fn nodes(o: &Agent) -> Vec<Value> {
+    get_json(o.port, "/api/v1/nodes").expect("nodes").as_array().cloned().unwrap_or_default()
+}
+
+fn wait_nodes_up(o: &Agent, count: usize, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let up = nodes(o).iter().filter(|n| n["up"] == true).count();
+        if up == count {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{up} of {count} nodes up after {timeout:?}:\n{:#?}\n{}", nodes(o), o.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn deploy(o: &Agent, repo: &AppRepo) -> String {
+    let (status, v) = call(o.port, "POST", "/api/v1/deployments", Some(json!({"url": repo.url(), "branch": "main"})), Some(TOKEN));
+    assert_eq!(status, 202, "{v}");
+    v["id"].as_str().expect("id").to_string()
+}
+
+#[test]
+fn six_apps_spread_over_three_nodes_and_move_when_a_machine_dies() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let account = BrokerAccount::new();
+    let mut cluster = start_cluster(&account, 2);
+    let o = &cluster.orchestrator;
+    let listed = nodes(o);
+    let priorities: BTreeSet<u64> = listed.iter().filter_map(|n| n["rollover_priority"].as_u64()).collect();
+    assert_eq!(priorities.len(), 3, "every node has its own rollover priority: {listed:#?}");
+    assert!(listed.iter().any(|n| n["role"] == "orchestrator" && n["rollover_priority"] == 0));
+
+    let fixtures = [
+        ("node-hello", "hello from node"),
+        ("python-hello", "hello from python"),
+        ("static-site", "hello from a static site"),
+        ("dockerfile-app", "hello from a dockerfile"),
+        ("node-hello", "hello from node"),
+        ("static-site", "hello from a static site"),
+    ];
+    let repos: Vec<AppRepo> = fixtures.iter().map(|(name, _)| AppRepo::new(name)).collect();
+    let ids: Vec<String> = repos.iter().map(|r| deploy(o, r)).collect();
+    let mut placed: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, id) in ids.iter().enumerate() {
+        let d = wait_status(o, id, "Running", DEPLOY);
+        let body = http_body(d["address"].as_str().expect("address"), Duration::from_secs(20));
+        assert!(body.contains(fixtures[i].1), "{id} answered {body:?}");
+        placed.entry(d["node"].as_str().expect("node").to_string()).or_default().push(i);
+        let placement = d["status_history"].as_array().into_iter().flatten().any(|c| {
+            c["status"] == "DelegatingDeployment" && c["message"].as_str().unwrap_or("").contains("least loaded")
+        });
+        assert!(placement, "the placement and its reason are in the history: {d:#}");
+    }
+    assert_eq!(placed.len(), 3, "the six apps spread over the three nodes: {placed:?}");
+
+    // A machine dies: its agent is killed and its containers go with it.
+    let victim = cluster.workers.pop().expect("a worker");
+    let victim_id = victim.node_id();
+    let moved: Vec<usize> = placed.get(&victim_id).cloned().unwrap_or_default();
+    assert!(!moved.is_empty());
+    let mut victim = victim;
+    let t0 = Instant::now();
+    victim.kill9();
+    victim.remove_containers();
+    let o = &cluster.orchestrator;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while nodes(o).iter().any(|n| n["id"] == victim_id.as_str() && n["up"] == true) {
+        assert!(Instant::now() < deadline, "the dead node was never marked down");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let detected = t0.elapsed();
+    for &i in &moved {
+        let deadline = Instant::now() + DEPLOY;
+        let d = loop {
+            let d = get_json(o.port, &format!("/api/v1/deployments/{}", ids[i])).expect("deployment");
+            if d["status"] == "Running" && d["node"] != victim_id.as_str() {
+                break d;
+            }
+            assert!(Instant::now() < deadline, "{} never ran elsewhere: {d:#}\n{}", ids[i], o.log());
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        let body = http_body(d["address"].as_str().expect("address"), Duration::from_secs(20));
+        assert!(body.contains(fixtures[i].1));
+        assert!(
+            d["status_history"].as_array().into_iter().flatten().any(|c| c["message"].as_str().unwrap_or("").contains("is down")),
+            "the history says why it moved: {d:#}"
+        );
+    }
+    let rescheduled = t0.elapsed();
+    eprintln!(
+        "MEASURED failure detection {:.1} s, all {} deployments running elsewhere {:.1} s after the machine died (grace 3 s)",
+        detected.as_secs_f64(),
+        moved.len(),
+        rescheduled.as_secs_f64()
+    );
+    for id in &ids {
+        let (status, _) = call(o.port, "DELETE", &format!("/api/v1/deployments/{id}"), None, Some(TOKEN));
+        assert_eq!(status, 202);
+    }
+    for id in &ids {
+        wait_status(o, id, "Destroyed", DEPLOY);
+    }
+}
+
+#[test]
+fn a_broker_restart_under_load_loses_and_duplicates_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let account = BrokerAccount::new();
+    let cluster = start_cluster(&account, 1);
+    let o = &cluster.orchestrator;
+    let repos: Vec<AppRepo> = ["node-hello", "python-hello", "static-site"].iter().map(|n| AppRepo::new(n)).collect();
+    let mut ids = vec![deploy(o, &repos[0]), deploy(o, &repos[1])];
+    let t0 = Instant::now();
+    rabbitmqctl(&["stop_app"]);
+    // A request while the broker is away is accepted and kept.
+    ids.push(deploy(o, &repos[2]));
+    rabbitmqctl(&["start_app"]);
+    rabbitmqctl(&["await_startup"]);
+    eprintln!("MEASURED broker down for {:.1} s", t0.elapsed().as_secs_f64());
+    for id in &ids {
+        let d = wait_status(o, id, "Running", DEPLOY);
+        http_body(d["address"].as_str().expect("address"), Duration::from_secs(20));
+    }
+    wait_nodes_up(o, 2, Duration::from_secs(60));
+    // Give replayed messages time to arrive, then check nothing ran twice.
+    std::thread::sleep(Duration::from_secs(3));
+    let list = get_json(o.port, "/api/v1/deployments").expect("list");
+    assert_eq!(list.as_array().map(Vec::len), Some(3), "no deployment lost or added: {list:#}");
+    for id in &ids {
+        assert_eq!(containers_of(id).len(), 1, "exactly one container for {id}");
+    }
+    for id in &ids {
+        call(o.port, "DELETE", &format!("/api/v1/deployments/{id}"), None, Some(TOKEN));
+    }
+    for id in &ids {
+        wait_status(o, id, "Destroyed", DEPLOY);
+        assert!(containers_of(id).is_empty());
+    }
+}
+
+#[test]
+fn a_node_with_a_wrong_join_token_is_refused_and_garbage_is_dropped() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let account = BrokerAccount::new();
+    let cluster = start_cluster(&account, 0);
+    let o = &cluster.orchestrator;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let refused = Agent::spawn("worker", &dir.path().join("w"), "127.0.0.4", free_port(), &worker_args(o, "not-the-join-token"));
+    let err = refused.err().expect("refused");
+    assert!(err.contains("join token is wrong"), "{err}");
+    assert_eq!(nodes(o).len(), 1, "the refused node was not added");
+
+    // Garbage on every queue the orchestrator reads.
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let conn = lapin::Connection::connect(&account.url(), lapin::ConnectionProperties::default()).await.expect("connect");
+        let ch = conn.create_channel().await.expect("channel");
+        for queue in ["kraken.deployment", "kraken.sysinfo", "kraken.log"] {
+            for payload in [&b"\xff\xfe not json"[..], b"{\"epoch\":1}", b"[]"] {
+                ch.basic_publish("", queue, lapin::options::BasicPublishOptions::default(), payload, lapin::BasicProperties::default())
+                    .await
+                    .expect("publish")
+                    .await
+                    .expect("confirm");
+            }
+        }
+        let _ = conn.close(0, "done").await;
+    });
+    let repo = AppRepo::new("static-site");
+    let id = deploy(o, &repo);
+    wait_status(o, &id, "Running", DEPLOY);
+    assert!(o.log().to_lowercase().contains("garbage") || o.log().contains("could not decode"), "the garbage was logged");
+    call(o.port, "DELETE", &format!("/api/v1/deployments/{id}"), None, Some(TOKEN));
+    wait_status(o, &id, "Destroyed", DEPLOY);
+
+    // A single-machine platform (no broker) tells a joining node why it cannot join.
+    let single = Agent::start();
+    let err = Agent::spawn("worker", &dir.path().join("w2"), "127.0.0.5", free_port(), &worker_args(&single, "x")).err().expect("refused");
+    assert!(err.contains("--amqp-url"), "{err}");
+}
