@@ -18,7 +18,8 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_env_filter("info").init();
     let mut args = std::env::args().skip(1);
     let data_dir = args.next().unwrap_or_else(|| "kraken-data".to_string());
-    let listen = args.next().unwrap_or_else(|| "127.0.0.1:8000".to_string()).parse().context("LISTEN: host:port")?;
+    let listen =
+        args.next().unwrap_or_else(|| "127.0.0.1:8000".to_string()).parse().context("LISTEN: host:port")?;
 
     let images = match std::env::var("KRAKEN_BASE_IMAGE") {
         Ok(image) => BaseImages::uniform(&image),
@@ -28,7 +29,10 @@ async fn main() -> anyhow::Result<()> {
     let platform = Platform::start(
         PlatformOptions {
             ui: Some(kraken_ui::router()),
-            ..PlatformOptions::combined(NodeConfig::new(data_dir, listen), BuilderRegistry::with_builtins(images))
+            ..PlatformOptions::combined(
+                NodeConfig::new(data_dir, listen),
+                BuilderRegistry::with_builtins(images),
+            )
         },
         Arc::new(runtime),
     )

@@ -231,8 +231,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
 /// `host`, `host:port` or a URL, as `http://host:port` (default port 8000).
 fn normalise_address(address: &str) -> String {
     let trimmed = address.trim().trim_end_matches('/');
-    let with_scheme =
-        if trimmed.contains("://") { trimmed.to_string() } else { format!("http://{trimmed}") };
+    let with_scheme = if trimmed.contains("://") { trimmed.to_string() } else { format!("http://{trimmed}") };
     let host_part = with_scheme.split("://").nth(1).unwrap_or_default();
     if host_part.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
         with_scheme
@@ -279,15 +278,23 @@ async fn up(args: UpArgs, role: NodeRole, data_dir: PathBuf, token: Option<Strin
     .await?;
     let address = platform.api_address();
     if is_worker {
-        println!("Kraken worker {} is up and joined the platform at {}.", platform.node_id(), platform.orchestrator().unwrap_or_default());
+        println!(
+            "Kraken worker {} is up and joined the platform at {}.",
+            platform.node_id(),
+            platform.orchestrator().unwrap_or_default()
+        );
         println!("  data:        {}", data_dir.display());
     } else {
         println!("Kraken is up.");
         println!("  UI and API:  {address}/");
         println!("  token:       {}", platform.token());
         match platform.join_token() {
-            Some(j) => println!("  join token:  {j}   (other machines: kraken up --join {address} --join-token {j})"),
-            None => println!("  single machine (no message broker): start with --amqp-url to let other machines join"),
+            Some(j) => {
+                println!("  join token:  {j}   (other machines: kraken up --join {address} --join-token {j})")
+            }
+            None => println!(
+                "  single machine (no message broker): start with --amqp-url to let other machines join"
+            ),
         }
         println!("  data:        {}", data_dir.display());
         println!("Deploy from this machine with: kraken deploy <git url> --branch main --follow");

@@ -6,9 +6,9 @@
 //! The tests share one broker and restart it in one of them, so they run one
 //! at a time (a process-wide lock).
 
-mod support;
 #[path = "../../kraken-lib/tests/common/apps.rs"]
 mod apps;
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
@@ -39,7 +39,11 @@ struct BrokerAccount {
 impl BrokerAccount {
     fn new() -> Self {
         let id = format!("{}-{:08x}", std::process::id(), rand_u32());
-        let account = Self { vhost: format!("kraken-e2e-{id}"), user: format!("kraken-e2e-{id}"), password: format!("pw-{}", rand_u32()) };
+        let account = Self {
+            vhost: format!("kraken-e2e-{id}"),
+            user: format!("kraken-e2e-{id}"),
+            password: format!("pw-{}", rand_u32()),
+        };
         rabbitmqctl(&["add_vhost", &account.vhost]);
         rabbitmqctl(&["add_user", &account.user, &account.password]);
         rabbitmqctl(&["set_permissions", "-p", &account.vhost, &account.user, ".*", ".*", ".*"]);
@@ -60,7 +64,9 @@ impl Drop for BrokerAccount {
 
 fn rand_u32() -> u32 {
     let mut b = [0u8; 4];
-    std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b)).expect("urandom");
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .expect("urandom");
     u32::from_le_bytes(b)
 }
 
@@ -71,7 +77,9 @@ struct Cluster {
 }
 
 fn orchestrator_args(amqp: &str, grace: u64) -> Vec<String> {
-    ["--amqp-url", amqp, "--join-token", JOIN_TOKEN, "--node-grace", &grace.to_string()].map(String::from).to_vec()
+    ["--amqp-url", amqp, "--join-token", JOIN_TOKEN, "--node-grace", &grace.to_string()]
+        .map(String::from)
+        .to_vec()
 }
 
 fn worker_args(orchestrator: &Agent, token: &str) -> Vec<String> {
@@ -80,13 +88,25 @@ fn worker_args(orchestrator: &Agent, token: &str) -> Vec<String> {
 
 fn start_cluster(account: &BrokerAccount, workers: usize) -> Cluster {
     let dir = tempfile::Builder::new().prefix("kraken-multi-").tempdir().expect("tempdir");
-    let orchestrator = Agent::spawn("up", &dir.path().join("o"), "127.0.0.1", free_port(), &orchestrator_args(&account.url(), 3))
-        .expect("orchestrator starts");
+    let orchestrator = Agent::spawn(
+        "up",
+        &dir.path().join("o"),
+        "127.0.0.1",
+        free_port(),
+        &orchestrator_args(&account.url(), 3),
+    )
+    .expect("orchestrator starts");
     let workers: Vec<Agent> = (0..workers)
         .map(|i| {
             let ip = format!("127.0.0.{}", i + 2);
-            Agent::spawn("worker", &dir.path().join(format!("w{i}")), &ip, free_port(), &worker_args(&orchestrator, JOIN_TOKEN))
-                .expect("worker joins")
+            Agent::spawn(
+                "worker",
+                &dir.path().join(format!("w{i}")),
+                &ip,
+                free_port(),
+                &worker_args(&orchestrator, JOIN_TOKEN),
+            )
+            .expect("worker joins")
         })
         .collect();
     let cluster = Cluster { orchestrator, workers, _dir: dir };
@@ -109,13 +129,24 @@ fn wait_nodes_up(o: &Agent, count: usize, timeout: Duration) {
         if up == count {
             return;
         }
-        assert!(Instant::now() < deadline, "{up} of {count} nodes up after {timeout:?}:\n{:#?}\n{}", nodes(o), o.log());
+        assert!(
+            Instant::now() < deadline,
+            "{up} of {count} nodes up after {timeout:?}:\n{:#?}\n{}",
+            nodes(o),
+            o.log()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
 
 fn deploy(o: &Agent, repo: &AppRepo) -> String {
-    let (status, v) = call(o.port, "POST", "/api/v1/deployments", Some(json!({"url": repo.url(), "branch": "main"})), Some(TOKEN));
+    let (status, v) = call(
+        o.port,
+        "POST",
+        "/api/v1/deployments",
+        Some(json!({"url": repo.url(), "branch": "main"})),
+        Some(TOKEN),
+    );
     assert_eq!(status, 202, "{v}");
     v["id"].as_str().expect("id").to_string()
 }
@@ -148,7 +179,8 @@ fn six_apps_spread_over_three_nodes_and_move_when_a_machine_dies() {
         assert!(body.contains(fixtures[i].1), "{id} answered {body:?}");
         placed.entry(d["node"].as_str().expect("node").to_string()).or_default().push(i);
         let placement = d["status_history"].as_array().into_iter().flatten().any(|c| {
-            c["status"] == "DelegatingDeployment" && c["message"].as_str().unwrap_or("").contains("least loaded")
+            c["status"] == "DelegatingDeployment"
+                && c["message"].as_str().unwrap_or("").contains("least loaded")
         });
         assert!(placement, "the placement and its reason are in the history: {d:#}");
     }
@@ -183,7 +215,11 @@ fn six_apps_spread_over_three_nodes_and_move_when_a_machine_dies() {
         let body = http_body(d["address"].as_str().expect("address"), Duration::from_secs(20));
         assert!(body.contains(fixtures[i].1));
         assert!(
-            d["status_history"].as_array().into_iter().flatten().any(|c| c["message"].as_str().unwrap_or("").contains("is down")),
+            d["status_history"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["message"].as_str().unwrap_or("").contains("is down")),
             "the history says why it moved: {d:#}"
         );
     }
@@ -209,7 +245,8 @@ fn a_broker_restart_under_load_loses_and_duplicates_nothing() {
     let account = BrokerAccount::new();
     let cluster = start_cluster(&account, 1);
     let o = &cluster.orchestrator;
-    let repos: Vec<AppRepo> = ["node-hello", "python-hello", "static-site"].iter().map(|n| AppRepo::new(n)).collect();
+    let repos: Vec<AppRepo> =
+        ["node-hello", "python-hello", "static-site"].iter().map(|n| AppRepo::new(n)).collect();
     let mut ids = vec![deploy(o, &repos[0]), deploy(o, &repos[1])];
     let t0 = Instant::now();
     rabbitmqctl(&["stop_app"]);
@@ -246,7 +283,13 @@ fn a_node_with_a_wrong_join_token_is_refused_and_garbage_is_dropped() {
     let cluster = start_cluster(&account, 0);
     let o = &cluster.orchestrator;
     let dir = tempfile::tempdir().expect("tempdir");
-    let refused = Agent::spawn("worker", &dir.path().join("w"), "127.0.0.4", free_port(), &worker_args(o, "not-the-join-token"));
+    let refused = Agent::spawn(
+        "worker",
+        &dir.path().join("w"),
+        "127.0.0.4",
+        free_port(),
+        &worker_args(o, "not-the-join-token"),
+    );
     let err = refused.err().expect("refused");
     assert!(err.contains("join token is wrong"), "{err}");
     assert_eq!(nodes(o).len(), 1, "the refused node was not added");
@@ -254,15 +297,23 @@ fn a_node_with_a_wrong_join_token_is_refused_and_garbage_is_dropped() {
     // Garbage on every queue the orchestrator reads.
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
-        let conn = lapin::Connection::connect(&account.url(), lapin::ConnectionProperties::default()).await.expect("connect");
+        let conn = lapin::Connection::connect(&account.url(), lapin::ConnectionProperties::default())
+            .await
+            .expect("connect");
         let ch = conn.create_channel().await.expect("channel");
         for queue in ["kraken.deployment", "kraken.sysinfo", "kraken.log"] {
             for payload in [&b"\xff\xfe not json"[..], b"{\"epoch\":1}", b"[]"] {
-                ch.basic_publish("", queue, lapin::options::BasicPublishOptions::default(), payload, lapin::BasicProperties::default())
-                    .await
-                    .expect("publish")
-                    .await
-                    .expect("confirm");
+                ch.basic_publish(
+                    "",
+                    queue,
+                    lapin::options::BasicPublishOptions::default(),
+                    payload,
+                    lapin::BasicProperties::default(),
+                )
+                .await
+                .expect("publish")
+                .await
+                .expect("confirm");
             }
         }
         let _ = conn.close(0, "done").await;
@@ -270,12 +321,18 @@ fn a_node_with_a_wrong_join_token_is_refused_and_garbage_is_dropped() {
     let repo = AppRepo::new("static-site");
     let id = deploy(o, &repo);
     wait_status(o, &id, "Running", DEPLOY);
-    assert!(o.log().to_lowercase().contains("garbage") || o.log().contains("could not decode"), "the garbage was logged");
+    assert!(
+        o.log().to_lowercase().contains("garbage") || o.log().contains("could not decode"),
+        "the garbage was logged"
+    );
     call(o.port, "DELETE", &format!("/api/v1/deployments/{id}"), None, Some(TOKEN));
     wait_status(o, &id, "Destroyed", DEPLOY);
 
     // A single-machine platform (no broker) tells a joining node why it cannot join.
     let single = Agent::start();
-    let err = Agent::spawn("worker", &dir.path().join("w2"), "127.0.0.5", free_port(), &worker_args(&single, "x")).err().expect("refused");
+    let err =
+        Agent::spawn("worker", &dir.path().join("w2"), "127.0.0.5", free_port(), &worker_args(&single, "x"))
+            .err()
+            .expect("refused");
     assert!(err.contains("--amqp-url"), "{err}");
 }

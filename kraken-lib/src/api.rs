@@ -97,7 +97,14 @@ pub struct JoinAnswer {
 impl ApiContext {
     /// The context of an API served by `node`.
     pub fn new(state: State, registry: BuilderRegistry, node: GenericNode, token: &str) -> Self {
-        Self { state, registry, node, token: Arc::from(token), join: None, validations: Arc::new(Semaphore::new(2)) }
+        Self {
+            state,
+            registry,
+            node,
+            token: Arc::from(token),
+            join: None,
+            validations: Arc::new(Semaphore::new(2)),
+        }
     }
 
     /// Lets nodes join with `info`.
@@ -274,7 +281,10 @@ async fn health(AxumState(ctx): AxumState<ApiContext>) -> Json<serde_json::Value
     Json(json!({ "ok": true, "node_id": ctx.node.id, "role": "orchestrator", "epoch": ctx.node.epoch() }))
 }
 
-async fn join(AxumState(ctx): AxumState<ApiContext>, body: Result<Json<JoinRequest>, JsonRejection>) -> ApiResult<Json<JoinAnswer>> {
+async fn join(
+    AxumState(ctx): AxumState<ApiContext>,
+    body: Result<Json<JoinRequest>, JsonRejection>,
+) -> ApiResult<Json<JoinAnswer>> {
     let Json(req) = body?;
     let Some(info) = &ctx.join else {
         return Err(ApiError::new(
@@ -298,7 +308,11 @@ async fn join(AxumState(ctx): AxumState<ApiContext>, body: Result<Json<JoinReque
     }))
 }
 
-async fn set_drained(ctx: &ApiContext, id: &str, drained: bool) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+async fn set_drained(
+    ctx: &ApiContext,
+    id: &str,
+    drained: bool,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
     let node = ctx
         .state
         .update_node(id, |n| {
@@ -307,16 +321,27 @@ async fn set_drained(ctx: &ApiContext, id: &str, drained: bool) -> ApiResult<(St
             changed
         })
         .map_err(|e| ApiError::internal("the change could not be stored", e))?
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no node with id `{id}`; `GET /api/v1/nodes` lists them")))?;
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no node with id `{id}`; `GET /api/v1/nodes` lists them"),
+            )
+        })?;
     ctx.state.notify();
     Ok((StatusCode::ACCEPTED, Json(json!({ "id": node.id, "drained": node.drained }))))
 }
 
-async fn drain_node(AxumState(ctx): AxumState<ApiContext>, Path(id): Path<String>) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+async fn drain_node(
+    AxumState(ctx): AxumState<ApiContext>,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
     set_drained(&ctx, &id, true).await
 }
 
-async fn undrain_node(AxumState(ctx): AxumState<ApiContext>, Path(id): Path<String>) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+async fn undrain_node(
+    AxumState(ctx): AxumState<ApiContext>,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
     set_drained(&ctx, &id, false).await
 }
 

@@ -503,7 +503,10 @@ impl OrchestrationExecutor {
                     }
                 }
                 (Desired::Running, Status::Running)
-                    if d.node.as_deref().and_then(|n| self.state.node(n)).is_some_and(|n| n.up && n.drained)
+                    if d.node
+                        .as_deref()
+                        .and_then(|n| self.state.node(n))
+                        .is_some_and(|n| n.up && n.drained)
                         && self.place(d.node.as_deref()).is_some() =>
                 {
                     let from = d.node.clone().unwrap_or_default();

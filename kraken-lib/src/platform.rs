@@ -172,7 +172,11 @@ fn settle_secret(state: &State, key: &str, given: Option<String>) -> Result<Stri
     Ok(secret)
 }
 
-fn settle_token(state: &State, dir: &std::path::Path, given: Option<String>) -> Result<String, PlatformError> {
+fn settle_token(
+    state: &State,
+    dir: &std::path::Path,
+    given: Option<String>,
+) -> Result<String, PlatformError> {
     let token = settle_secret(state, "token", given)?;
     let path = dir.join(TOKEN_FILE);
     let io = |source| PlatformError::Io { path: path.clone(), source };
@@ -199,19 +203,30 @@ impl Platform {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| PlatformError::Bind { addr: config.listen, source })?;
-        let local_addr = listener.local_addr().map_err(|source| PlatformError::Bind { addr: config.listen, source })?;
+        let local_addr =
+            listener.local_addr().map_err(|source| PlatformError::Bind { addr: config.listen, source })?;
         config.listen = local_addr;
 
         if let NodeRole::Worker { orchestrator } = &options.role {
-            let answer = join_platform(orchestrator, &identity, &config, options.join_token.as_deref()).await?;
-            let bus: Arc<dyn Bus> = Arc::new(AmqpBus::connect(&answer.amqp_url, AmqpOptions::default()).await?);
+            let answer =
+                join_platform(orchestrator, &identity, &config, options.join_token.as_deref()).await?;
+            let bus: Arc<dyn Bus> =
+                Arc::new(AmqpBus::connect(&answer.amqp_url, AmqpOptions::default()).await?);
             let node = GenericNode::new(identity, config, bus);
             node.set_epoch(answer.epoch);
             node.set_orchestrator(Some(answer.orchestrator_address.clone()));
             node.set_rollover_priority(u32::MAX);
             let runner = NodeRunner::new(node.clone()).with(WorkerExecutor::new(runtime, options.registry));
             let app = api::worker_router(node.clone());
-            return Ok(Self { node, runner, listener, app, token: String::new(), join_token: None, local_addr });
+            return Ok(Self {
+                node,
+                runner,
+                listener,
+                app,
+                token: String::new(),
+                join_token: None,
+                local_addr,
+            });
         }
 
         let state = State::open(&data_dir.join("state"), config.state_limits)?;
@@ -221,13 +236,19 @@ impl Platform {
                 let bus = AmqpBus::connect(url, AmqpOptions::default()).await?;
                 let join_token = settle_secret(&state, "join_token", options.join_token)?;
                 let advertised = options.amqp_advertise_url.clone().unwrap_or_else(|| url.clone());
-                (Arc::new(bus), Some(JoinInfo { token: Arc::from(join_token.as_str()), amqp_url: Arc::from(advertised.as_str()) }))
+                (
+                    Arc::new(bus),
+                    Some(JoinInfo {
+                        token: Arc::from(join_token.as_str()),
+                        amqp_url: Arc::from(advertised.as_str()),
+                    }),
+                )
             }
             None => (Arc::new(MemoryBus::new()), None),
         };
         let node = GenericNode::new(identity, config, bus);
-        let mut runner =
-            NodeRunner::new(node.clone()).with(OrchestrationExecutor::new(state.clone(), options.registry.clone()));
+        let mut runner = NodeRunner::new(node.clone())
+            .with(OrchestrationExecutor::new(state.clone(), options.registry.clone()));
         if options.role == NodeRole::Combined {
             runner = runner.with(WorkerExecutor::new(runtime, options.registry.clone()));
         }
@@ -308,7 +329,10 @@ async fn join_platform(
     let address = address.trim_end_matches('/').to_string();
     let failed = |reason: String| PlatformError::Join { address: address.clone(), reason };
     let Some(join_token) = join_token.filter(|t| !t.trim().is_empty()) else {
-        return Err(failed("no join token given; the orchestrator printed it when it started (pass it with --join-token)".into()));
+        return Err(failed(
+            "no join token given; the orchestrator printed it when it started (pass it with --join-token)"
+                .into(),
+        ));
     };
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(10))
@@ -332,5 +356,8 @@ async fn join_platform(
         let message = body.get("error").and_then(|v| v.as_str()).unwrap_or("no details").to_string();
         return Err(failed(format!("refused ({status}): {message}")));
     }
-    response.json::<JoinAnswer>().await.map_err(|e| failed(format!("an answer that is not a join answer: {e}")))
+    response
+        .json::<JoinAnswer>()
+        .await
+        .map_err(|e| failed(format!("an answer that is not a join answer: {e}")))
 }

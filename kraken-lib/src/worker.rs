@@ -721,3 +721,153 @@ impl Drop for RemoveOnDrop {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use futures::StreamExt;
+
+    use super::*;
+    use crate::builder::BaseImages;
+    use crate::bus::memory::MemoryBus;
+    use crate::bus::{Bus, Envelope};
+    use crate::node::{NodeConfig, NodeIdentity};
+    use crate::runtime::{ContainerState, MockRuntime};
+    use crate::shipwreck::Manifest;
+
+    /// A git repository holding a static site, and its commit.
+    fn static_repo(dir: &std::path::Path) -> String {
+        let repo = git2::Repository::init(dir).expect("init");
+        std::fs::write(dir.join("index.html"), "<h1>hi</h1>").expect("write");
+        std::fs::write(
+            dir.join("shipwreck.toml"),
+            "[app]\nname = \"site\"\n[config]\nport = 8080\nlang = \"static\"\n",
+        )
+        .expect("write");
+        let mut index = repo.index().expect("index");
+        index.add_all(["*"], git2::IndexAddOption::DEFAULT, None).expect("add");
+        let tree = repo.find_tree(index.write_tree().expect("tree")).expect("tree");
+        let sig = git2::Signature::now("t", "t@example.invalid").expect("sig");
+        let oid = repo.commit(Some("refs/heads/main"), &sig, &sig, "one", &tree, &[]).expect("commit");
+        repo.set_head("refs/heads/main").expect("head");
+        oid.to_string()
+    }
+
+    fn spec(dir: &std::path::Path, commit: &str, generation: u64) -> DeploySpec {
+        let text = std::fs::read_to_string(dir.join("shipwreck.toml")).expect("read");
+        let manifest = Manifest::parse("shipwreck.toml", &text, &["static".to_string()]).expect("manifest");
+        DeploySpec {
+            deployment: "d1".into(),
+            generation,
+            url: dir.display().to_string(),
+            branch: "main".into(),
+            commit: commit.to_string(),
+            manifest,
+            builder: "static".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_duplicated_deploy_request_builds_and_runs_once() {
+        let repo = tempfile::tempdir().expect("tempdir");
+        let commit = static_repo(repo.path());
+        let data = tempfile::tempdir().expect("tempdir");
+
+        let builds = Arc::new(AtomicUsize::new(0));
+        let mut runtime = MockRuntime::new();
+        runtime.expect_list_managed().returning(|_| Ok(Vec::new()));
+        let counter = builds.clone();
+        runtime.expect_build_image().returning(move |_, _, _, _| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Ok("sha256:img".to_string())
+        });
+        runtime.expect_run_container().times(1).returning(|_| Ok(("c1".to_string(), 18080)));
+        runtime.expect_logs().returning(|_, _, _| futures::stream::empty().boxed());
+        runtime.expect_inspect().returning(|_| {
+            Ok(ContainerState {
+                running: true,
+                exit_code: None,
+                error: None,
+                started_at: None,
+                restart_count: 0,
+            })
+        });
+        runtime.expect_keep_restarting().times(1).returning(|_| Ok(()));
+        runtime.expect_stats().returning(|_| Ok(ContainerStats::default()));
+
+        let bus = Arc::new(MemoryBus::new());
+        let mut config = NodeConfig::new(data.path(), "127.0.0.1:0".parse().expect("addr"));
+        config.advertise_host = "127.0.0.1".into();
+        let mut node =
+            GenericNode::new(NodeIdentity { id: "n1".into(), name: "box".into() }, config, bus.clone());
+        let registry = BuilderRegistry::with_builtins(BaseImages::uniform("local:base"));
+        let mut worker = WorkerExecutor::new(Arc::new(runtime), registry);
+        worker.setup(&mut node).await.expect("setup");
+        let mut reports = bus.subscribe(&Channel::Deployment).await.expect("subscribe");
+
+        let work = Channel::Work("n1".into());
+        for _ in 0..2 {
+            node.publish(&work, Body::Work(WorkRequest::Deploy(spec(repo.path(), &commit, 1))))
+                .await
+                .expect("publish");
+            worker.execute(&mut node).await.expect("execute");
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let mut running = 0;
+        while running == 0 {
+            let next =
+                tokio::time::timeout_at(deadline, reports.next()).await.expect("a Running report in time");
+            if let Some(Body::Deployment(r)) = next.map(|d| d.envelope.body) {
+                assert_ne!(r.status, Status::Errored, "{}", r.message);
+                if r.status == Status::Running {
+                    running += 1;
+                    assert_eq!(r.address.as_deref(), Some("http://127.0.0.1:18080"));
+                }
+            }
+        }
+        // The same request once more, after it runs: answered from what runs.
+        node.publish(&work, Body::Work(WorkRequest::Deploy(spec(repo.path(), &commit, 1))))
+            .await
+            .expect("publish");
+        worker.execute(&mut node).await.expect("execute");
+        let again = tokio::time::timeout(Duration::from_secs(10), reports.next()).await.expect("a report");
+        match again.map(|d| d.envelope.body) {
+            Some(Body::Deployment(r)) => {
+                assert_eq!(r.status, Status::Running);
+                assert!(r.message.contains("already running"), "{}", r.message);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(builds.load(Ordering::SeqCst), 1, "built once");
+        worker.teardown(&mut node).await;
+    }
+
+    #[tokio::test]
+    async fn work_from_an_older_epoch_is_ignored() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let mut runtime = MockRuntime::new();
+        runtime.expect_list_managed().returning(|_| Ok(Vec::new()));
+        runtime.expect_stats().returning(|_| Ok(ContainerStats::default()));
+        runtime.expect_build_image().never();
+        let bus = Arc::new(MemoryBus::new());
+        let config = NodeConfig::new(data.path(), "127.0.0.1:0".parse().expect("addr"));
+        let mut node =
+            GenericNode::new(NodeIdentity { id: "n1".into(), name: "box".into() }, config, bus.clone());
+        node.set_epoch(5);
+        let mut worker =
+            WorkerExecutor::new(Arc::new(runtime), BuilderRegistry::with_builtins(BaseImages::defaults()));
+        worker.setup(&mut node).await.expect("setup");
+        let repo = tempfile::tempdir().expect("tempdir");
+        let commit = static_repo(repo.path());
+        let stale = Envelope {
+            epoch: 4,
+            from: "old".into(),
+            body: Body::Work(WorkRequest::Deploy(spec(repo.path(), &commit, 1))),
+        };
+        bus.publish(&Channel::Work("n1".into()), &stale).await.expect("publish");
+        worker.execute(&mut node).await.expect("execute");
+        assert!(worker.shared.as_ref().is_some_and(|s| s.active().is_empty()), "nothing was started");
+        worker.teardown(&mut node).await;
+    }
+}

@@ -47,12 +47,26 @@ impl Agent {
 
     /// Starts `kraken <command>` listening on `ip:port` with `data_dir` and
     /// `extra` arguments; waits for `/ping`. Returns the agent's log on failure.
-    pub fn spawn(command: &str, data_dir: &Path, ip: &str, port: u16, extra: &[String]) -> Result<Self, String> {
+    pub fn spawn(
+        command: &str,
+        data_dir: &Path,
+        ip: &str,
+        port: u16,
+        extra: &[String],
+    ) -> Result<Self, String> {
         std::fs::create_dir_all(data_dir).expect("data dir");
         let log_path = data_dir.with_extension(format!("{port}.log"));
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_kraken"))
-            .args([command, "--listen", &format!("{ip}:{port}"), "--publish-ip", ip, "--name", &format!("e2e-{ip}")])
+            .args([
+                command,
+                "--listen",
+                &format!("{ip}:{port}"),
+                "--publish-ip",
+                ip,
+                "--name",
+                &format!("e2e-{ip}"),
+            ])
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--token", TOKEN, "--base-image", &base_image()])
@@ -62,7 +76,14 @@ impl Agent {
             .stderr(Stdio::from(log))
             .spawn()
             .expect("kraken starts");
-        let mut agent = Self { child: Some(child), port, data_dir: data_dir.to_path_buf(), _dir: None, log_path, ip: ip.to_string() };
+        let mut agent = Self {
+            child: Some(child),
+            port,
+            data_dir: data_dir.to_path_buf(),
+            _dir: None,
+            log_path,
+            ip: ip.to_string(),
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(v) = get_json_at(&agent.ip, agent.port, "/ping") {
