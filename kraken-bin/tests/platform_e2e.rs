@@ -59,6 +59,27 @@ fn deploy_update_and_destroy_through_the_cli_and_the_api() {
         assert!(history.iter().any(|h| h == s), "history has {s}: {history:?}");
     }
 
+    // A second app wanting the same port gets another free one.
+    let twin_repo = AppRepo::new("node-hello");
+    let (status, created) = call(
+        agent.port,
+        "POST",
+        "/api/v1/deployments",
+        Some(json!({"url": twin_repo.url(), "branch": "main"})),
+        Some(TOKEN),
+    );
+    assert_eq!(status, 202);
+    let twin_id = created["id"].as_str().expect("id").to_string();
+    let twin = wait_status(&agent, &twin_id, "Running", DEPLOY);
+    let twin_address = twin["address"].as_str().expect("address").to_string();
+    assert_ne!(twin_address, address, "two apps on port 3000 get different host ports");
+    assert_eq!(http_body(&twin_address, Duration::from_secs(20)).trim(), "hello from node");
+    assert_eq!(http_body(&address, Duration::from_secs(20)).trim(), "hello from node");
+    let (status, _) =
+        call(agent.port, "DELETE", &format!("/api/v1/deployments/{twin_id}"), None, Some(TOKEN));
+    assert_eq!(status, 202);
+    wait_status(&agent, &twin_id, "Destroyed", DEPLOY);
+
     // Through the API.
     let py_repo = AppRepo::new("python-hello");
     let (status, created) = call(
@@ -132,6 +153,55 @@ fn static_and_dockerfile_apps_run_and_answer() {
         ids.push((id, repo));
     }
     wait_log(&agent, &ids[1].0, "dockerfile-app serving /www on port 9000", Duration::from_secs(20));
+
+    // `kraken logs -f` follows the log live (server-sent events).
+    let mut follower = std::process::Command::new(env!("CARGO_BIN_EXE_kraken"))
+        .args(["--server", &agent.server(), "--token", TOKEN, "logs", "-f", &ids[1].0])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("logs -f starts");
+    let stdout = follower.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    while !seen.iter().any(|l: &String| l.contains("dockerfile-app serving")) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(_) => panic!("logs -f printed no start-up line: {seen:?}"),
+        }
+    }
+    // New output arrives while following: the app logs each request.
+    let address = get_json(agent.port, &format!("/api/v1/deployments/{}", ids[1].0)).expect("get")["address"]
+        .as_str()
+        .expect("address")
+        .to_string();
+    while rx.try_recv().is_ok() {}
+    http_body(&format!("{address}/index.html"), Duration::from_secs(10));
+    let line = rx.recv_timeout(Duration::from_secs(20)).expect("a live line after a request");
+    assert!(!line.trim().is_empty(), "the request's log line arrived while following");
+    let _ = follower.kill();
+    let _ = follower.wait();
+
+    // Resource use from Docker stats is sampled and kept as a short history.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let d = get_json(agent.port, &format!("/api/v1/deployments/{}", ids[0].0)).expect("get");
+        let samples = d["stats_history"].as_array().map_or(0, Vec::len);
+        if samples >= 2 && d["stats"]["memory_bytes"].as_u64().unwrap_or(0) > 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no resource samples: {d:#}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
     for (id, _) in &ids {
         let out = agent.cli(&["rm", id, "--wait"]);
         assert!(out.status.success(), "{}", text(&out));
