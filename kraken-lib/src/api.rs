@@ -222,6 +222,7 @@ pub fn router(ctx: ApiContext) -> Router {
         .route("/api/v1/nodes", get(nodes))
         .route("/api/v1/validate", post(validate))
         .route("/api/v1/join", post(join))
+        .route("/api/v1/replica", get(replica))
         .route("/health", get(health))
         .route("/api/v1/deployments", get(list_deployments))
         .route("/api/v1/deployments/{id}", get(get_deployment))
@@ -306,6 +307,74 @@ async fn join(
         orchestrator_id: ctx.node.id.clone(),
         orchestrator_address: ctx.node.api_address(),
     }))
+}
+
+/// The first event of the replica stream: everything a rollover candidate needs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The orchestrator's epoch.
+    pub epoch: u64,
+    /// The orchestrator's node id.
+    pub orchestrator_id: String,
+    /// The platform token.
+    pub token: String,
+    /// The join token.
+    pub join_token: String,
+    /// Every deployment, with its status history.
+    pub deployments: Vec<crate::deployment::Deployment>,
+    /// Every node.
+    pub nodes: Vec<crate::state::NodeRecord>,
+}
+
+/// Streams the state to a rollover candidate: a `snapshot` event, then a
+/// `deployment` event with the full record on every change and a `node` event
+/// on every node report. Needs the join token as the bearer token.
+async fn replica(AxumState(ctx): AxumState<ApiContext>, headers: HeaderMap) -> ApiResult<Response> {
+    let Some(info) = &ctx.join else {
+        return Err(ApiError::new(StatusCode::CONFLICT, "this platform has one machine; there is nothing to replicate to"));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if !same(given.trim().as_bytes(), info.token.as_bytes()) {
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "the replica stream needs the join token as `Authorization: Bearer <join token>`"));
+    }
+    let (tx, rx) = mpsc::channel::<Result<SseEvent, Infallible>>(1024);
+    let mut events = ctx.state.subscribe();
+    let snapshot = Snapshot {
+        epoch: ctx.node.epoch(),
+        orchestrator_id: ctx.node.id.clone(),
+        token: ctx.token.to_string(),
+        join_token: info.token.to_string(),
+        deployments: ctx.state.deployments(),
+        nodes: ctx.state.nodes(),
+    };
+    let state = ctx.state.clone();
+    tokio::spawn(async move {
+        let Ok(first) = SseEvent::default().event("snapshot").json_data(&snapshot) else { return };
+        if tx.send(Ok(first)).await.is_err() {
+            return;
+        }
+        loop {
+            let event = match events.recv().await {
+                Ok(Event::Deployment(d)) => match state.deployment(&d.id) {
+                    Some(full) => SseEvent::default().event("deployment").json_data(&full),
+                    None => continue,
+                },
+                Ok(Event::Node(n)) => SseEvent::default().event("node").json_data(&n),
+                Ok(Event::Log { .. }) => continue,
+                // Fell behind: the candidate reconnects and starts from a fresh snapshot.
+                Err(_) => return,
+            };
+            let Ok(event) = event else { continue };
+            if tx.send(Ok(event)).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(Sse::new(ReceiverStream::new(rx)).keep_alive(KeepAlive::new().interval(Duration::from_secs(5))).into_response())
 }
 
 async fn set_drained(

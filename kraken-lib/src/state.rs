@@ -574,6 +574,35 @@ impl State {
         self.lock().nodes.values().cloned().collect()
     }
 
+    /// Stores a deployment record as it is (a replica receiving the
+    /// orchestrator's copy), replacing any record with its id.
+    ///
+    /// # Errors
+    /// [`StateError`] when it could not be stored.
+    pub fn import_deployment(&self, d: &Deployment) -> Result<(), StateError> {
+        let mut inner = self.lock();
+        let bytes = encode(d);
+        self.write(Durability::Immediate, |txn| {
+            txn.open_table(DEPLOYMENTS)?.insert(d.id.as_str(), bytes.as_slice())?;
+            Ok(())
+        })?;
+        inner.deployments.insert(d.id.clone(), d.clone());
+        drop(inner);
+        self.emit(Event::Deployment(d.summary()));
+        Ok(())
+    }
+
+    /// Stores a node record as it is (a replica receiving the orchestrator's copy).
+    ///
+    /// # Errors
+    /// [`StateError`] when it could not be stored.
+    pub fn import_node(&self, n: &NodeRecord) -> Result<(), StateError> {
+        let mut inner = self.lock();
+        self.persist_node(n)?;
+        inner.nodes.insert(n.id.clone(), n.clone());
+        Ok(())
+    }
+
     /// One node.
     pub fn node(&self, id: &str) -> Option<NodeRecord> {
         self.lock().nodes.get(id).cloned()
