@@ -11,6 +11,7 @@
 //! node (no broker needed). Handling is idempotent: work and reports carry the
 //! deployment's generation, so a duplicated or replayed message changes nothing.
 
+pub mod amqp;
 pub mod memory;
 
 use std::fmt;
