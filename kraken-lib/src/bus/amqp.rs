@@ -244,7 +244,12 @@ impl Shared {
     }
 
     fn unavailable(&self, what: &str, error: &dyn fmt::Display) -> BusError {
-        let mut text = format!("{what} on RabbitMQ at {}: {error}", self.shown);
+        let mut text = format!("{what} (RabbitMQ at {}): {error}", self.shown);
+        if text.contains("ACCESS_REFUSED") || text.contains("ACCESS-REFUSED") {
+            text.push_str("; check the user and password in the broker URL");
+        } else if text.contains("IO error") {
+            text.push_str("; is the broker running and reachable from here?");
+        }
         let password = &self.uri.authority.userinfo.password;
         if !password.is_empty() {
             text = text.replace(password.as_str(), "***");
