@@ -48,6 +48,8 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How often the connection's state is checked, besides its error callback.
 const LIVENESS_CHECK: Duration = Duration::from_secs(1);
+/// How long one attempt to connect may take (TCP, TLS and the AMQP handshake).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How the bus uses the broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -332,7 +334,13 @@ async fn open(shared: &Shared, failures: &Arc<Notify>) -> Result<Connection, lap
         .with_connection_name(shared.options.connection_name.clone().into())
         .with_executor(tokio_executor_trait::Tokio::default().with_handle(runtime))
         .with_reactor(tokio_reactor_trait::Tokio);
-    let connection = Connection::connect_uri(shared.uri.clone(), properties).await?;
+    let connecting = Connection::connect_uri(shared.uri.clone(), properties);
+    let connection = tokio::time::timeout(CONNECT_TIMEOUT, connecting).await.map_err(|_| {
+        lapin::Error::IOError(Arc::new(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no answer within {CONNECT_TIMEOUT:?}"),
+        )))
+    })??;
     let failures = failures.clone();
     connection.on_error(move |error| {
         debug!(%error, "RabbitMQ connection failed");
@@ -390,15 +398,15 @@ async fn supervise(shared: Arc<Shared>, failures: Arc<Notify>) {
     }
 }
 
-/// `pause` scaled by a random factor between 0.5 and 1.5, so that many
-/// clients do not reconnect in step.
+/// `pause` scaled by a random factor between 0.5 and 1.5 (at most
+/// [`BACKOFF_MAX`]), so that many clients do not reconnect in step.
 fn jitter(pause: Duration) -> Duration {
     let mut bytes = [0u8; 2];
     let factor = match getrandom::getrandom(&mut bytes) {
         Ok(()) => 0.5 + f64::from(u16::from_le_bytes(bytes)) / f64::from(u16::MAX),
         Err(_) => 1.0,
     };
-    pause.mul_f64(factor)
+    pause.mul_f64(factor).min(BACKOFF_MAX)
 }
 
 #[async_trait::async_trait]
@@ -412,6 +420,7 @@ impl Bus for AmqpBus {
         let spec = shared.options.queue_spec(channel);
         let deadline = Instant::now() + shared.options.publish_timeout;
         let mut last_error = String::from("no connection");
+        let mut backoff = BACKOFF_MIN;
         loop {
             let link = match tokio::time::timeout_at(deadline, shared.wait_link()).await {
                 Ok(Some(link)) => link,
@@ -421,14 +430,14 @@ impl Bus for AmqpBus {
                 Err(_) => {
                     return Err(shared.unavailable(
                         &format!(
-                            "could not publish to {} within {:?} (last error: {last_error})",
+                            "could not publish to {} within {:?}",
                             spec.name, shared.options.publish_timeout
                         ),
-                        &"the broker is unreachable",
+                        &format!("the broker is unreachable (last error: {last_error})"),
                     ))
                 }
             };
-            match tokio::time::timeout_at(deadline, link.publish(&spec, &payload)).await {
+            let error = match tokio::time::timeout_at(deadline, link.publish(&spec, &payload)).await {
                 Ok(Ok(Confirmation::Nack(_))) => {
                     return Err(shared.unavailable(
                         &format!("publishing to {}", spec.name),
@@ -436,23 +445,34 @@ impl Bus for AmqpBus {
                     ))
                 }
                 Ok(Ok(_)) => return Ok(()),
-                Ok(Err(error)) if link.connected() => {
-                    // The connection is fine, the broker refused the operation
-                    // (e.g. a queue declared with other arguments).
+                Ok(Err(error @ lapin::Error::ProtocolError(_))) if link.connected() => {
+                    // The connection is fine and the broker refused the
+                    // operation (e.g. the queue exists with other arguments):
+                    // trying again would not help.
                     return Err(shared.unavailable(&format!("publishing to {}", spec.name), &error));
                 }
-                Ok(Err(error)) => {
-                    debug!(queue = %spec.name, %error, "publish failed with the connection; retrying after reconnection");
-                    last_error = error.to_string();
-                    shared.report_failure(&link, &self.inner.failures);
-                }
+                Ok(Err(error)) => error,
                 Err(_) => {
                     return Err(shared.unavailable(
                         &format!("publishing to {}", spec.name),
                         &format!("no confirm within {:?}", shared.options.publish_timeout),
                     ))
                 }
+            };
+            // The connection or the channel failed: try again on the next one.
+            debug!(queue = %spec.name, %error, "publish failed; trying again");
+            last_error = error.to_string();
+            shared.report_failure(&link, &self.inner.failures);
+            if tokio::time::timeout_at(deadline, tokio::time::sleep(jitter(backoff))).await.is_err() {
+                return Err(shared.unavailable(
+                    &format!(
+                        "could not publish to {} within {:?}",
+                        spec.name, shared.options.publish_timeout
+                    ),
+                    &last_error,
+                ));
             }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
         }
     }
 
