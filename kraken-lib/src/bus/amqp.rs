@@ -11,7 +11,9 @@
 //! Publishing waits for the broker's confirm. Consuming acknowledges by hand:
 //! a message is removed only once [`Delivery::ack`] ran, and the broker
 //! redelivers what was not acknowledged when a consumer goes away. Payloads
-//! that are not an [`Envelope`] are logged and acknowledged (dropped).
+//! that are not an [`Envelope`] are logged and acknowledged (dropped). Several
+//! subscriptions to one channel, from one bus or from many, are competing
+//! consumers: each message goes to one of them.
 //!
 //! The bus survives broker restarts: a background task reconnects with a
 //! jittered back-off (100 ms doubling to 5 s, for as long as the bus lives),
