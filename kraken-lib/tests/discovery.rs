@@ -177,6 +177,10 @@ async fn scan_finds_exactly_the_kraken_agents_of_a_loopback_subnet() {
     let five = format!("http://127.0.0.5:{port}");
     // Best first: the orchestrator, then the worker.
     assert_eq!(seen, [(nine.as_str(), "n9", How::Scan), (five.as_str(), "n5", How::Scan)]);
+
+    // A subnet larger than /20 is refused rather than scanned.
+    let too_large: Subnet = "127.0.0.0/19".parse().unwrap();
+    assert!(scan_subnets(&[too_large], port, 64, Duration::from_millis(300)).await.is_empty());
 }
 
 #[tokio::test]
