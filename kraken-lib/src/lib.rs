@@ -24,6 +24,7 @@
 //! - [`stats`]: node statistics from `sysinfo`.
 //! - [`orchestrator`]: the orchestration executor: lifecycle, placement, reconciliation.
 //! - [`worker`]: the worker executor: build, run, re-adopt, report.
+//! - [`discovery`]: find an orchestrator on the LAN: `--join`, mDNS, or a subnet scan.
 //! - [`api`]: the HTTP API (axum) under `/api/v1`, with its OpenAPI document.
 //! - [`platform`]: one entry point that starts a combined node and its API.
 
@@ -31,6 +32,7 @@ pub mod api;
 pub mod builder;
 pub mod bus;
 pub mod deployment;
+pub mod discovery;
 pub mod executor;
 pub mod node;
 pub mod orchestrator;
