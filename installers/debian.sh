@@ -51,6 +51,10 @@ while [ "$#" -gt 0 ]; do
   shift
 done
 
+if [ -n "$binary" ]; then
+  [ -f "$binary" ] || die "$binary does not exist"
+  [ -x "$binary" ] || die "$binary is not executable (chmod +x it, or give another file)"
+fi
 [ "$(id -u)" -eq 0 ] || die "run this as root, e.g. sudo $prog"
 command -v apt-get >/dev/null || die "apt-get not found; this installer is for Debian and Debian-based systems"
 
@@ -104,8 +108,6 @@ find_cargo() {
 }
 
 if [ -n "$binary" ]; then
-  [ -f "$binary" ] || die "$binary does not exist"
-  [ -x "$binary" ] || die "$binary is not executable (chmod +x it, or give another file)"
   log "using the binary $binary"
 elif [ -f "$repo/Cargo.toml" ] && [ -d "$repo/kraken-bin" ] && cargo_bin="$(find_cargo)"; then
   need=()

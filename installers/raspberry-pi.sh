@@ -69,7 +69,10 @@ check_failed() {
 }
 
 # Which machine is this?
-model="$(tr -d '\0' </proc/device-tree/model 2>/dev/null || true)"
+model=""
+if [ -r /proc/device-tree/model ]; then
+  model="$(tr -d '\0' </proc/device-tree/model)"
+fi
 case "$model" in
   *"Raspberry Pi"*) log "machine: $model ($(uname -m))" ;;
   *) warn "this does not look like a Raspberry Pi (${model:-no model found}); continuing" ;;

@@ -265,7 +265,8 @@ fn a_broker_restart_under_load_loses_and_duplicates_nothing() {
     let list = get_json(o.port, "/api/v1/deployments").expect("list");
     assert_eq!(list.as_array().map(Vec::len), Some(3), "no deployment lost or added: {list:#}");
     for id in &ids {
-        assert_eq!(containers_of(id).len(), 1, "exactly one container for {id}");
+        let d = get_json(o.port, &format!("/api/v1/deployments/{id}")).expect("get");
+        assert_eq!(containers_of(id).len(), 1, "exactly one container for {id}: {d:#}\n{}", o.log());
     }
     for id in &ids {
         call(o.port, "DELETE", &format!("/api/v1/deployments/{id}"), None, Some(TOKEN));

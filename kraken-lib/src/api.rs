@@ -331,7 +331,10 @@ pub struct Snapshot {
 /// on every node report. Needs the join token as the bearer token.
 async fn replica(AxumState(ctx): AxumState<ApiContext>, headers: HeaderMap) -> ApiResult<Response> {
     let Some(info) = &ctx.join else {
-        return Err(ApiError::new(StatusCode::CONFLICT, "this platform has one machine; there is nothing to replicate to"));
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "this platform has one machine; there is nothing to replicate to",
+        ));
     };
     let given = headers
         .get(header::AUTHORIZATION)
@@ -339,7 +342,10 @@ async fn replica(AxumState(ctx): AxumState<ApiContext>, headers: HeaderMap) -> A
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
     if !same(given.trim().as_bytes(), info.token.as_bytes()) {
-        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "the replica stream needs the join token as `Authorization: Bearer <join token>`"));
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "the replica stream needs the join token as `Authorization: Bearer <join token>`",
+        ));
     }
     let (tx, rx) = mpsc::channel::<Result<SseEvent, Infallible>>(1024);
     let mut events = ctx.state.subscribe();
@@ -374,7 +380,9 @@ async fn replica(AxumState(ctx): AxumState<ApiContext>, headers: HeaderMap) -> A
             }
         }
     });
-    Ok(Sse::new(ReceiverStream::new(rx)).keep_alive(KeepAlive::new().interval(Duration::from_secs(5))).into_response())
+    Ok(Sse::new(ReceiverStream::new(rx))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(5)))
+        .into_response())
 }
 
 async fn set_drained(

@@ -99,7 +99,8 @@ pub struct OrchestrationExecutor {
     done_tx: mpsc::UnboundedSender<RetrievalDone>,
     done_rx: mpsc::UnboundedReceiver<RetrievalDone>,
     retrieving: HashSet<DeploymentId>,
-    sent: HashMap<DeploymentId, Instant>,
+    /// When work for a deployment was last sent, by the clock here and by the wall clock.
+    sent: HashMap<DeploymentId, (Instant, chrono::DateTime<Utc>)>,
     started: Instant,
     next_pass: Instant,
 }
@@ -206,7 +207,7 @@ impl OrchestrationExecutor {
         let id = work.deployment().to_string();
         match node.publish(&Channel::Work(target.to_string()), Body::Work(work)).await {
             Ok(()) => {
-                self.sent.insert(id, Instant::now());
+                self.sent.insert(id, (Instant::now(), Utc::now()));
             }
             Err(e) => {
                 warn!(deployment = %id, error = %e, "could not send work; it is sent again on a later pass")
@@ -427,8 +428,12 @@ impl OrchestrationExecutor {
                 continue;
             }
             let waited =
-                self.sent.get(&d.id).map_or(now.duration_since(self.started), |t| now.duration_since(*t));
-            let stale = waited > RESEND_AFTER;
+                self.sent.get(&d.id).map_or(now.duration_since(self.started), |t| now.duration_since(t.0));
+            // Only a report made after the work was sent (with a second for clock
+            // differences) can show that the node lost it.
+            let report_is_newer =
+                self.sent.get(&d.id).is_none_or(|t| report.at > t.1 + chrono::Duration::seconds(1));
+            let stale = waited > RESEND_AFTER && report_is_newer;
             if stale && (d.status.is_with_worker() || d.status == Status::Running) {
                 info!(deployment = %d.id, node = %from, "its node does not hold it; handing it over again");
                 self.delegate(node, &d.id, None, "its node lost it; ").await;
@@ -551,7 +556,7 @@ impl OrchestrationExecutor {
                     }
                 }
                 (Desired::Destroyed, Status::DelegatingDestruction | Status::DestructionInProgress) => {
-                    let waited = self.sent.get(&d.id).map(|t| t.elapsed()).unwrap_or(RESEND_AFTER);
+                    let waited = self.sent.get(&d.id).map(|t| t.0.elapsed()).unwrap_or(RESEND_AFTER);
                     if !node_up {
                         self.transition(
                             &d.id,

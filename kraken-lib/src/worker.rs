@@ -383,7 +383,13 @@ async fn run_deploy(shared: Shared, spec: DeploySpec, previous: Option<Active>, 
         Ok(()) => {}
         Err(Failed(reason)) => {
             sink.send("platform", format!("error: {reason}"));
-            let keeps_serving = update && previous.as_ref().is_some_and(|p| p.running);
+            // The old version serves on only if its container is still there
+            // (a new app that failed after the swap has already replaced it).
+            let old_running = match previous.as_ref().and_then(|p| p.container_id.clone()) {
+                Some(id) => shared.runtime.inspect(&id).await.is_ok_and(|s| s.running),
+                None => false,
+            };
+            let keeps_serving = update && old_running;
             {
                 let mut active = shared.active();
                 match previous.filter(|_| keeps_serving) {
@@ -477,7 +483,9 @@ async fn deploy(
         }
     };
 
-    let env = spec.manifest.config.env.clone();
+    let mut env = spec.manifest.config.env.clone();
+    // The app listens where its manifest says; PORT always tells it so.
+    env.insert("PORT".to_string(), spec.manifest.config.port.to_string());
     if let Some(test) = &spec.manifest.config.test {
         shared
             .report(dep, generation, Status::TestingDeployment, format!("running the test command `{test}`"))
@@ -665,6 +673,7 @@ async fn report_loop(shared: Shared) {
     loop {
         ticker.tick().await;
         let containers = shared.runtime.list_managed(Some(shared.node.id.clone())).await;
+        let taken = chrono::Utc::now();
         let snapshot: Vec<(DeploymentId, Active)> =
             shared.active().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let mut deployments = Vec::with_capacity(snapshot.len());
@@ -707,6 +716,7 @@ async fn report_loop(shared: Shared) {
             address: shared.node.api_address(),
             stats: sampler.sample(),
             deployments,
+            at: taken,
         };
         if let Err(e) = shared.node.publish(&Channel::Sysinfo, Body::Sysinfo(report)).await {
             warn!(error = %e, "could not send this node's report");

@@ -88,6 +88,10 @@ pub struct NodeReport {
     pub stats: NodeStats,
     /// The deployments it runs or is working on.
     pub deployments: Vec<WorkerDeployment>,
+    /// When the report was made (a report delayed by a broker outage is
+    /// recognised as old).
+    #[serde(default = "chrono::Utc::now")]
+    pub at: chrono::DateTime<chrono::Utc>,
 }
 
 /// A deployment as a worker sees it.
