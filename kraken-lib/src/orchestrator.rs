@@ -102,6 +102,8 @@ pub struct OrchestrationExecutor {
     /// When work for a deployment was last sent, by the clock here and by the wall clock.
     sent: HashMap<DeploymentId, (Instant, chrono::DateTime<Utc>)>,
     started: Instant,
+    /// Since when nodes could report: this orchestrator's start, or the end of the last bus outage.
+    quiet_since: Instant,
     next_pass: Instant,
 }
 
@@ -124,6 +126,7 @@ impl OrchestrationExecutor {
             retrieving: HashSet::new(),
             sent: HashMap::new(),
             started: Instant::now(),
+            quiet_since: Instant::now(),
             next_pass: Instant::now(),
         }
     }
@@ -445,9 +448,13 @@ impl OrchestrationExecutor {
         let grace =
             chrono::Duration::from_std(node.config.node_grace).unwrap_or(chrono::Duration::seconds(10));
         let now = Utc::now();
-        // Nodes get the whole grace period after this orchestrator started,
-        // however old their last report is.
-        let since_start = chrono::Duration::from_std(self.started.elapsed()).unwrap_or_default();
+        // While the bus is down nobody can report; afterwards nodes get the whole
+        // grace period again, as they do after this orchestrator started.
+        if !node.bus.is_connected() {
+            self.quiet_since = Instant::now();
+            return;
+        }
+        let since_start = chrono::Duration::from_std(self.quiet_since.elapsed()).unwrap_or_default();
         for n in self.state.nodes() {
             let heard = n.last_heartbeat.map_or(now - since_start, |t| t.max(now - since_start));
             let silent = now - heard > grace;
@@ -459,7 +466,6 @@ impl OrchestrationExecutor {
                 });
             }
         }
-        let _ = node;
     }
 
     /// One reconciliation pass over every deployment.
@@ -599,6 +605,7 @@ impl Executor for OrchestrationExecutor {
         self.subs = Some(subs);
         node.set_orchestrator(Some(node.api_address()));
         self.started = Instant::now();
+        self.quiet_since = Instant::now();
         self.next_pass = Instant::now();
         self.state.notify();
         Ok(())

@@ -416,6 +416,10 @@ impl Bus for AmqpBus {
     /// Publishes to the channel's queue and waits for the broker's confirm.
     /// While the broker is unreachable, waits for the reconnection up to
     /// [`AmqpOptions::publish_timeout`].
+    fn is_connected(&self) -> bool {
+        AmqpBus::is_connected(self)
+    }
+
     async fn publish(&self, channel: &Channel, envelope: &Envelope) -> Result<(), BusError> {
         let shared = &self.inner.shared;
         let payload = serde_json::to_vec(envelope).map_err(|e| BusError::Encode(e.to_string()))?;

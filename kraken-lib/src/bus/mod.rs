@@ -261,4 +261,10 @@ pub trait Bus: Send + Sync + 'static {
     async fn publish(&self, channel: &Channel, envelope: &Envelope) -> Result<(), BusError>;
     /// Starts consuming `channel`.
     async fn subscribe(&self, channel: &Channel) -> Result<Subscription, BusError>;
+
+    /// Whether the transport can carry messages right now. While it cannot,
+    /// silence from other nodes says nothing about them.
+    fn is_connected(&self) -> bool {
+        true
+    }
 }
