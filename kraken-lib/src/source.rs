@@ -726,4 +726,23 @@ mod tests {
             other => panic!("expected BranchNotFound, got {other:?}"),
         }
     }
+
+    #[test]
+    fn tree_size_sums_blobs_recursively_and_stops_over_the_limit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = Repository::init(dir.path()).expect("init");
+        let small = repo.blob(&[b'a'; 100]).expect("blob");
+        let large = repo.blob(&[b'b'; 1000]).expect("blob");
+        let mut sub = repo.treebuilder(None).expect("treebuilder");
+        sub.insert("large.bin", large, 0o100644).expect("insert");
+        let sub = sub.write().expect("write subtree");
+        let mut root = repo.treebuilder(None).expect("treebuilder");
+        root.insert("small.txt", small, 0o100644).expect("insert");
+        root.insert("dir", sub, 0o040000).expect("insert");
+        let tree = repo.find_tree(root.write().expect("write tree")).expect("tree");
+
+        assert_eq!(tree_size(&repo, &tree, u64::MAX).expect("size"), 1100);
+        assert!(tree_size(&repo, &tree, 500).expect("size over limit") > 500);
+        assert_eq!(tree_size(&repo, &tree, 1100).expect("size at limit"), 1100);
+    }
 }
