@@ -86,14 +86,14 @@ fn worker_args(orchestrator: &Agent, token: &str) -> Vec<String> {
     ["--join", &orchestrator.server(), "--join-token", token].map(String::from).to_vec()
 }
 
-fn start_cluster(account: &BrokerAccount, workers: usize) -> Cluster {
+fn start_cluster(account: &BrokerAccount, workers: usize, grace: u64) -> Cluster {
     let dir = tempfile::Builder::new().prefix("kraken-multi-").tempdir().expect("tempdir");
     let orchestrator = Agent::spawn(
         "up",
         &dir.path().join("o"),
         "127.0.0.1",
         free_port(),
-        &orchestrator_args(&account.url(), 3),
+        &orchestrator_args(&account.url(), grace),
     )
     .expect("orchestrator starts");
     let workers: Vec<Agent> = (0..workers)
@@ -155,7 +155,7 @@ fn deploy(o: &Agent, repo: &AppRepo) -> String {
 fn six_apps_spread_over_three_nodes_and_move_when_a_machine_dies() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let account = BrokerAccount::new();
-    let mut cluster = start_cluster(&account, 2);
+    let mut cluster = start_cluster(&account, 2, 3);
     let o = &cluster.orchestrator;
     let listed = nodes(o);
     let priorities: BTreeSet<u64> = listed.iter().filter_map(|n| n["rollover_priority"].as_u64()).collect();
@@ -243,7 +243,8 @@ fn six_apps_spread_over_three_nodes_and_move_when_a_machine_dies() {
 fn a_broker_restart_under_load_loses_and_duplicates_nothing() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let account = BrokerAccount::new();
-    let cluster = start_cluster(&account, 1);
+    // The default grace (10 s) outlasts a broker restart plus the reconnect back-off (at most 5 s).
+    let cluster = start_cluster(&account, 1, 10);
     let o = &cluster.orchestrator;
     let repos: Vec<AppRepo> =
         ["node-hello", "python-hello", "static-site"].iter().map(|n| AppRepo::new(n)).collect();
@@ -281,7 +282,7 @@ fn a_broker_restart_under_load_loses_and_duplicates_nothing() {
 fn a_node_with_a_wrong_join_token_is_refused_and_garbage_is_dropped() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let account = BrokerAccount::new();
-    let cluster = start_cluster(&account, 0);
+    let cluster = start_cluster(&account, 0, 10);
     let o = &cluster.orchestrator;
     let dir = tempfile::tempdir().expect("tempdir");
     let refused = Agent::spawn(
