@@ -144,6 +144,12 @@ struct UpArgs {
     /// The platform's join token (printed by its orchestrator).
     #[arg(long, env = "KRAKEN_JOIN_TOKEN", hide_env_values = true)]
     join_token: Option<String>,
+    /// Neither look for a platform on the LAN nor announce this one (mDNS and subnet scan).
+    #[arg(long, env = "KRAKEN_NO_DISCOVERY")]
+    no_discovery: bool,
+    /// Look for a platform only by scanning this subnet (repeatable, e.g. 192.168.1.0/24), without mDNS.
+    #[arg(long = "scan-subnet", value_name = "CIDR")]
+    scan_subnets: Vec<String>,
 }
 
 /// A failure with an exit code of its own.
@@ -207,7 +213,11 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Up(args) => {
             let role = match &args.join {
                 Some(address) => NodeRole::Worker { orchestrator: normalise_address(address) },
-                None => NodeRole::Combined,
+                None if args.no_discovery => NodeRole::Combined,
+                None => match look_for_platform(&args).await? {
+                    Some(address) => NodeRole::Worker { orchestrator: address },
+                    None => NodeRole::Combined,
+                },
             };
             up(args, role, data_dir, cli.client.token).await
         }
@@ -226,6 +236,44 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             client_command(&client, command, cli.client.json).await
         }
     }
+}
+
+/// Looks for a platform on the LAN (mDNS, then a scan of this machine's own
+/// subnets). Finding one without a join token is an error that says what to do.
+async fn look_for_platform(args: &UpArgs) -> Result<Option<String>> {
+    let mut options = kraken_lib::discovery::DiscoveryOptions {
+        port: args.listen.port(),
+        exclude: vec![format!("http://{}", args.listen)],
+        ..Default::default()
+    };
+    if !args.scan_subnets.is_empty() {
+        let subnets = args
+            .scan_subnets
+            .iter()
+            .map(|s| s.parse().map_err(|e| anyhow::anyhow!("--scan-subnet {s}: {e}")))
+            .collect::<Result<Vec<kraken_lib::discovery::Subnet>>>()?;
+        options.subnets = Some(subnets);
+        options.mdns = false;
+    }
+    eprintln!("looking for a Kraken platform on the LAN…");
+    let found = match kraken_lib::discovery::discover(&options).await {
+        Ok(found) => found,
+        Err(e) => {
+            eprintln!("discovery failed ({e}); starting a platform here");
+            None
+        }
+    };
+    let Some(found) = found else { return Ok(None) };
+    if args.join_token.is_none() {
+        return Err(anyhow::anyhow!(
+            "found the Kraken platform at {} (node {}); to join it pass --join-token <token> (its orchestrator printed it), \
+             or start a separate platform with --no-discovery",
+            found.address,
+            found.node_name
+        ));
+    }
+    eprintln!("found the platform at {}; joining it as a worker", found.address);
+    Ok(Some(found.orchestrator.clone().unwrap_or(found.address)))
 }
 
 /// `host`, `host:port` or a URL, as `http://host:port` (default port 8000).
@@ -261,6 +309,8 @@ async fn up(args: UpArgs, role: NodeRole, data_dir: PathBuf, token: Option<Strin
         "Kraken runs apps in Docker containers; install Docker (Debian: apt-get install docker.io) and start it",
     )?;
     let is_worker = matches!(role, NodeRole::Worker { .. });
+    let no_discovery = args.no_discovery;
+    let node_name = args.name.clone().unwrap_or_else(|| "kraken".to_string());
     let platform = Platform::start(
         PlatformOptions {
             config,
@@ -277,6 +327,25 @@ async fn up(args: UpArgs, role: NodeRole, data_dir: PathBuf, token: Option<Strin
     )
     .await?;
     let address = platform.api_address();
+    let advertiser = match (is_worker || no_discovery, platform.join_token()) {
+        (false, Some(_)) => {
+            let ad = kraken_lib::discovery::Advertisement {
+                node_id: platform.node_id().to_string(),
+                node_name: node_name.clone(),
+                role: "orchestrator".to_string(),
+                epoch: 1,
+                port: platform.local_addr().port(),
+            };
+            match kraken_lib::discovery::Advertiser::start(ad) {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    eprintln!("could not announce the platform on the LAN ({e}); other machines can still join with --join");
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
     if is_worker {
         println!(
             "Kraken worker {} is up and joined the platform at {}.",
@@ -300,6 +369,9 @@ async fn up(args: UpArgs, role: NodeRole, data_dir: PathBuf, token: Option<Strin
         println!("Deploy from this machine with: kraken deploy <git url> --branch main --follow");
     }
     platform.run(shutdown_signal()).await?;
+    if let Some(a) = advertiser {
+        a.shutdown().await;
+    }
     println!("Kraken stopped; running apps keep running and are adopted at the next start.");
     Ok(ExitCode::SUCCESS)
 }

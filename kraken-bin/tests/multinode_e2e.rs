@@ -296,6 +296,34 @@ fn a_node_with_a_wrong_join_token_is_refused_and_garbage_is_dropped() {
     assert!(err.contains("join token is wrong"), "{err}");
     assert_eq!(nodes(o).len(), 1, "the refused node was not added");
 
+    // `kraken up` on another machine finds the platform (a scan of its subnet) and joins it.
+    let scanner = Agent::spawn(
+        "up",
+        &dir.path().join("scanner"),
+        "127.0.0.3",
+        o.port,
+        &["--scan-subnet", "127.0.0.0/30", "--join-token", JOIN_TOKEN].map(String::from),
+    )
+    .expect("kraken up joins the platform it finds");
+    wait_nodes_up(o, 2, Duration::from_secs(30));
+    let joined = nodes(o).into_iter().find(|n| n["id"] == scanner.node_id().as_str()).expect("listed");
+    assert_eq!(joined["role"], "worker");
+    let ping = get_json_at("127.0.0.3", o.port, "/ping").expect("ping");
+    assert_eq!(ping["role"], "worker");
+    assert_eq!(ping["orchestrator"], o.server().as_str());
+    // Found without a join token: told what to pass.
+    let err = Agent::spawn(
+        "up",
+        &dir.path().join("tokenless"),
+        "127.0.0.2",
+        o.port,
+        &["--scan-subnet".to_string(), "127.0.0.0/30".to_string()],
+    )
+    .err()
+    .expect("refused without a join token");
+    assert!(err.contains("--join-token"), "{err}");
+    drop(scanner);
+
     // Garbage on every queue the orchestrator reads.
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {

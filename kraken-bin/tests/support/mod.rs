@@ -71,6 +71,8 @@ impl Agent {
             .arg(data_dir)
             .args(["--token", TOKEN, "--base-image", &base_image()])
             .args(extra)
+            // No discovery on the machine's real network in tests, unless a test scans loopback itself.
+            .args(if extra.iter().any(|a| a == "--scan-subnet") { None } else { Some("--no-discovery") })
             .env("KRAKEN_LOG", "info,kraken_lib=debug")
             .stdout(Stdio::from(log.try_clone().expect("clone")))
             .stderr(Stdio::from(log))

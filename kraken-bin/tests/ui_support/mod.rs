@@ -144,7 +144,7 @@ impl Platform {
         let err = out.try_clone().expect("clone the log file handle");
         let binary = env!("CARGO_BIN_EXE_kraken");
         let child = Command::new(binary)
-            .args(["up", "--listen", &listen, "--data-dir"])
+            .args(["up", "--no-discovery", "--listen", &listen, "--data-dir"])
             .arg(data_dir.path())
             .args(["--token", &token, "--base-image", &base_image])
             .env("RUST_LOG", env_or("RUST_LOG", "info"))
