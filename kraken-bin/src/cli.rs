@@ -317,7 +317,7 @@ async fn up(args: UpArgs, role: NodeRole, data_dir: PathBuf, token: Option<Strin
             token,
             name: args.name,
             registry: BuilderRegistry::with_builtins(images),
-            ui: (!is_worker).then(kraken_ui::router),
+            ui: Some(kraken_ui::router()),
             role,
             amqp_url: args.amqp_url,
             amqp_advertise_url: args.amqp_advertise_url,

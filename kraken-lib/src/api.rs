@@ -440,6 +440,8 @@ pub fn worker_router(node: GenericNode) -> Router {
                         "role": "worker",
                         "epoch": n.epoch(),
                         "orchestrator": n.orchestrator(),
+                        "rollover_priority": n.rollover_priority(),
+                        "replica_ready": n.replica_ready(),
                     }))
                 }
             }),

@@ -37,6 +37,7 @@ pub mod executor;
 pub mod node;
 pub mod orchestrator;
 pub mod platform;
+pub mod rollover;
 pub mod runtime;
 pub mod shipwreck;
 pub mod source;

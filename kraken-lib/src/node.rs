@@ -128,6 +128,7 @@ pub struct GenericNode {
     epoch: Arc<AtomicU64>,
     orchestrator: Arc<RwLock<Option<String>>>,
     rollover_priority: Arc<AtomicU32>,
+    replica_ready: Arc<std::sync::atomic::AtomicBool>,
     /// Cancelled when the node stops.
     pub shutdown: CancellationToken,
 }
@@ -149,6 +150,7 @@ impl GenericNode {
             epoch: Arc::new(AtomicU64::new(1)),
             orchestrator: Arc::new(RwLock::new(None)),
             rollover_priority: Arc::new(AtomicU32::new(0)),
+            replica_ready: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             shutdown: CancellationToken::new(),
         }
     }
@@ -184,6 +186,16 @@ impl GenericNode {
     /// Sets this node's rollover priority.
     pub fn set_rollover_priority(&self, priority: u32) {
         self.rollover_priority.store(priority, Ordering::SeqCst);
+    }
+
+    /// Whether this node holds an up-to-date replica of the orchestrator's state.
+    pub fn replica_ready(&self) -> bool {
+        self.replica_ready.load(Ordering::SeqCst)
+    }
+
+    /// Records whether this node holds an up-to-date replica.
+    pub fn set_replica_ready(&self, ready: bool) {
+        self.replica_ready.store(ready, Ordering::SeqCst);
     }
 
     /// This node's API address as others reach it.

@@ -468,9 +468,36 @@ impl OrchestrationExecutor {
         }
     }
 
+    /// Keeps the rollover priorities dense: 0 for this orchestrator, then 1, 2, …
+    /// for the nodes that are up, in their current order. So a primary
+    /// candidate (1) exists whenever another node is up.
+    fn reassign_priorities(&self, node: &GenericNode) {
+        let mut others: Vec<NodeRecord> =
+            self.state.nodes().into_iter().filter(|n| n.id != node.id).collect();
+        // Nodes that are up first (so the candidate is one that answers), down ones last.
+        others.sort_by(|a, b| {
+            b.up.cmp(&a.up).then(a.rollover_priority.cmp(&b.rollover_priority)).then_with(|| a.id.cmp(&b.id))
+        });
+        let wanted = std::iter::once((node.id.clone(), 0))
+            .chain(others.iter().enumerate().map(|(i, n)| (n.id.clone(), i as u32 + 1)));
+        for (id, priority) in wanted {
+            let changed = self.state.update_node(&id, |n| {
+                let differs = n.rollover_priority != priority;
+                n.rollover_priority = priority;
+                differs
+            });
+            if let Ok(Some(n)) = changed {
+                if n.rollover_priority == priority && priority == 1 {
+                    debug!(node = %n.id, "primary rollover candidate");
+                }
+            }
+        }
+    }
+
     /// One reconciliation pass over every deployment.
     async fn reconcile(&mut self, node: &GenericNode) {
         self.check_nodes(node).await;
+        self.reassign_priorities(node);
         for d in self.state.deployments() {
             let node_up = d.node.as_deref().and_then(|n| self.state.node(n)).is_some_and(|n| n.up);
             match (d.desired, d.status) {
@@ -644,11 +671,20 @@ impl Executor for OrchestrationExecutor {
             Wake::Deployment(None) | Wake::Log(None) | Wake::Sysinfo(None) => {
                 return Err(ExecutionFailure::Reset("a bus subscription closed".into()));
             }
+            Wake::Deployment(Some(d)) | Wake::Log(Some(d)) | Wake::Sysinfo(Some(d))
+                if d.envelope.epoch > node.epoch() =>
+            {
+                let epoch = d.envelope.epoch;
+                let from = d.envelope.from.clone();
+                d.ack().await;
+                return Err(ExecutionFailure::Fatal(format!(
+                    "node {from} speaks for epoch {epoch} but this orchestrator has epoch {}: another orchestrator leads the platform; \
+                     stepping down (start this agent again to join it as a worker)",
+                    node.epoch()
+                )));
+            }
             Wake::Deployment(Some(d)) => {
-                let (from, epoch) = (d.envelope.from.clone(), d.envelope.epoch);
-                if epoch > node.epoch() {
-                    warn!(epoch, "a report from a newer epoch: another orchestrator leads");
-                }
+                let from = d.envelope.from.clone();
                 match d.envelope.body.clone() {
                     Body::Deployment(r) => self.on_deployment_report(&from, r),
                     other => warn!(?other, "dropping an unexpected message on the deployment channel"),

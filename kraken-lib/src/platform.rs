@@ -23,6 +23,7 @@ use crate::bus::{Bus, BusError};
 use crate::deployment::random_id;
 use crate::node::{GenericNode, NodeConfig, NodeError, NodeIdentity, NodeRunner};
 use crate::orchestrator::OrchestrationExecutor;
+use crate::rollover::{newer_orchestrator, RolloverExecutor, SwitchRouter, TakeoverKit};
 use crate::runtime::Runtime;
 use crate::state::{State, StateError};
 use crate::worker::WorkerExecutor;
@@ -207,17 +208,41 @@ impl Platform {
             listener.local_addr().map_err(|source| PlatformError::Bind { addr: config.listen, source })?;
         config.listen = local_addr;
 
-        if let NodeRole::Worker { orchestrator } = &options.role {
-            let answer =
-                join_platform(orchestrator, &identity, &config, options.join_token.as_deref()).await?;
+        let mut role = options.role.clone();
+        let mut join_token = options.join_token.clone();
+        if !matches!(role, NodeRole::Worker { .. }) {
+            // An orchestrator starting on old data first asks the nodes it knew
+            // whether another one took over meanwhile; then it joins that one.
+            if let Some((address, stored_join_token)) =
+                fenced_by_newer(&data_dir, &identity, config.state_limits).await?
+            {
+                tracing::warn!(%address, "a newer orchestrator leads this platform; joining it as a worker");
+                role = NodeRole::Worker { orchestrator: address };
+                join_token = join_token.or(stored_join_token);
+            }
+        }
+        if let NodeRole::Worker { orchestrator } = &role {
+            let answer = join_platform(orchestrator, &identity, &config, join_token.as_deref()).await?;
             let bus: Arc<dyn Bus> =
                 Arc::new(AmqpBus::connect(&answer.amqp_url, AmqpOptions::default()).await?);
             let node = GenericNode::new(identity, config, bus);
             node.set_epoch(answer.epoch);
             node.set_orchestrator(Some(answer.orchestrator_address.clone()));
             node.set_rollover_priority(u32::MAX);
-            let runner = NodeRunner::new(node.clone()).with(WorkerExecutor::new(runtime, options.registry));
-            let app = api::worker_router(node.clone());
+            let switch = SwitchRouter::new(api::worker_router(node.clone()));
+            let kit = TakeoverKit {
+                registry: options.registry.clone(),
+                switch: switch.clone(),
+                ui: options.ui.clone(),
+                join: JoinInfo {
+                    token: Arc::from(join_token.clone().unwrap_or_default().as_str()),
+                    amqp_url: Arc::from(answer.amqp_url.as_str()),
+                },
+            };
+            let runner = NodeRunner::new(node.clone())
+                .with(WorkerExecutor::new(runtime, options.registry))
+                .with(RolloverExecutor::new(kit));
+            let app = switch.router();
             return Ok(Self {
                 node,
                 runner,
@@ -231,6 +256,9 @@ impl Platform {
 
         let state = State::open(&data_dir.join("state"), config.state_limits)?;
         let token = settle_token(&state, &data_dir, options.token)?;
+        let epoch: u64 = state.meta("epoch")?.and_then(|e| e.parse().ok()).unwrap_or(1);
+        state.set_meta("epoch", &epoch.to_string())?;
+        state.set_meta("orchestrator_id", &identity.id)?;
         let (bus, join): (Arc<dyn Bus>, Option<JoinInfo>) = match &options.amqp_url {
             Some(url) => {
                 let bus = AmqpBus::connect(url, AmqpOptions::default()).await?;
@@ -247,9 +275,10 @@ impl Platform {
             None => (Arc::new(MemoryBus::new()), None),
         };
         let node = GenericNode::new(identity, config, bus);
+        node.set_epoch(epoch);
         let mut runner = NodeRunner::new(node.clone())
             .with(OrchestrationExecutor::new(state.clone(), options.registry.clone()));
-        if options.role == NodeRole::Combined {
+        if role == NodeRole::Combined {
             runner = runner.with(WorkerExecutor::new(runtime, options.registry.clone()));
         }
         let join_token = join.as_ref().map(|j| j.token.to_string());
@@ -360,4 +389,28 @@ async fn join_platform(
         .json::<JoinAnswer>()
         .await
         .map_err(|e| failed(format!("an answer that is not a join answer: {e}")))
+}
+
+/// When this data directory holds an orchestrator's state and one of the
+/// nodes it knew now names a newer orchestrator: that orchestrator's address
+/// and the stored join token.
+async fn fenced_by_newer(
+    data_dir: &std::path::Path,
+    identity: &NodeIdentity,
+    limits: crate::state::StateLimits,
+) -> Result<Option<(String, Option<String>)>, PlatformError> {
+    let dir = data_dir.join("state");
+    if !dir.join("state.redb").exists() {
+        return Ok(None);
+    }
+    // Read what is needed and close the database before deciding.
+    let (nodes, epoch, join_token) = {
+        let state = State::open(&dir, limits)?;
+        let epoch: u64 = state.meta("epoch")?.and_then(|e| e.parse().ok()).unwrap_or(1);
+        (state.nodes(), epoch, state.meta("join_token")?)
+    };
+    if nodes.iter().all(|n| n.id == identity.id) {
+        return Ok(None);
+    }
+    Ok(newer_orchestrator(&nodes, &identity.id, epoch).await.map(|address| (address, join_token)))
 }

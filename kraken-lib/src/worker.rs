@@ -237,6 +237,17 @@ impl Executor for WorkerExecutor {
             delivery.ack().await;
             return Ok(());
         };
+        if delivery.envelope.epoch > node.epoch() {
+            info!(epoch = delivery.envelope.epoch, "a newer orchestrator epoch");
+            node.set_epoch(delivery.envelope.epoch);
+        }
+        if let WorkRequest::Orchestrator { epoch, address } = &request {
+            info!(%address, epoch, "following the new orchestrator");
+            node.set_epoch((*epoch).max(node.epoch()));
+            node.set_orchestrator(Some(address.clone()));
+            delivery.ack().await;
+            return Ok(());
+        }
         accept(shared, request);
         delivery.ack().await;
         Ok(())
@@ -350,6 +361,7 @@ fn accept(shared: &Shared, request: WorkRequest) {
         WorkRequest::Cancel { deployment } => {
             start(shared, &dep, 0, run_cancel(shared.clone(), deployment));
         }
+        WorkRequest::Orchestrator { .. } => {}
     }
 }
 

@@ -193,6 +193,13 @@ pub enum WorkRequest {
         /// The deployment.
         deployment: DeploymentId,
     },
+    /// A new orchestrator leads the platform from `epoch` on.
+    Orchestrator {
+        /// Its epoch.
+        epoch: u64,
+        /// Its API address.
+        address: String,
+    },
 }
 
 impl WorkRequest {
@@ -201,6 +208,7 @@ impl WorkRequest {
         match self {
             WorkRequest::Deploy(s) | WorkRequest::Update(s) => &s.deployment,
             WorkRequest::Destroy { deployment, .. } | WorkRequest::Cancel { deployment } => deployment,
+            WorkRequest::Orchestrator { .. } => "",
         }
     }
 }
