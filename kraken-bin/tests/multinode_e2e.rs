@@ -11,7 +11,6 @@ mod apps;
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -22,53 +21,6 @@ use support::*;
 static SERIAL: Mutex<()> = Mutex::new(());
 const DEPLOY: Duration = Duration::from_secs(240);
 const JOIN_TOKEN: &str = "e2e-join-token";
-
-fn rabbitmqctl(args: &[&str]) -> String {
-    let out = Command::new("rabbitmqctl").args(args).output().expect("rabbitmqctl runs");
-    assert!(out.status.success(), "rabbitmqctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
-/// A virtual host and a user of its own on the local broker, removed at the end.
-struct BrokerAccount {
-    vhost: String,
-    user: String,
-    password: String,
-}
-
-impl BrokerAccount {
-    fn new() -> Self {
-        let id = format!("{}-{:08x}", std::process::id(), rand_u32());
-        let account = Self {
-            vhost: format!("kraken-e2e-{id}"),
-            user: format!("kraken-e2e-{id}"),
-            password: format!("pw-{}", rand_u32()),
-        };
-        rabbitmqctl(&["add_vhost", &account.vhost]);
-        rabbitmqctl(&["add_user", &account.user, &account.password]);
-        rabbitmqctl(&["set_permissions", "-p", &account.vhost, &account.user, ".*", ".*", ".*"]);
-        account
-    }
-
-    fn url(&self) -> String {
-        format!("amqp://{}:{}@127.0.0.1:5672/{}", self.user, self.password, self.vhost)
-    }
-}
-
-impl Drop for BrokerAccount {
-    fn drop(&mut self) {
-        let _ = Command::new("rabbitmqctl").args(["delete_vhost", &self.vhost]).output();
-        let _ = Command::new("rabbitmqctl").args(["delete_user", &self.user]).output();
-    }
-}
-
-fn rand_u32() -> u32 {
-    let mut b = [0u8; 4];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
-        .expect("urandom");
-    u32::from_le_bytes(b)
-}
 
 struct Cluster {
     orchestrator: Agent,

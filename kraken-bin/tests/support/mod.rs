@@ -296,3 +296,50 @@ pub fn wait_log(agent: &Agent, id: &str, needle: &str, timeout: Duration) -> Str
 pub fn containers_of(id: &str) -> Vec<String> {
     docker_lines(&["ps", "-aq", "--no-trunc", "--filter", &format!("label=kraken.deployment={id}")])
 }
+
+pub fn rabbitmqctl(args: &[&str]) -> String {
+    let out = Command::new("rabbitmqctl").args(args).output().expect("rabbitmqctl runs");
+    assert!(out.status.success(), "rabbitmqctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// A virtual host and a user of its own on the local broker, removed at the end.
+pub struct BrokerAccount {
+    vhost: String,
+    user: String,
+    password: String,
+}
+
+impl BrokerAccount {
+    pub fn new() -> Self {
+        let id = format!("{}-{:08x}", std::process::id(), rand_u32());
+        let account = Self {
+            vhost: format!("kraken-e2e-{id}"),
+            user: format!("kraken-e2e-{id}"),
+            password: format!("pw-{}", rand_u32()),
+        };
+        rabbitmqctl(&["add_vhost", &account.vhost]);
+        rabbitmqctl(&["add_user", &account.user, &account.password]);
+        rabbitmqctl(&["set_permissions", "-p", &account.vhost, &account.user, ".*", ".*", ".*"]);
+        account
+    }
+
+    pub fn url(&self) -> String {
+        format!("amqp://{}:{}@127.0.0.1:5672/{}", self.user, self.password, self.vhost)
+    }
+}
+
+impl Drop for BrokerAccount {
+    fn drop(&mut self) {
+        let _ = Command::new("rabbitmqctl").args(["delete_vhost", &self.vhost]).output();
+        let _ = Command::new("rabbitmqctl").args(["delete_user", &self.user]).output();
+    }
+}
+
+pub fn rand_u32() -> u32 {
+    let mut b = [0u8; 4];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .expect("urandom");
+    u32::from_le_bytes(b)
+}
