@@ -135,7 +135,7 @@ fn the_primary_candidate_takes_over_and_nothing_is_lost() {
         assert_eq!(post(&o, &format!("/api/v1/nodes/{}/undrain", w.node_id()), None).0, 202);
     }
     let mut ids = vec![on_o.clone()];
-    ids.extend(repos[1..].iter().map(|r| deploy(r)));
+    ids.extend(repos[1..].iter().map(deploy));
     let mut before = BTreeMap::new();
     let mut on_dead_machine = Vec::new();
     for id in &ids {
