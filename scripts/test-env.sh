@@ -61,6 +61,45 @@ if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
   docker import "$tarball" "$BASE_IMAGE" >/dev/null
 fi
 
+# A local RabbitMQ image (Debian's rabbitmq-server) for the test of a platform
+# that starts its own broker: it honours RABBITMQ_DEFAULT_USER/PASS as the
+# official image does.
+BROKER_IMAGE="${KRAKEN_TEST_BROKER_IMAGE:-kraken-test-rabbitmq:bookworm}"
+if ! docker image inspect "$BROKER_IMAGE" >/dev/null 2>&1; then
+  mkdir -p "$CACHE_DIR"
+  tarball="$CACHE_DIR/rabbitmq-bookworm.tar"
+  if [ ! -s "$tarball" ]; then
+    root="$(mktemp -d "$CACHE_DIR/rabbit-root.XXXXXX")"
+    log "making the broker image root file system with debootstrap (about a minute)"
+    mirror="$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)"
+    debootstrap --variant=minbase --include=rabbitmq-server bookworm "$root" "${mirror:-http://deb.debian.org/debian}" >"$CACHE_DIR/debootstrap-rabbit.log" 2>&1 \
+      || { log "debootstrap failed; see $CACHE_DIR/debootstrap-rabbit.log"; tail -20 "$CACHE_DIR/debootstrap-rabbit.log" >&2; exit 1; }
+    cat >"$root/usr/local/bin/kraken-test-broker" <<'SH'
+#!/bin/sh
+# Starts RabbitMQ in the foreground with the credentials given as
+# RABBITMQ_DEFAULT_USER / RABBITMQ_DEFAULT_PASS (as the official image does).
+set -e
+mkdir -p /etc/rabbitmq
+{
+  echo "loopback_users = none"
+  echo "listeners.tcp.default = 5672"
+  if [ -n "$RABBITMQ_DEFAULT_USER" ]; then echo "default_user = $RABBITMQ_DEFAULT_USER"; fi
+  if [ -n "$RABBITMQ_DEFAULT_PASS" ]; then echo "default_pass = $RABBITMQ_DEFAULT_PASS"; fi
+} > /etc/rabbitmq/rabbitmq.conf
+chown -R rabbitmq:rabbitmq /var/lib/rabbitmq /var/log/rabbitmq 2>/dev/null || true
+export HOME=/var/lib/rabbitmq
+exec /usr/sbin/rabbitmq-server
+SH
+    chmod +x "$root/usr/local/bin/kraken-test-broker"
+    rm -rf "$root/var/cache/apt/archives/"*.deb "$root/var/lib/apt/lists/"*
+    tar -C "$root" -cf "$tarball.tmp" .
+    mv "$tarball.tmp" "$tarball"
+    rm -rf "$root"
+  fi
+  log "importing $BROKER_IMAGE"
+  docker import --change 'CMD ["/usr/local/bin/kraken-test-broker"]' --change 'EXPOSE 5672' "$tarball" "$BROKER_IMAGE" >/dev/null
+fi
+
 if [ "${KRAKEN_NEED_RABBITMQ:-0}" = 1 ]; then
   if ! rabbitmqctl -q status >/dev/null 2>&1; then
     log "starting rabbitmq-server"

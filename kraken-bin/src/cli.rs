@@ -150,6 +150,16 @@ struct UpArgs {
     /// Look for a platform only by scanning this subnet (repeatable, e.g. 192.168.1.0/24), without mDNS.
     #[arg(long = "scan-subnet", value_name = "CIDR")]
     scan_subnets: Vec<String>,
+    /// Without --amqp-url: start a RabbitMQ broker in a container so other machines can join
+    /// (always so for `kraken orchestrator`).
+    #[arg(long)]
+    start_broker: bool,
+    /// The image of the broker container.
+    #[arg(long, env = "KRAKEN_BROKER_IMAGE", default_value = "rabbitmq:3")]
+    broker_image: String,
+    /// The host port of the broker container.
+    #[arg(long, default_value_t = 5672)]
+    broker_port: u16,
 }
 
 /// A failure with an exit code of its own.
@@ -309,6 +319,7 @@ async fn up(args: UpArgs, role: NodeRole, data_dir: PathBuf, token: Option<Strin
         "Kraken runs apps in Docker containers; install Docker (Debian: apt-get install docker.io) and start it",
     )?;
     let is_worker = matches!(role, NodeRole::Worker { .. });
+    let starts_broker_by_default = role == NodeRole::Orchestrator;
     let no_discovery = args.no_discovery;
     let node_name = args.name.clone().unwrap_or_else(|| "kraken".to_string());
     let platform = Platform::start(
@@ -319,6 +330,9 @@ async fn up(args: UpArgs, role: NodeRole, data_dir: PathBuf, token: Option<Strin
             registry: BuilderRegistry::with_builtins(images),
             ui: Some(kraken_ui::router()),
             role,
+            broker_image: (args.amqp_url.is_none() && (args.start_broker || starts_broker_by_default))
+                .then(|| args.broker_image.clone()),
+            broker_port: args.broker_port,
             amqp_url: args.amqp_url,
             amqp_advertise_url: args.amqp_advertise_url,
             join_token: args.join_token,

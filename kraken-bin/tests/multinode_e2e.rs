@@ -11,6 +11,7 @@ mod apps;
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -314,4 +315,51 @@ fn a_node_with_a_wrong_join_token_is_refused_and_garbage_is_dropped() {
             .err()
             .expect("refused");
     assert!(err.contains("--amqp-url"), "{err}");
+}
+
+#[test]
+fn an_orchestrator_without_a_broker_starts_its_own_with_generated_credentials() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let image =
+        std::env::var("KRAKEN_TEST_BROKER_IMAGE").unwrap_or_else(|_| "kraken-test-rabbitmq:bookworm".into());
+    let _ = Command::new("docker").args(["rm", "-f", "kraken-broker"]).output();
+    let dir = tempfile::Builder::new().prefix("kraken-broker-").tempdir().expect("tempdir");
+    let broker_port = free_port();
+    let started = Instant::now();
+    let o = Agent::spawn(
+        "orchestrator",
+        &dir.path().join("o"),
+        "127.0.0.1",
+        free_port(),
+        &["--broker-image", &image, "--broker-port", &broker_port.to_string(), "--join-token", JOIN_TOKEN]
+            .map(String::from),
+    );
+    let o = match o {
+        Ok(o) => o,
+        Err(log) => panic!("the orchestrator did not start with its own broker:\n{log}"),
+    };
+    eprintln!(
+        "MEASURED orchestrator with its own broker answering after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    // The broker runs as a container with credentials made for this platform.
+    let env = docker_lines(&["inspect", "-f", "{{range .Config.Env}}{{println .}}{{end}}", "kraken-broker"]);
+    let user =
+        env.iter().find_map(|e| e.strip_prefix("RABBITMQ_DEFAULT_USER=")).expect("a broker user").to_string();
+    assert!(user.starts_with("kraken-") && user != "guest", "{user}");
+    // A worker joins through it; apps run on the worker, not on the orchestrator-only node.
+    let w =
+        Agent::spawn("worker", &dir.path().join("w"), "127.0.0.2", free_port(), &worker_args(&o, JOIN_TOKEN))
+            .expect("worker joins");
+    wait_nodes_up(&o, 2, Duration::from_secs(60));
+    let repo = AppRepo::new("static-site");
+    let id = deploy(&o, &repo);
+    let d = wait_status(&o, &id, "Running", DEPLOY);
+    assert_eq!(d["node"], w.node_id().as_str());
+    http_body(d["address"].as_str().expect("address"), Duration::from_secs(20));
+    call(o.port, "DELETE", &format!("/api/v1/deployments/{id}"), None, Some(TOKEN));
+    wait_status(&o, &id, "Destroyed", DEPLOY);
+    drop(w);
+    drop(o);
+    let _ = Command::new("docker").args(["rm", "-f", "kraken-broker"]).output();
 }

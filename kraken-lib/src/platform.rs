@@ -64,6 +64,9 @@ pub enum PlatformError {
     /// The message broker could not be used.
     #[error("the message broker: {0}")]
     Bus(#[from] BusError),
+    /// The platform's own broker could not be started.
+    #[error("the platform's message broker: {0}")]
+    Broker(String),
     /// The orchestrator refused to let this node join, or could not be asked.
     #[error("joining the platform at {address} failed: {reason}")]
     Join {
@@ -111,6 +114,11 @@ pub struct PlatformOptions {
     /// The join token (orchestrator: instead of the stored or a new one;
     /// worker: the token to present).
     pub join_token: Option<String>,
+    /// Without `amqp_url`: start a RabbitMQ broker as a container of this image
+    /// (credentials made for this platform) and use it.
+    pub broker_image: Option<String>,
+    /// The host port the started broker listens on.
+    pub broker_port: u16,
 }
 
 impl PlatformOptions {
@@ -126,6 +134,8 @@ impl PlatformOptions {
             amqp_url: None,
             amqp_advertise_url: None,
             join_token: None,
+            broker_image: None,
+            broker_port: 5672,
         }
     }
 }
@@ -259,11 +269,20 @@ impl Platform {
         let epoch: u64 = state.meta("epoch")?.and_then(|e| e.parse().ok()).unwrap_or(1);
         state.set_meta("epoch", &epoch.to_string())?;
         state.set_meta("orchestrator_id", &identity.id)?;
-        let (bus, join): (Arc<dyn Bus>, Option<JoinInfo>) = match &options.amqp_url {
+        let mut amqp_url = options.amqp_url.clone();
+        let mut amqp_advertise_url = options.amqp_advertise_url.clone();
+        if let (None, Some(image)) = (&amqp_url, &options.broker_image) {
+            let (local, advertised) =
+                start_broker(&state, runtime.as_ref(), image, options.broker_port, &identity.id, &config)
+                    .await?;
+            amqp_url = Some(local);
+            amqp_advertise_url = amqp_advertise_url.or(Some(advertised));
+        }
+        let (bus, join): (Arc<dyn Bus>, Option<JoinInfo>) = match &amqp_url {
             Some(url) => {
-                let bus = AmqpBus::connect(url, AmqpOptions::default()).await?;
+                let bus = connect_patiently(url).await?;
                 let join_token = settle_secret(&state, "join_token", options.join_token)?;
-                let advertised = options.amqp_advertise_url.clone().unwrap_or_else(|| url.clone());
+                let advertised = amqp_advertise_url.clone().unwrap_or_else(|| url.clone());
                 (
                     Arc::new(bus),
                     Some(JoinInfo {
@@ -413,4 +432,79 @@ async fn fenced_by_newer(
         return Ok(None);
     }
     Ok(newer_orchestrator(&nodes, &identity.id, epoch).await.map(|address| (address, join_token)))
+}
+
+/// Connects to the broker, waiting up to a minute for one that is starting.
+async fn connect_patiently(url: &str) -> Result<AmqpBus, PlatformError> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        match AmqpBus::connect(url, AmqpOptions::default()).await {
+            Ok(bus) => return Ok(bus),
+            Err(e) if tokio::time::Instant::now() >= deadline => return Err(e.into()),
+            Err(e) => tracing::debug!(error = %e, "the broker is not ready yet"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
+/// The name of the broker container a node starts.
+pub const BROKER_CONTAINER: &str = "kraken-broker";
+
+/// Starts (or finds running) the platform's RabbitMQ container with
+/// credentials made for this platform and kept in its state. Returns the URL
+/// for this machine and the URL for the others.
+async fn start_broker(
+    state: &State,
+    runtime: &dyn Runtime,
+    image: &str,
+    port: u16,
+    node_id: &str,
+    config: &NodeConfig,
+) -> Result<(String, String), PlatformError> {
+    let (user, password) = match (state.meta("broker_user")?, state.meta("broker_password")?) {
+        (Some(u), Some(p)) => (u, p),
+        _ => {
+            let (u, p) = crate::bus::amqp::generated_credentials()?;
+            state.set_meta("broker_user", &u)?;
+            state.set_meta("broker_password", &p)?;
+            (u, p)
+        }
+    };
+    let running = runtime
+        .list_managed(None)
+        .await
+        .map_err(|e| PlatformError::Broker(e.to_string()))?
+        .into_iter()
+        .find(|c| c.name == BROKER_CONTAINER);
+    match running {
+        Some(c) if c.running => tracing::info!(container = %c.id, "the platform's broker is running"),
+        other => {
+            if let Some(c) = other {
+                runtime.remove_container(&c.id).await.map_err(|e| PlatformError::Broker(e.to_string()))?;
+            }
+            let mut env = std::collections::BTreeMap::new();
+            env.insert("RABBITMQ_DEFAULT_USER".to_string(), user.clone());
+            env.insert("RABBITMQ_DEFAULT_PASS".to_string(), password.clone());
+            let mut labels = std::collections::BTreeMap::new();
+            labels.insert("kraken.broker".to_string(), node_id.to_string());
+            let spec = crate::runtime::ContainerSpec {
+                name: BROKER_CONTAINER.to_string(),
+                image: image.to_string(),
+                labels,
+                env,
+                container_port: 5672,
+                host_port: port,
+                host_ip: config.publish_ip.clone(),
+                memory_limit: 0,
+            };
+            let (id, _) = runtime.run_container(&spec).await.map_err(|e| {
+                PlatformError::Broker(format!("could not start the broker container from image {image}: {e}"))
+            })?;
+            runtime.keep_restarting(&id).await.map_err(|e| PlatformError::Broker(e.to_string()))?;
+            tracing::info!(container = %id, %image, port, "started the platform's broker");
+        }
+    }
+    let local = crate::bus::amqp::broker_url("127.0.0.1", port, &user, &password);
+    let advertised = crate::bus::amqp::broker_url(&config.advertise_host, port, &user, &password);
+    Ok((local, advertised))
 }
