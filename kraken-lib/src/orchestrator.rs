@@ -178,7 +178,7 @@ impl OrchestrationExecutor {
             .state
             .nodes()
             .into_iter()
-            .filter(|n| n.up && !n.drained && Some(n.id.as_str()) != exclude)
+            .filter(|n| n.up && n.runs_apps && !n.drained && Some(n.id.as_str()) != exclude)
             .collect();
         let total = candidates.len();
         candidates

@@ -26,7 +26,7 @@ use crate::orchestrator::OrchestrationExecutor;
 use crate::rollover::{newer_orchestrator, RolloverExecutor, SwitchRouter, TakeoverKit};
 use crate::runtime::Runtime;
 use crate::state::{State, StateError};
-use crate::worker::WorkerExecutor;
+use crate::worker::{PresenceExecutor, WorkerExecutor};
 
 /// The file in the data directory that holds the platform token (mode 0600).
 pub const TOKEN_FILE: &str = "token";
@@ -299,6 +299,8 @@ impl Platform {
             .with(OrchestrationExecutor::new(state.clone(), options.registry.clone()));
         if role == NodeRole::Combined {
             runner = runner.with(WorkerExecutor::new(runtime, options.registry.clone()));
+        } else {
+            runner = runner.with(PresenceExecutor::new());
         }
         let join_token = join.as_ref().map(|j| j.token.to_string());
         let mut ctx = ApiContext::new(state, options.registry, node.clone(), &token);

@@ -111,6 +111,10 @@ pub enum Role {
     Worker,
 }
 
+fn runs_apps_default() -> bool {
+    true
+}
+
 /// One sample of a node's history.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct NodeSample {
@@ -142,6 +146,9 @@ pub struct NodeRecord {
     /// Whether new deployments may be placed on it.
     #[serde(default)]
     pub drained: bool,
+    /// Whether it runs apps at all (an orchestrator-only node does not).
+    #[serde(default = "runs_apps_default")]
+    pub runs_apps: bool,
     /// The deployments it runs, as it last reported.
     #[serde(default)]
     pub deployments: Vec<DeploymentId>,
@@ -506,6 +513,7 @@ impl State {
             last_heartbeat: None,
             rollover_priority: next_priority,
             drained: false,
+            runs_apps: report.runs_apps,
             deployments: Vec::new(),
             stats: NodeStats::default(),
             history: VecDeque::new(),
@@ -516,6 +524,7 @@ impl State {
         node.name = report.name.clone();
         node.address = report.address.clone();
         node.role = role;
+        node.runs_apps = report.runs_apps;
         node.up = true;
         node.last_heartbeat = Some(now);
         node.deployments = report.deployments.iter().map(|d| d.deployment.clone()).collect();

@@ -729,10 +729,63 @@ async fn report_loop(shared: Shared) {
             stats: sampler.sample(),
             deployments,
             at: taken,
+            runs_apps: true,
         };
         if let Err(e) = shared.node.publish(&Channel::Sysinfo, Body::Sysinfo(report)).await {
             warn!(error = %e, "could not send this node's report");
         }
+    }
+}
+
+/// Reports a node that runs no apps (an orchestrator-only node): its
+/// statistics every heartbeat, so it is listed with the others.
+#[derive(Default)]
+pub struct PresenceExecutor {
+    sampler: Option<Sampler>,
+}
+
+impl std::fmt::Debug for PresenceExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PresenceExecutor").finish_non_exhaustive()
+    }
+}
+
+impl PresenceExecutor {
+    /// A reporter.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait::async_trait]
+impl Executor for PresenceExecutor {
+    fn name(&self) -> &str {
+        "presence"
+    }
+
+    async fn setup(&mut self, _node: &mut GenericNode) -> Result<(), SetupFailure> {
+        self.sampler = Some(Sampler::new());
+        Ok(())
+    }
+
+    async fn execute(&mut self, node: &mut GenericNode) -> Result<(), ExecutionFailure> {
+        tokio::select! {
+            () = node.shutdown.cancelled() => return Ok(()),
+            () = tokio::time::sleep(node.config.heartbeat) => {}
+        }
+        let stats = self.sampler.get_or_insert_with(Sampler::new).sample();
+        let report = NodeReport {
+            node: node.id.clone(),
+            name: node.name.clone(),
+            address: node.api_address(),
+            stats,
+            deployments: Vec::new(),
+            at: chrono::Utc::now(),
+            runs_apps: false,
+        };
+        node.publish(&Channel::Sysinfo, Body::Sysinfo(report))
+            .await
+            .map_err(|e| ExecutionFailure::Transient(format!("could not report this node: {e}")))
     }
 }
 

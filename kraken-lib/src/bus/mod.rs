@@ -92,6 +92,13 @@ pub struct NodeReport {
     /// recognised as old).
     #[serde(default = "chrono::Utc::now")]
     pub at: chrono::DateTime<chrono::Utc>,
+    /// Whether the node runs apps (an orchestrator-only node does not).
+    #[serde(default = "runs_apps_default")]
+    pub runs_apps: bool,
+}
+
+fn runs_apps_default() -> bool {
+    true
 }
 
 /// A deployment as a worker sees it.
