@@ -237,7 +237,11 @@ impl OrchestrationExecutor {
             if d.as_ref().is_some_and(|d| d.status != Status::DelegatingDeployment || d.node.is_some()) {
                 let _ = self.state.update_deployment(id, |d| {
                     d.node = None;
-                    d.transition(Status::DelegatingDeployment, "waiting for a node to run it", Utc::now());
+                    d.transition(
+                        Status::DelegatingDeployment,
+                        format!("{why}waiting for a node to run it"),
+                        Utc::now(),
+                    );
                     true
                 });
             }

@@ -679,30 +679,27 @@ async fn run_cancel(shared: Shared, dep: DeploymentId) {
 
 /// Sends this node's report every heartbeat.
 async fn report_loop(shared: Shared) {
+    // Resource samples take about a second each (the engine compares two
+    // readings), so they are refreshed by a task of their own and a report
+    // never waits for them: heartbeats stay on time under load.
+    let sampler_task = tokio::spawn(stats_loop(shared.clone()));
+    let _stop_sampler = AbortOnDrop(sampler_task);
     let mut sampler = Sampler::new();
     let mut ticker = tokio::time::interval(shared.node.config.heartbeat);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let containers = shared.runtime.list_managed(Some(shared.node.id.clone())).await;
+        let containers = tokio::time::timeout(
+            Duration::from_secs(1),
+            shared.runtime.list_managed(Some(shared.node.id.clone())),
+        )
+        .await
+        .unwrap_or_else(|_| Err(crate::runtime::RuntimeError::Unavailable("listing timed out".into())));
         let taken = chrono::Utc::now();
         let snapshot: Vec<(DeploymentId, Active)> =
             shared.active().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let mut deployments = Vec::with_capacity(snapshot.len());
-        let stats = futures::future::join_all(snapshot.iter().map(|(_, a)| {
-            let runtime = shared.runtime.clone();
-            let id = a.container_id.clone();
-            async move {
-                match id {
-                    Some(id) => {
-                        tokio::time::timeout(Duration::from_secs(3), runtime.stats(&id)).await.ok()?.ok()
-                    }
-                    None => None,
-                }
-            }
-        }))
-        .await;
-        for ((dep, a), stats) in snapshot.into_iter().zip(stats) {
+        for (dep, a) in snapshot {
             let running = match (&containers, &a.container_id) {
                 (Ok(list), Some(id)) => list.iter().any(|c| &c.id == id && c.running),
                 (Err(_), _) => a.running,
@@ -710,7 +707,6 @@ async fn report_loop(shared: Shared) {
             };
             if let Some(entry) = shared.active().get_mut(&dep) {
                 entry.running = running;
-                entry.stats = stats;
             }
             deployments.push(WorkerDeployment {
                 deployment: dep,
@@ -719,7 +715,7 @@ async fn report_loop(shared: Shared) {
                 container_id: a.container_id,
                 running,
                 host_port: a.host_port,
-                stats,
+                stats: a.stats,
             });
         }
         let report = NodeReport {
@@ -786,6 +782,47 @@ impl Executor for PresenceExecutor {
         node.publish(&Channel::Sysinfo, Body::Sysinfo(report))
             .await
             .map_err(|e| ExecutionFailure::Transient(format!("could not report this node: {e}")))
+    }
+}
+
+/// Refreshes the resource samples of this node's containers every heartbeat.
+async fn stats_loop(shared: Shared) {
+    let mut ticker = tokio::time::interval(shared.node.config.heartbeat);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let containers: Vec<(DeploymentId, String)> = shared
+            .active()
+            .iter()
+            .filter_map(|(k, v)| v.container_id.clone().map(|c| (k.clone(), c)))
+            .collect();
+        let samples =
+            futures::future::join_all(
+                containers.iter().map(|(_, id)| {
+                    let runtime = shared.runtime.clone();
+                    let id = id.clone();
+                    async move {
+                        tokio::time::timeout(Duration::from_secs(5), runtime.stats(&id)).await.ok()?.ok()
+                    }
+                }),
+            )
+            .await;
+        let mut active = shared.active();
+        for ((dep, container), sample) in containers.into_iter().zip(samples) {
+            if let Some(entry) =
+                active.get_mut(&dep).filter(|e| e.container_id.as_deref() == Some(container.as_str()))
+            {
+                entry.stats = sample;
+            }
+        }
+    }
+}
+
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
