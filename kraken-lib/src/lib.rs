@@ -26,7 +26,31 @@
 //! - [`worker`]: the worker executor: build, run, re-adopt, report.
 //! - [`discovery`]: find an orchestrator on the LAN: `--join`, mDNS, or a subnet scan.
 //! - [`api`]: the HTTP API (axum) under `/api/v1`, with its OpenAPI document.
-//! - [`platform`]: one entry point that starts a combined node and its API.
+//! - [`rollover`]: the primary candidate's replica, takeover and fencing.
+//! - [`platform`]: one entry point that starts an agent (combined, orchestrator-only
+//!   or worker-only) with its bus and its API.
+//!
+//! ## Example
+//!
+//! A whole platform on one machine (needs a Docker engine):
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use kraken_lib::builder::{BaseImages, BuilderRegistry};
+//! use kraken_lib::node::NodeConfig;
+//! use kraken_lib::platform::{Platform, PlatformOptions};
+//! use kraken_lib::runtime::DockerRuntime;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = NodeConfig::new("/var/lib/kraken", "0.0.0.0:8000".parse()?);
+//! let registry = BuilderRegistry::with_builtins(BaseImages::defaults());
+//! let runtime = Arc::new(DockerRuntime::connect().await?);
+//! let platform = Platform::start(PlatformOptions::combined(config, registry), runtime).await?;
+//! println!("token: {}", platform.token());
+//! platform.run(async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod api;
 pub mod builder;
