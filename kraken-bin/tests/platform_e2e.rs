@@ -271,10 +271,17 @@ fn a_restart_keeps_deployments_and_their_containers() {
     let containers: Vec<Vec<String>> = ids.iter().map(|id| containers_of(id)).collect();
     assert!(containers.iter().all(|c| c.len() == 1), "{containers:?}");
 
+    let late_repo = AppRepo::new("python-hello");
+    let mut late = None;
     for (round, how) in ["SIGTERM", "SIGKILL"].iter().enumerate() {
         if *how == "SIGTERM" {
             agent.stop();
         } else {
+            // A request acknowledged just before a crash is not lost.
+            let (status, created) =
+                call(port, "POST", "/api/v1/deployments", Some(json!({"url": late_repo.url()})), Some(TOKEN));
+            assert_eq!(status, 202);
+            late = created["id"].as_str().map(String::from);
             agent.kill9();
         }
         // The apps keep serving while the agent is away.
@@ -305,6 +312,11 @@ fn a_restart_keeps_deployments_and_their_containers() {
         // Hand the data directory to the next round.
         std::mem::forget(std::mem::replace(&mut agent, restarted));
     }
+    let late = late.expect("the late request's id");
+    let d = wait_status(&agent, &late, "Running", DEPLOY);
+    assert_eq!(d["status_history"][0]["status"], "DeploymentRequested");
+    http_body(d["address"].as_str().expect("address"), Duration::from_secs(20));
+    ids.push(late);
     for id in &ids {
         let out = agent.cli(&["rm", id, "--wait"]);
         assert!(out.status.success(), "{}", text(&out));
