@@ -1,0 +1,45 @@
+//! Run with: `cargo run -p kraken-examples --example orchestrator_node -- AMQP_URL [DATA_DIR] [LISTEN]`
+//!
+//! An orchestrator-only node built from the library: it runs no apps, keeps
+//! the platform's state, serves the API and the web interface on `LISTEN`
+//! (default `0.0.0.0:8000`) and lets workers join through the RabbitMQ broker
+//! at `AMQP_URL`. It prints the join token workers need.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use kraken_lib::builder::{BaseImages, BuilderRegistry};
+use kraken_lib::node::NodeConfig;
+use kraken_lib::platform::{NodeRole, Platform, PlatformOptions};
+use kraken_lib::runtime::DockerRuntime;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt().with_env_filter("info").init();
+    let mut args = std::env::args().skip(1);
+    let amqp_url = args.next().context("usage: orchestrator_node AMQP_URL [DATA_DIR] [LISTEN]")?;
+    let data_dir = args.next().unwrap_or_else(|| "kraken-orchestrator".to_string());
+    let listen = args.next().unwrap_or_else(|| "0.0.0.0:8000".to_string()).parse().context("LISTEN: host:port")?;
+
+    // The runtime is only used to start a broker when none is given; the URL is given here.
+    let runtime = DockerRuntime::connect().await.context("a Docker engine is needed")?;
+    let registry = BuilderRegistry::with_builtins(BaseImages::defaults());
+    let platform = Platform::start(
+        PlatformOptions {
+            role: NodeRole::Orchestrator,
+            amqp_url: Some(amqp_url),
+            ui: Some(kraken_ui::router()),
+            ..PlatformOptions::combined(NodeConfig::new(data_dir, listen), registry)
+        },
+        Arc::new(runtime),
+    )
+    .await?;
+    println!("orchestrator at {} — token {}", platform.api_address(), platform.token());
+    println!("workers join with --join-token {}", platform.join_token().unwrap_or_default());
+    platform
+        .run(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}
