@@ -19,7 +19,8 @@ async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let amqp_url = args.next().context("usage: orchestrator_node AMQP_URL [DATA_DIR] [LISTEN]")?;
     let data_dir = args.next().unwrap_or_else(|| "kraken-orchestrator".to_string());
-    let listen = args.next().unwrap_or_else(|| "0.0.0.0:8000".to_string()).parse().context("LISTEN: host:port")?;
+    let listen =
+        args.next().unwrap_or_else(|| "0.0.0.0:8000".to_string()).parse().context("LISTEN: host:port")?;
 
     // The runtime is only used to start a broker when none is given; the URL is given here.
     let runtime = DockerRuntime::connect().await.context("a Docker engine is needed")?;

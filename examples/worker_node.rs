@@ -22,7 +22,8 @@ async fn main() -> anyhow::Result<()> {
     let orchestrator = args.next().context(usage)?;
     let join_token = args.next().context(usage)?;
     let data_dir = args.next().unwrap_or_else(|| "kraken-worker".to_string());
-    let listen = args.next().unwrap_or_else(|| "0.0.0.0:8000".to_string()).parse().context("LISTEN: host:port")?;
+    let listen =
+        args.next().unwrap_or_else(|| "0.0.0.0:8000".to_string()).parse().context("LISTEN: host:port")?;
 
     let images = match std::env::var("KRAKEN_BASE_IMAGE") {
         Ok(image) => BaseImages::uniform(&image),
@@ -34,12 +35,19 @@ async fn main() -> anyhow::Result<()> {
             role: NodeRole::Worker { orchestrator },
             join_token: Some(join_token),
             ui: Some(kraken_ui::router()),
-            ..PlatformOptions::combined(NodeConfig::new(data_dir, listen), BuilderRegistry::with_builtins(images))
+            ..PlatformOptions::combined(
+                NodeConfig::new(data_dir, listen),
+                BuilderRegistry::with_builtins(images),
+            )
         },
         Arc::new(runtime),
     )
     .await?;
-    println!("worker {} joined the platform at {}", platform.node_id(), platform.orchestrator().unwrap_or_default());
+    println!(
+        "worker {} joined the platform at {}",
+        platform.node_id(),
+        platform.orchestrator().unwrap_or_default()
+    );
     platform
         .run(async {
             let _ = tokio::signal::ctrl_c().await;

@@ -289,3 +289,89 @@ fn losing_the_candidate_then_the_orchestrator_is_survived() {
     assert!(statuses(&d).len() > 5, "history kept: {d:#}");
     assert!(nodes_at(survivor).iter().any(|n| n["id"] == o_id.as_str() && n["up"] == false));
 }
+
+#[test]
+fn a_broker_lost_with_the_orchestrator_is_started_again_by_the_new_one() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let image =
+        std::env::var("KRAKEN_TEST_BROKER_IMAGE").unwrap_or_else(|_| "kraken-test-rabbitmq:bookworm".into());
+    let _ = std::process::Command::new("docker").args(["rm", "-f", "kraken-broker"]).output();
+    let dir = tempfile::Builder::new().prefix("kraken-rescue-").tempdir().expect("tempdir");
+    let broker_port = free_port().to_string();
+    let args = [
+        "--start-broker",
+        "--broker-image",
+        &image,
+        "--broker-port",
+        &broker_port,
+        "--join-token",
+        JOIN_TOKEN,
+        "--node-grace",
+        GRACE,
+    ]
+    .map(String::from);
+    let mut o = Agent::spawn("up", &dir.path().join("o"), "127.0.0.1", free_port(), &args)
+        .expect("orchestrator with its broker");
+    let w1 = worker(&dir.path().join("w1"), "127.0.0.2", &o.server());
+    let w2 = worker(&dir.path().join("w2"), "127.0.0.3", &o.server());
+    wait_until("three nodes up", Duration::from_secs(60), || {
+        (nodes_at(&o).iter().filter(|n| n["up"] == true).count() == 3).then_some(())
+    });
+    let o_id = o.node_id();
+    assert_eq!(post(&o, &format!("/api/v1/nodes/{o_id}/drain"), None).0, 202);
+    let repo = AppRepo::new("node-hello");
+    let (status, v) = post(&o, "/api/v1/deployments", Some(json!({"url": repo.url(), "branch": "main"})));
+    assert_eq!(status, 202);
+    let id = v["id"].as_str().expect("id").to_string();
+    let before = wait_status(&o, &id, "Running", DEPLOY);
+    let container = containers_of(&id);
+    let candidate = wait_until("a candidate with the replica", Duration::from_secs(30), || {
+        [&w1, &w2].into_iter().find(|w| {
+            let p = ping(w);
+            p["rollover_priority"] == 1 && p["replica_ready"] == true
+        })
+    });
+    let other = if candidate.node_id() == w1.node_id() { &w2 } else { &w1 };
+
+    // The orchestrator's machine dies, and the broker with it.
+    let t0 = Instant::now();
+    o.kill9();
+    o.remove_containers();
+    let _ = std::process::Command::new("docker").args(["rm", "-f", "kraken-broker"]).output();
+
+    wait_until("the candidate to lead", Duration::from_secs(120), || {
+        (ping(candidate)["role"] == "orchestrator").then_some(())
+    });
+    wait_until("the other worker to follow", Duration::from_secs(60), || {
+        (ping(other)["orchestrator"] == candidate.server().as_str()).then_some(())
+    });
+    wait_until("both workers reporting through the new broker", Duration::from_secs(60), || {
+        let up = nodes_at(candidate).iter().filter(|n| n["up"] == true && n["id"] != o_id.as_str()).count();
+        (up == 2).then_some(())
+    });
+    eprintln!(
+        "MEASURED broker rescue: both workers reporting through a new broker {:.1} s after the machine died",
+        t0.elapsed().as_secs_f64()
+    );
+    let broker_host = docker_lines(&[
+        "inspect",
+        "-f",
+        "{{range $p, $b := .NetworkSettings.Ports}}{{range $b}}{{.HostIp}}{{end}}{{end}}",
+        "kraken-broker",
+    ]);
+    assert_eq!(broker_host.join(""), candidate.ip, "the broker now runs on the new orchestrator's machine");
+    let d = deployment_at(candidate, &id);
+    assert_eq!(d["status"], "Running");
+    assert_eq!(containers_of(&id), container, "the same container");
+    assert!(statuses(&d).len() >= statuses(&before).len());
+    http_body(d["address"].as_str().expect("address"), Duration::from_secs(10));
+    let fresh = AppRepo::new("static-site");
+    let (status, v) =
+        post(candidate, "/api/v1/deployments", Some(json!({"url": fresh.url(), "branch": "main"})));
+    assert_eq!(status, 202);
+    let fresh_id = v["id"].as_str().expect("id").to_string();
+    wait_until("a new deployment through the new broker", DEPLOY, || {
+        (deployment_at(candidate, &fresh_id)["status"] == "Running").then_some(())
+    });
+    let _ = std::process::Command::new("docker").args(["rm", "-f", "kraken-broker"]).output();
+}

@@ -324,6 +324,20 @@ pub struct Snapshot {
     pub deployments: Vec<crate::deployment::Deployment>,
     /// Every node.
     pub nodes: Vec<crate::state::NodeRecord>,
+    /// The broker the platform started itself, if it did: image, port, user
+    /// and password, so a new orchestrator can start it again.
+    #[serde(default)]
+    pub broker: Option<(String, u16, String, String)>,
+}
+
+fn broker_info(state: &State) -> Option<(String, u16, String, String)> {
+    let get = |k: &str| state.meta(k).ok().flatten();
+    Some((
+        get("broker_image")?,
+        get("broker_port")?.parse().ok()?,
+        get("broker_user")?,
+        get("broker_password")?,
+    ))
 }
 
 /// Streams the state to a rollover candidate: a `snapshot` event, then a
@@ -356,6 +370,7 @@ async fn replica(AxumState(ctx): AxumState<ApiContext>, headers: HeaderMap) -> A
         join_token: info.token.to_string(),
         deployments: ctx.state.deployments(),
         nodes: ctx.state.nodes(),
+        broker: broker_info(&ctx.state),
     };
     let state = ctx.state.clone();
     tokio::spawn(async move {

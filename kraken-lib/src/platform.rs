@@ -233,8 +233,8 @@ impl Platform {
         }
         if let NodeRole::Worker { orchestrator } = &role {
             let answer = join_platform(orchestrator, &identity, &config, join_token.as_deref()).await?;
-            let bus: Arc<dyn Bus> =
-                Arc::new(AmqpBus::connect(&answer.amqp_url, AmqpOptions::default()).await?);
+            let amqp = AmqpBus::connect(&answer.amqp_url, AmqpOptions::default()).await?;
+            let bus: Arc<dyn Bus> = Arc::new(amqp.clone());
             let node = GenericNode::new(identity, config, bus);
             node.set_epoch(answer.epoch);
             node.set_orchestrator(Some(answer.orchestrator_address.clone()));
@@ -244,6 +244,8 @@ impl Platform {
                 registry: options.registry.clone(),
                 switch: switch.clone(),
                 ui: options.ui.clone(),
+                amqp: Some(amqp.clone()),
+                runtime: runtime.clone(),
                 join: JoinInfo {
                     token: Arc::from(join_token.clone().unwrap_or_default().as_str()),
                     amqp_url: Arc::from(answer.amqp_url.as_str()),
@@ -370,7 +372,7 @@ impl Platform {
 }
 
 /// Asks the orchestrator at `address` to let this node join.
-async fn join_platform(
+pub(crate) async fn join_platform(
     address: &str,
     identity: &NodeIdentity,
     config: &NodeConfig,
@@ -455,7 +457,7 @@ pub const BROKER_CONTAINER: &str = "kraken-broker";
 /// Starts (or finds running) the platform's RabbitMQ container with
 /// credentials made for this platform and kept in its state. Returns the URL
 /// for this machine and the URL for the others.
-async fn start_broker(
+pub(crate) async fn start_broker(
     state: &State,
     runtime: &dyn Runtime,
     image: &str,
@@ -503,10 +505,16 @@ async fn start_broker(
                 PlatformError::Broker(format!("could not start the broker container from image {image}: {e}"))
             })?;
             runtime.keep_restarting(&id).await.map_err(|e| PlatformError::Broker(e.to_string()))?;
+            state.set_meta("broker_image", image)?;
+            state.set_meta("broker_port", &port.to_string())?;
             tracing::info!(container = %id, %image, port, "started the platform's broker");
         }
     }
-    let local = crate::bus::amqp::broker_url("127.0.0.1", port, &user, &password);
+    let local_host = match config.publish_ip.parse::<std::net::IpAddr>() {
+        Ok(ip) if !ip.is_unspecified() => ip.to_string(),
+        _ => "127.0.0.1".to_string(),
+    };
+    let local = crate::bus::amqp::broker_url(&local_host, port, &user, &password);
     let advertised = crate::bus::amqp::broker_url(&config.advertise_host, port, &user, &password);
     Ok((local, advertised))
 }

@@ -93,6 +93,10 @@ pub struct TakeoverKit {
     pub ui: Option<Router>,
     /// The join token and broker URL (the new orchestrator lets nodes join too).
     pub join: JoinInfo,
+    /// The node's broker connection, to point it at a broker that moved.
+    pub amqp: Option<crate::bus::amqp::AmqpBus>,
+    /// The container engine (a new orchestrator may have to start the broker again).
+    pub runtime: Arc<dyn crate::runtime::Runtime>,
 }
 
 impl std::fmt::Debug for TakeoverKit {
@@ -226,6 +230,7 @@ impl RolloverExecutor {
             })
             .map_err(persist)?;
         state.set_meta("orchestrator_id", &node.id).map_err(persist)?;
+        self.rescue_broker(node, &state).await;
         let mut leader = OrchestrationExecutor::new(state.clone(), self.kit.registry.clone());
         leader
             .setup(node)
@@ -255,6 +260,68 @@ impl RolloverExecutor {
         info!(epoch, %address, previous = ?old, "took over as the platform's orchestrator");
         self.leader = Some(leader);
         Ok(())
+    }
+}
+
+impl RolloverExecutor {
+    /// When the broker went away with the old orchestrator's machine and the
+    /// platform had started it itself, starts it again here (same credentials)
+    /// and points this node's bus and the join answers at it.
+    async fn rescue_broker(&mut self, node: &GenericNode, state: &State) {
+        let Some(amqp) = self.kit.amqp.clone() else { return };
+        if amqp.is_connected() {
+            return;
+        }
+        let get = |k: &str| state.meta(k).ok().flatten();
+        let (Some(image), Some(port)) =
+            (get("broker_image"), get("broker_port").and_then(|p| p.parse::<u16>().ok()))
+        else {
+            warn!(
+                "the broker is unreachable and was not started by the platform; waiting for it to come back"
+            );
+            return;
+        };
+        match crate::platform::start_broker(
+            state,
+            self.kit.runtime.as_ref(),
+            &image,
+            port,
+            &node.id,
+            &node.config,
+        )
+        .await
+        {
+            Ok((local, advertised)) => {
+                if let Err(e) = amqp.redirect(&local).await {
+                    warn!(error = %e, "could not switch to the new broker");
+                    return;
+                }
+                self.kit.join.amqp_url = Arc::from(advertised.as_str());
+                let deadline = Instant::now() + Duration::from_secs(90);
+                while !amqp.is_connected() && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                info!(connected = amqp.is_connected(), "started the platform's broker on this machine");
+            }
+            Err(e) => warn!(error = %e, "could not start the platform's broker here"),
+        }
+    }
+
+    /// Joins the new orchestrator again, so a broker that moved is followed.
+    async fn rejoin(&mut self, node: &GenericNode, orchestrator: &str) {
+        let Some(amqp) = self.kit.amqp.clone() else { return };
+        let identity = crate::node::NodeIdentity { id: node.id.clone(), name: node.name.clone() };
+        let token = self.kit.join.token.to_string();
+        match crate::platform::join_platform(orchestrator, &identity, &node.config, Some(&token)).await {
+            Ok(answer) if *answer.amqp_url != *self.kit.join.amqp_url => {
+                info!("the platform's broker moved; following it");
+                if amqp.redirect(&answer.amqp_url).await.is_ok() {
+                    self.kit.join.amqp_url = Arc::from(answer.amqp_url.as_str());
+                }
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "could not join the new orchestrator"),
+        }
     }
 }
 
@@ -310,6 +377,16 @@ fn apply_event(node: &GenericNode, state: &State, event: &str) {
             state.set_meta("join_token", &s.join_token).map_err(|e| e.to_string())?;
             state.set_meta("epoch", &s.epoch.to_string()).map_err(|e| e.to_string())?;
             state.set_meta("orchestrator_id", &s.orchestrator_id).map_err(|e| e.to_string())?;
+            if let Some((image, port, user, password)) = &s.broker {
+                for (k, v) in [
+                    ("broker_image", image.clone()),
+                    ("broker_port", port.to_string()),
+                    ("broker_user", user.clone()),
+                    ("broker_password", password.clone()),
+                ] {
+                    state.set_meta(k, &v).map_err(|e| e.to_string())?;
+                }
+            }
             node.set_replica_ready(true);
             info!(deployments = s.deployments.len(), nodes = s.nodes.len(), "replica in sync");
             Ok(())
@@ -373,7 +450,8 @@ impl Executor for RolloverExecutor {
                 if let Some((address, epoch)) = search.await {
                     info!(%address, epoch, "following the new orchestrator");
                     node.set_epoch(epoch);
-                    node.set_orchestrator(Some(address));
+                    node.set_orchestrator(Some(address.clone()));
+                    self.rejoin(node, &address).await;
                     self.last_ok = Instant::now();
                 }
             }

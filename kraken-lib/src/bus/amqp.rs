@@ -217,9 +217,10 @@ async fn declare(channel: &lapin::Channel, spec: &QueueSpec) -> Result<(), lapin
 
 /// What the bus handles and its background tasks share.
 struct Shared {
-    uri: AMQPUri,
+    /// Where to connect; replaced by `AmqpBus::redirect`.
+    uri: std::sync::RwLock<AMQPUri>,
     /// The URL without credentials, for messages.
-    shown: String,
+    shown: std::sync::RwLock<String>,
     options: AmqpOptions,
     /// The current connection; `None` while reconnecting.
     link: watch::Sender<Option<Arc<Link>>>,
@@ -228,6 +229,15 @@ struct Shared {
 }
 
 impl Shared {
+    /// The broker as messages show it (no credentials).
+    fn shown(&self) -> String {
+        self.shown.read().map(|s| s.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    fn uri(&self) -> AMQPUri {
+        self.uri.read().map(|u| u.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    }
+
     /// Waits for a connection that is up; `None` once the bus is closed.
     async fn wait_link(&self) -> Option<Arc<Link>> {
         let mut rx = self.link.subscribe();
@@ -248,13 +258,13 @@ impl Shared {
     }
 
     fn unavailable(&self, what: &str, error: &dyn fmt::Display) -> BusError {
-        let mut text = format!("{what} (RabbitMQ at {}): {error}", self.shown);
+        let mut text = format!("{what} (RabbitMQ at {}): {error}", self.shown());
         if text.contains("ACCESS_REFUSED") || text.contains("ACCESS-REFUSED") {
             text.push_str("; check the user and password in the broker URL");
         } else if text.contains("IO error") {
             text.push_str("; is the broker running and reachable from here?");
         }
-        let password = &self.uri.authority.userinfo.password;
+        let password = self.uri().authority.userinfo.password;
         if !password.is_empty() {
             text = text.replace(password.as_str(), "***");
         }
@@ -281,7 +291,7 @@ pub struct AmqpBus {
 
 impl fmt::Debug for AmqpBus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AmqpBus").field("broker", &self.inner.shared.shown).finish_non_exhaustive()
+        f.debug_struct("AmqpBus").field("broker", &self.inner.shared.shown()).finish_non_exhaustive()
     }
 }
 
@@ -305,14 +315,50 @@ impl AmqpBus {
             format!("{}:{} (vhost {:?}, user {:?})", auth.host, auth.port, uri.vhost, auth.userinfo.username);
         let (link, _) = watch::channel(None);
         let stop = CancellationToken::new();
-        let shared = Arc::new(Shared { uri, shown, options, link, stop: stop.clone() });
+        let shared = Arc::new(Shared {
+            uri: std::sync::RwLock::new(uri),
+            shown: std::sync::RwLock::new(shown),
+            options,
+            link,
+            stop: stop.clone(),
+        });
         let failures = Arc::new(Notify::new());
         let connection =
             open(&shared, &failures).await.map_err(|e| shared.unavailable("could not connect", &e))?;
-        info!(broker = %shared.shown, "connected to RabbitMQ");
+        info!(broker = %shared.shown(), "connected to RabbitMQ");
         shared.link.send_replace(Some(Arc::new(Link::new(0, connection))));
         tokio::spawn(supervise(shared.clone(), failures.clone()));
         Ok(AmqpBus { inner: Arc::new(Inner { shared, failures, _stop: stop.drop_guard() }) })
+    }
+
+    /// Points the bus at another broker (the platform's broker moved): the
+    /// current connection is closed and every consumer resumes on the new one.
+    ///
+    /// # Errors
+    /// [`BusError::Unavailable`] when `url` is not an AMQP URL.
+    pub async fn redirect(&self, url: &str) -> Result<(), BusError> {
+        let uri: AMQPUri = url.parse().map_err(|e: String| {
+            BusError::Unavailable(format!("`{}` is not an AMQP URL: {e}", redact(url)))
+        })?;
+        let shared = &self.inner.shared;
+        let auth = &uri.authority;
+        let shown =
+            format!("{}:{} (vhost {:?}, user {:?})", auth.host, auth.port, uri.vhost, auth.userinfo.username);
+        match shared.uri.write() {
+            Ok(mut u) => *u = uri,
+            Err(p) => *p.into_inner() = uri,
+        }
+        match shared.shown.write() {
+            Ok(mut s) => *s = shown.clone(),
+            Err(p) => *p.into_inner() = shown.clone(),
+        }
+        info!(broker = %shown, "switching to another broker");
+        let current = shared.link.borrow().clone();
+        if let Some(link) = current {
+            let _ = link.connection.close(200, "the platform's broker moved").await;
+        }
+        self.inner.failures.notify_one();
+        Ok(())
     }
 
     /// Whether the bus is connected to its broker right now.
@@ -336,7 +382,7 @@ async fn open(shared: &Shared, failures: &Arc<Notify>) -> Result<Connection, lap
         .with_connection_name(shared.options.connection_name.clone().into())
         .with_executor(tokio_executor_trait::Tokio::default().with_handle(runtime))
         .with_reactor(tokio_reactor_trait::Tokio);
-    let connecting = Connection::connect_uri(shared.uri.clone(), properties);
+    let connecting = Connection::connect_uri(shared.uri(), properties);
     let connection = tokio::time::timeout(CONNECT_TIMEOUT, connecting).await.map_err(|_| {
         lapin::Error::IOError(Arc::new(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
@@ -371,7 +417,7 @@ async fn supervise(shared: Arc<Shared>, failures: Arc<Notify>) {
                     break;
                 }
             }
-            warn!(broker = %shared.shown, "lost the RabbitMQ connection; reconnecting");
+            warn!(broker = %shared.shown(), "lost the RabbitMQ connection; reconnecting");
             shared.link.send_replace(None);
         }
         // Reconnect with back-off.
@@ -381,7 +427,7 @@ async fn supervise(shared: Arc<Shared>, failures: Arc<Notify>) {
             match open(&shared, &failures).await {
                 Ok(connection) => break connection,
                 Err(error) => {
-                    debug!(broker = %shared.shown, %error, ?backoff, "reconnecting to RabbitMQ failed");
+                    debug!(broker = %shared.shown(), %error, ?backoff, "reconnecting to RabbitMQ failed");
                     tokio::select! {
                         _ = shared.stop.cancelled() => return,
                         _ = tokio::time::sleep(jitter(backoff)) => {}
@@ -395,7 +441,7 @@ async fn supervise(shared: Arc<Shared>, failures: Arc<Notify>) {
             return;
         }
         generation += 1;
-        info!(broker = %shared.shown, after = ?lost.elapsed(), "reconnected to RabbitMQ");
+        info!(broker = %shared.shown(), after = ?lost.elapsed(), "reconnected to RabbitMQ");
         shared.link.send_replace(Some(Arc::new(Link::new(generation, connection))));
     }
 }
@@ -431,7 +477,7 @@ impl Bus for AmqpBus {
             let link = match tokio::time::timeout_at(deadline, shared.wait_link()).await {
                 Ok(Some(link)) => link,
                 Ok(None) => {
-                    return Err(BusError::Unavailable(format!("the bus to {} was closed", shared.shown)))
+                    return Err(BusError::Unavailable(format!("the bus to {} was closed", shared.shown())))
                 }
                 Err(_) => {
                     return Err(shared.unavailable(
@@ -490,7 +536,9 @@ impl Bus for AmqpBus {
         let spec = shared.options.queue_spec(channel);
         let link = match tokio::time::timeout(shared.options.publish_timeout, shared.wait_link()).await {
             Ok(Some(link)) => link,
-            Ok(None) => return Err(BusError::Unavailable(format!("the bus to {} was closed", shared.shown))),
+            Ok(None) => {
+                return Err(BusError::Unavailable(format!("the bus to {} was closed", shared.shown())))
+            }
             Err(_) => {
                 return Err(shared
                     .unavailable(&format!("could not consume {}", spec.name), &"the broker is unreachable"))
