@@ -363,3 +363,58 @@ fn an_orchestrator_without_a_broker_starts_its_own_with_generated_credentials() 
     drop(o);
     let _ = Command::new("docker").args(["rm", "-f", "kraken-broker"]).output();
 }
+
+#[test]
+fn draining_a_node_moves_its_deployments_and_places_nothing_new_there() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let account = BrokerAccount::new();
+    let cluster = start_cluster(&account, 1, 10);
+    let o = &cluster.orchestrator;
+    let o_id = o.node_id();
+    let w_id = cluster.workers[0].node_id();
+    // Everything goes to the worker while the orchestrator's node is drained.
+    assert_eq!(call(o.port, "POST", &format!("/api/v1/nodes/{o_id}/drain"), None, Some(TOKEN)).0, 202);
+    let repo = AppRepo::new("static-site");
+    let id = deploy(o, &repo);
+    assert_eq!(wait_status(o, &id, "Running", DEPLOY)["node"], w_id.as_str());
+    // Drain the worker and let the orchestrator's node take work again: the app moves.
+    assert_eq!(call(o.port, "POST", &format!("/api/v1/nodes/{o_id}/undrain"), None, Some(TOKEN)).0, 202);
+    assert_eq!(call(o.port, "POST", &format!("/api/v1/nodes/{w_id}/drain"), None, Some(TOKEN)).0, 202);
+    let deadline = Instant::now() + DEPLOY;
+    let d = loop {
+        let d = get_json(o.port, &format!("/api/v1/deployments/{id}")).expect("deployment");
+        if d["status"] == "Running" && d["node"] == o_id.as_str() {
+            break d;
+        }
+        assert!(Instant::now() < deadline, "never moved off the drained node: {d:#}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        d["status_history"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["message"].as_str().unwrap_or("").contains("drained")),
+        "the history says why it moved: {d:#}"
+    );
+    http_body(d["address"].as_str().expect("address"), Duration::from_secs(20));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while containers_of(&id).len() != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the drained node's container was not removed: {:?}",
+            containers_of(&id)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let nodes = get_json(o.port, "/api/v1/nodes").expect("nodes");
+    assert!(nodes.as_array().into_iter().flatten().any(|n| n["id"] == w_id.as_str() && n["drained"] == true));
+    // Nothing new lands on the drained node.
+    let second = AppRepo::new("node-hello");
+    let id2 = deploy(o, &second);
+    assert_eq!(wait_status(o, &id2, "Running", DEPLOY)["node"], o_id.as_str());
+    for id in [&id, &id2] {
+        call(o.port, "DELETE", &format!("/api/v1/deployments/{id}"), None, Some(TOKEN));
+        wait_status(o, id, "Destroyed", DEPLOY);
+    }
+}
