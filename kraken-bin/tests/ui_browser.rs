@@ -357,3 +357,40 @@ fn nodes_page_shows_this_node_with_live_numbers() {
         ui.screenshots("platform").await;
     }));
 }
+
+#[test]
+fn the_page_says_when_the_platform_is_lost_and_when_it_is_back() {
+    let _one_at_a_time = serial();
+    runtime().block_on(run_ui_test("connection", |ui| async move {
+        ui.open("#/").await;
+        ui.element("#orchestrator-name", SHORT).await;
+        let banner = r#"
+            const b = document.getElementById("connection-banner");
+            if (!b) return null;
+            return { state: b.dataset.state || "", hidden: b.hidden, text: b.innerText };"#;
+        ui.kill_platform().await;
+        let lost = ui
+            .wait_js(
+                "the connection-lost banner",
+                Duration::from_secs(30),
+                banner,
+                |v| v["state"] == "lost" && v["hidden"] == false,
+                |_| None,
+            )
+            .await;
+        assert!(field(&lost, "text").contains("lost"), "{lost}");
+        ui.screenshots("connection-lost").await;
+        ui.restart_platform().await;
+        let back = ui
+            .wait_js(
+                "the connection-back banner",
+                Duration::from_secs(60),
+                banner,
+                |v| v["state"] == "restored",
+                |_| None,
+            )
+            .await;
+        assert!(field(&back, "text").contains("back"), "{back}");
+        ui.screenshots("connection-back").await;
+    }));
+}

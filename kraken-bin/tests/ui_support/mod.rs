@@ -138,22 +138,8 @@ impl Platform {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
         let token = format!("ui-test-token-{}-{port}", std::process::id());
-        let base_image = env_or("KRAKEN_TEST_BASE_IMAGE", "kraken-test-base:bookworm");
         let log = work.path().join("kraken.log");
-        let out = std::fs::File::create(&log).expect("create the kraken log file");
-        let err = out.try_clone().expect("clone the log file handle");
-        let binary = env!("CARGO_BIN_EXE_kraken");
-        let child = Command::new(binary)
-            .args(["up", "--no-discovery", "--listen", &listen, "--data-dir"])
-            .arg(data_dir.path())
-            .args(["--token", &token, "--base-image", &base_image])
-            .env("RUST_LOG", env_or("RUST_LOG", "info"))
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .process_group(0)
-            .spawn()
-            .unwrap_or_else(|e| panic!("could not start {binary} up: {e}"));
+        let child = spawn_agent(&listen, data_dir.path(), &token, &log);
         let mut platform = Platform {
             child,
             base: format!("http://{listen}"),
@@ -200,10 +186,42 @@ impl Platform {
         }
     }
 
+    /// Kills the agent (as a crash would); its apps and data stay.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the agent again on the same address with the same data.
+    pub async fn restart(&mut self) {
+        let listen = self.base.trim_start_matches("http://").to_string();
+        self.child = spawn_agent(&listen, self._data_dir.path(), &self.token, &self.log);
+        self.wait_for_ping(Duration::from_secs(60)).await;
+    }
+
     /// The last lines the agent printed (for failure messages).
     pub fn log_tail(&self) -> String {
         tail(&self.log, 80)
     }
+}
+
+fn spawn_agent(listen: &str, data_dir: &Path, token: &str, log: &Path) -> Child {
+    let base_image = env_or("KRAKEN_TEST_BASE_IMAGE", "kraken-test-base:bookworm");
+    let out =
+        std::fs::OpenOptions::new().create(true).append(true).open(log).expect("open the kraken log file");
+    let err = out.try_clone().expect("clone the log file handle");
+    let binary = env!("CARGO_BIN_EXE_kraken");
+    Command::new(binary)
+        .args(["up", "--no-discovery", "--listen", listen, "--data-dir"])
+        .arg(data_dir)
+        .args(["--token", token, "--base-image", &base_image])
+        .env("RUST_LOG", env_or("RUST_LOG", "info"))
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0)
+        .spawn()
+        .unwrap_or_else(|e| panic!("could not start {binary} up: {e}"))
 }
 
 impl Drop for Platform {
@@ -349,9 +367,20 @@ pub struct Ui {
     /// The platform's node id.
     pub node_id: String,
     test: String,
+    platform: std::sync::Arc<tokio::sync::Mutex<Platform>>,
 }
 
 impl Ui {
+    /// Kills the platform's agent, as a crash would.
+    pub async fn kill_platform(&self) {
+        self.platform.lock().await.kill();
+    }
+
+    /// Starts the platform's agent again (same address, same data).
+    pub async fn restart_platform(&self) {
+        self.platform.lock().await.restart().await;
+    }
+
     /// Opens a page of the interface by its hash route (`"#/nodes"`).
     pub async fn open(&self, route: &str) {
         self.client.goto(&format!("{}/{route}", self.base)).await.expect("open the page");
@@ -437,14 +466,15 @@ where
         token: platform.token.clone(),
         node_id: platform.node_id.clone(),
         test: test.to_string(),
+        platform: std::sync::Arc::new(tokio::sync::Mutex::new(platform)),
     };
     let outcome = AssertUnwindSafe(body(ui.clone())).catch_unwind().await;
     if outcome.is_err() {
         ui.screenshot("failure").await;
-        eprintln!("--- last lines of `kraken up` ---\n{}", platform.log_tail());
+        eprintln!("--- last lines of `kraken up` ---\n{}", ui.platform.lock().await.log_tail());
     }
     browser.close().await;
-    drop(platform);
+    drop(ui);
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
     }
