@@ -28,7 +28,8 @@ if [ "${#need[@]}" -gt 0 ]; then
   log "installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  # With the recommended packages (fonts for Chromium among them), as verified.
+  apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
 docker_ok() { timeout 10 docker info >/dev/null 2>&1; }
