@@ -44,6 +44,8 @@ pub struct NodeConfig {
     pub fetch_limits: FetchLimits,
     /// Limits on stored logs.
     pub state_limits: StateLimits,
+    /// How long a manifest's `test` command may run.
+    pub test_timeout: Duration,
 }
 
 impl NodeConfig {
@@ -64,6 +66,7 @@ impl NodeConfig {
             node_grace: Duration::from_secs(10),
             fetch_limits: FetchLimits::default(),
             state_limits: StateLimits::default(),
+            test_timeout: Duration::from_secs(600),
         }
     }
 

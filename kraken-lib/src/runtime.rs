@@ -115,6 +115,9 @@ pub enum RuntimeError {
     /// Any other engine error.
     #[error("docker: {0}")]
     Engine(String),
+    /// A command ran longer than it was allowed to.
+    #[error("{0}")]
+    TimedOut(String),
     /// A local I/O error (making the build context).
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
@@ -135,11 +138,14 @@ pub trait Runtime: Send + Sync {
     ) -> Result<String, RuntimeError>;
     /// Runs `cmd` (through `sh -c`) in a throw-away container of `image` and
     /// returns its exit code and output. Used for a manifest's `test`.
+    /// A run that outlasts `timeout` is stopped and reported as
+    /// [`RuntimeError::TimedOut`]; the container is removed in every case.
     async fn run_to_completion(
         &self,
         image: &str,
         cmd: &str,
         env: &BTreeMap<String, String>,
+        timeout: std::time::Duration,
     ) -> Result<(i64, String), RuntimeError>;
     /// Creates and starts a container that the engine does not restart yet;
     /// returns its id and the published host port.
@@ -566,6 +572,7 @@ impl Runtime for DockerRuntime {
         image: &str,
         cmd: &str,
         env: &BTreeMap<String, String>,
+        timeout: std::time::Duration,
     ) -> Result<(i64, String), RuntimeError> {
         let config = bollard::container::Config {
             image: Some(image.to_string()),
@@ -575,7 +582,12 @@ impl Runtime for DockerRuntime {
             ..Default::default()
         };
         let id = self.create(None, config).await?;
-        let result = self.start_and_collect(&id).await;
+        let result = match tokio::time::timeout(timeout, self.start_and_collect(&id)).await {
+            Ok(result) => result,
+            Err(_) => {
+                Err(RuntimeError::TimedOut(format!("`{cmd}` did not finish within {} s", timeout.as_secs())))
+            }
+        };
         let removed = self.force_remove(&id).await;
         let result = result?;
         removed?;

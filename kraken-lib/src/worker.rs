@@ -502,13 +502,14 @@ async fn deploy(
         shared
             .report(dep, generation, Status::TestingDeployment, format!("running the test command `{test}`"))
             .await;
-        let (code, output) = match shared.runtime.run_to_completion(&tag, test, &env).await {
-            Ok(r) => r,
-            Err(e) => {
-                remove_image(tag.clone()).await;
-                return Err(Failed(format!("could not run the test command: {e}")));
-            }
-        };
+        let (code, output) =
+            match shared.runtime.run_to_completion(&tag, test, &env, shared.node.config.test_timeout).await {
+                Ok(r) => r,
+                Err(e) => {
+                    remove_image(tag.clone()).await;
+                    return Err(Failed(format!("could not run the test command: {e}")));
+                }
+            };
         for line in output.lines() {
             sink.send("build", line.to_string());
         }

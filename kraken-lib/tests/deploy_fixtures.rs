@@ -64,7 +64,10 @@ async fn deploy_fixture(name: &str, expected_body: &str, startup_line: &str) -> 
     assert!(!image.is_empty());
 
     if let Some(test) = &manifest.config.test {
-        let (code, output) = rt.run_to_completion(&tag, test, &manifest.config.env).await.expect("test runs");
+        let (code, output) = rt
+            .run_to_completion(&tag, test, &manifest.config.env, Duration::from_secs(120))
+            .await
+            .expect("test runs");
         assert_eq!(code, 0, "the manifest's test passes: {output}");
     }
 

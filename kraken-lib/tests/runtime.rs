@@ -299,22 +299,42 @@ async fn run_to_completion_returns_code_and_output() {
     let env = BTreeMap::from([("GREETING".to_string(), "hello-env".to_string())]);
 
     let (code, output) = rt
-        .run_to_completion(&base_image(), &format!("echo {run} $GREETING; echo to-stderr >&2"), &env)
+        .run_to_completion(
+            &base_image(),
+            &format!("echo {run} $GREETING; echo to-stderr >&2"),
+            &env,
+            Duration::from_secs(60),
+        )
         .await
         .unwrap();
     assert_eq!(code, 0);
     assert!(output.contains(&format!("{run} hello-env")), "{output}");
     assert!(output.contains("to-stderr"), "{output}");
 
-    let (code, output) =
-        rt.run_to_completion(&base_image(), &format!("echo failing {run}; exit 7"), &env).await.unwrap();
+    let (code, output) = rt
+        .run_to_completion(
+            &base_image(),
+            &format!("echo failing {run}; exit 7"),
+            &env,
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
     assert_eq!(code, 7);
     assert!(output.contains(&format!("failing {run}")), "{output}");
 
     assert_no_leftovers(&guard, &run, &before);
 
-    let missing = rt.run_to_completion(&format!("{run}-no-such-image"), "true", &env).await;
+    let missing =
+        rt.run_to_completion(&format!("{run}-no-such-image"), "true", &env, Duration::from_secs(60)).await;
     assert!(matches!(missing, Err(RuntimeError::NotFound(_))), "{missing:?}");
+
+    // A command that outlasts its time is stopped, reported, and leaves nothing behind.
+    let slow = rt
+        .run_to_completion(&base_image(), &format!("echo {run}; sleep 300"), &env, Duration::from_secs(2))
+        .await;
+    assert!(matches!(&slow, Err(RuntimeError::TimedOut(m)) if m.contains("2 s")), "{slow:?}");
+    assert_no_leftovers(&guard, &run, &before);
 }
 
 #[tokio::test]
