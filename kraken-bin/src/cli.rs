@@ -686,12 +686,8 @@ async fn watch_from(
     mut seen: usize,
     done: impl Fn(&str) -> bool,
 ) -> Result<ExitCode> {
-    let first = client.get(&format!("/api/v1/deployments/{id}/logs?offset=0&limit=1")).await?;
-    let mut offset = if seen > 0 {
-        first["next_offset"].as_u64().unwrap_or(0).max(latest_offset(client, id).await?)
-    } else {
-        0
-    };
+    // Following a deployment that already has a past: print only what comes next.
+    let mut offset = if seen > 0 { latest_offset(client, id).await? } else { 0 };
     let mut ticker = tokio::time::interval(Duration::from_millis(300));
     loop {
         ticker.tick().await;
@@ -758,16 +754,12 @@ async fn follow_logs(client: &Client, id: &str, offset: u64, json: bool) -> Resu
         )
         .await?;
     let mut body = response.bytes_stream();
-    let mut buffer = String::new();
+    let mut decoder = kraken_lib::api::SseDecoder::new();
     while let Some(chunk) = body.next().await {
         let chunk = chunk.context("the log stream broke off")?;
-        buffer.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = buffer.find("\n\n") {
-            let event: String = buffer.drain(..end + 2).collect();
-            for data in event.lines().filter_map(|l| l.strip_prefix("data:")) {
-                if let Ok(v) = serde_json::from_str::<Value>(data.trim()) {
-                    print_line(&v, json);
-                }
+        for message in decoder.push(&chunk) {
+            if let Ok(v) = serde_json::from_str::<Value>(&message.data) {
+                print_line(&v, json);
             }
         }
     }

@@ -236,6 +236,63 @@ pub fn router(ctx: ApiContext) -> Router {
         .with_state(ctx)
 }
 
+/// One server-sent event as a client of this API reads it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SseMessage {
+    /// The `event:` name (empty when none was given).
+    pub event: String,
+    /// The `data:` lines, joined with newlines.
+    pub data: String,
+}
+
+/// Splits a server-sent event stream into messages, chunk by chunk. Bytes are
+/// kept until a message is complete, so a character split across chunks
+/// arrives whole.
+#[derive(Debug, Default)]
+pub struct SseDecoder {
+    pending: Vec<u8>,
+}
+
+impl SseDecoder {
+    /// A decoder with nothing pending.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `chunk` and returns the messages it completed.
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<SseMessage> {
+        self.pending.extend_from_slice(chunk);
+        let mut messages = Vec::new();
+        while let Some(end) = self.pending.windows(2).position(|w| w == b"\n\n") {
+            let block: Vec<u8> = self.pending.drain(..end + 2).collect();
+            let text = String::from_utf8_lossy(&block);
+            let mut message = SseMessage::default();
+            let mut data = Vec::new();
+            for line in text.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    message.event = v.trim().to_string();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push(v.strip_prefix(' ').unwrap_or(v));
+                }
+            }
+            if !data.is_empty() {
+                message.data = data.join("\n");
+                messages.push(message);
+            }
+        }
+        messages
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
 fn same(a: &[u8], b: &[u8]) -> bool {
     // Constant time in the length of the expected token.
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -247,12 +304,7 @@ async fn require_token(
     request: Request,
     next: Next,
 ) -> Response {
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match given {
+    match bearer(&headers) {
         Some(t) if same(t.as_bytes(), ctx.token.as_bytes()) => next.run(request).await,
         Some(_) => ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -350,12 +402,7 @@ async fn replica(AxumState(ctx): AxumState<ApiContext>, headers: HeaderMap) -> A
             "this platform has one machine; there is nothing to replicate to",
         ));
     };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    if !same(given.trim().as_bytes(), info.token.as_bytes()) {
+    if !same(bearer(&headers).unwrap_or_default().as_bytes(), info.token.as_bytes()) {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "the replica stream needs the join token as `Authorization: Bearer <join token>`",
@@ -770,4 +817,28 @@ pub fn openapi_document() -> serde_json::Value {
             "/api/v1/openapi.json": { "get": { "summary": "This document", "responses": { "200": { "description": "OpenAPI 3.1" } } } }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_sent_events_are_split_whole_across_chunks() {
+        let mut decoder = SseDecoder::new();
+        let stream =
+            "event: log\ndata: {\"line\":\"héllo\"}\n\n: keep-alive\n\ndata: a\ndata: b\n\n".as_bytes();
+        // Split inside the two-byte 'é'.
+        let cut = stream.iter().position(|&b| b == 0xc3).expect("é") + 1;
+        let mut messages = decoder.push(&stream[..cut]);
+        assert!(messages.is_empty());
+        messages.extend(decoder.push(&stream[cut..]));
+        assert_eq!(
+            messages,
+            [
+                SseMessage { event: "log".into(), data: "{\"line\":\"héllo\"}".into() },
+                SseMessage { event: String::new(), data: "a\nb".into() },
+            ]
+        );
+    }
 }

@@ -98,12 +98,6 @@ impl Status {
         }
     }
 
-    /// Whether the deployment rests here until someone asks for something
-    /// (`Running`, `Errored`, `Destroyed`).
-    pub fn is_settled(self) -> bool {
-        matches!(self, Status::Running | Status::Errored | Status::Destroyed)
-    }
-
     /// Whether a worker holds the deployment's work in this status.
     pub fn is_with_worker(self) -> bool {
         matches!(

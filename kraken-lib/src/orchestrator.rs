@@ -19,7 +19,7 @@ use tracing::{debug, info, warn};
 
 use crate::builder::{AppFiles, BuilderRegistry, Detection};
 use crate::bus::{Body, Channel, DeploySpec, DeploymentReport, Subscription, WorkRequest};
-use crate::deployment::{Deployment, DeploymentId, Desired, NodeId, Status};
+use crate::deployment::{Deployment, DeploymentId, Desired, Status};
 use crate::executor::{ExecutionFailure, Executor, SetupFailure};
 use crate::node::GenericNode;
 use crate::shipwreck::{Manifest, FILE_NAME};
@@ -485,15 +485,13 @@ impl OrchestrationExecutor {
         let wanted = std::iter::once((node.id.clone(), 0))
             .chain(others.iter().enumerate().map(|(i, n)| (n.id.clone(), i as u32 + 1)));
         for (id, priority) in wanted {
-            let changed = self.state.update_node(&id, |n| {
+            let stored = self.state.update_node(&id, |n| {
                 let differs = n.rollover_priority != priority;
                 n.rollover_priority = priority;
                 differs
             });
-            if let Ok(Some(n)) = changed {
-                if n.rollover_priority == priority && priority == 1 {
-                    debug!(node = %n.id, "primary rollover candidate");
-                }
+            if let Err(e) = stored {
+                warn!(node = %id, error = %e, "could not store a rollover priority");
             }
         }
     }
@@ -502,8 +500,12 @@ impl OrchestrationExecutor {
     async fn reconcile(&mut self, node: &GenericNode) {
         self.check_nodes(node).await;
         self.reassign_priorities(node);
+        // Each node's (up, drained), read once per pass rather than per deployment.
+        let health: HashMap<String, (bool, bool)> =
+            self.state.nodes().into_iter().map(|n| (n.id, (n.up, n.drained))).collect();
         for d in self.state.deployments() {
-            let node_up = d.node.as_deref().and_then(|n| self.state.node(n)).is_some_and(|n| n.up);
+            let (node_up, node_drained) =
+                d.node.as_deref().and_then(|n| health.get(n)).copied().unwrap_or((false, false));
             match (d.desired, d.status) {
                 (Desired::Running, Status::DeploymentRequested) => {
                     self.transition(&d.id, Status::ValidatingDeploymentData, "checking the URL and branch");
@@ -545,11 +547,7 @@ impl OrchestrationExecutor {
                     }
                 }
                 (Desired::Running, Status::Running)
-                    if d.node
-                        .as_deref()
-                        .and_then(|n| self.state.node(n))
-                        .is_some_and(|n| n.up && n.drained)
-                        && self.place(d.node.as_deref()).is_some() =>
+                    if node_up && node_drained && self.place(d.node.as_deref()).is_some() =>
                 {
                     let from = d.node.clone().unwrap_or_default();
                     let name = self.state.node(&from).map(|n| n.name).unwrap_or(from.clone());
@@ -723,11 +721,6 @@ impl Executor for OrchestrationExecutor {
         }
         Ok(())
     }
-}
-
-/// The ids of nodes, for tests and callers that need them.
-pub fn node_ids(state: &State) -> Vec<NodeId> {
-    state.nodes().into_iter().map(|n| n.id).collect()
 }
 
 #[cfg(test)]

@@ -435,7 +435,8 @@ async fn fenced_by_newer(
     if nodes.iter().all(|n| n.id == identity.id) {
         return Ok(None);
     }
-    Ok(newer_orchestrator(&nodes, &identity.id, epoch).await.map(|address| (address, join_token)))
+    let known = nodes.into_iter().map(|n| (n.id, n.address)).collect();
+    Ok(newer_orchestrator(known, identity.id.clone(), epoch).await.map(|(address, _)| (address, join_token)))
 }
 
 /// Connects to the broker, waiting up to a minute for one that is starting.

@@ -31,12 +31,11 @@ use axum::extract::Request;
 use axum::response::Response;
 use axum::Router;
 use futures::StreamExt;
-use serde_json::Value;
 use tokio::task::JoinHandle;
 use tower::ServiceExt as _;
 use tracing::{info, warn};
 
-use crate::api::{self, ApiContext, JoinInfo, Snapshot};
+use crate::api::{self, ApiContext, JoinInfo, Snapshot, SseDecoder, SseMessage};
 use crate::builder::BuilderRegistry;
 use crate::bus::{Body, Channel, WorkRequest};
 use crate::deployment::{Deployment, NodeId};
@@ -176,29 +175,6 @@ impl RolloverExecutor {
     }
 
     /// Looks for an orchestrator with a newer epoch among the nodes known.
-    async fn find_new_orchestrator(
-        http: reqwest::Client,
-        known: Vec<(NodeId, String)>,
-        node: GenericNode,
-    ) -> Option<(String, u64)> {
-        let mut best: Option<(String, u64)> = None;
-        for (id, address) in &known {
-            if *id == node.id {
-                continue;
-            }
-            let Ok(response) = http.get(format!("{address}/ping")).send().await else { continue };
-            let Ok(ping) = response.json::<Value>().await else { continue };
-            let epoch = ping["epoch"].as_u64().unwrap_or(0);
-            if ping["role"] == "orchestrator"
-                && epoch > node.epoch()
-                && best.as_ref().is_none_or(|b| epoch > b.1)
-            {
-                best = Some((address.clone(), epoch));
-            }
-        }
-        best
-    }
-
     async fn take_over(&mut self, node: &mut GenericNode) -> Result<(), ExecutionFailure> {
         let Some(mut replica) = self.replica.take() else {
             return Err(ExecutionFailure::Transient("no replica to take over with".into()));
@@ -339,12 +315,10 @@ async fn follow_replica(node: GenericNode, state: State, http: reqwest::Client, 
         match response {
             Ok(r) if r.status().is_success() => {
                 let mut body = r.bytes_stream();
-                let mut buffer = String::new();
+                let mut decoder = SseDecoder::new();
                 while let Some(Ok(chunk)) = body.next().await {
-                    buffer.push_str(&String::from_utf8_lossy(&chunk));
-                    while let Some(end) = buffer.find("\n\n") {
-                        let event: String = buffer.drain(..end + 2).collect();
-                        apply_event(&node, &state, &event);
+                    for message in decoder.push(&chunk) {
+                        apply_event(&node, &state, &message);
                     }
                 }
             }
@@ -355,18 +329,10 @@ async fn follow_replica(node: GenericNode, state: State, http: reqwest::Client, 
     }
 }
 
-fn apply_event(node: &GenericNode, state: &State, event: &str) {
-    let mut name = "";
-    let mut data = String::new();
-    for line in event.lines() {
-        if let Some(v) = line.strip_prefix("event:") {
-            name = v.trim();
-        } else if let Some(v) = line.strip_prefix("data:") {
-            data.push_str(v.trim_start());
-        }
-    }
+fn apply_event(node: &GenericNode, state: &State, message: &SseMessage) {
+    let (name, data) = (message.event.as_str(), &message.data);
     let applied = match name {
-        "snapshot" => serde_json::from_str::<Snapshot>(&data).map_err(|e| e.to_string()).and_then(|s| {
+        "snapshot" => serde_json::from_str::<Snapshot>(data).map_err(|e| e.to_string()).and_then(|s| {
             for d in &s.deployments {
                 state.import_deployment(d).map_err(|e| e.to_string())?;
             }
@@ -391,10 +357,10 @@ fn apply_event(node: &GenericNode, state: &State, event: &str) {
             info!(deployments = s.deployments.len(), nodes = s.nodes.len(), "replica in sync");
             Ok(())
         }),
-        "deployment" => serde_json::from_str::<Deployment>(&data)
+        "deployment" => serde_json::from_str::<Deployment>(data)
             .map_err(|e| e.to_string())
             .and_then(|d| state.import_deployment(&d).map_err(|e| e.to_string())),
-        "node" => serde_json::from_str::<NodeRecord>(&data)
+        "node" => serde_json::from_str::<NodeRecord>(data)
             .map_err(|e| e.to_string())
             .and_then(|n| state.import_node(&n).map_err(|e| e.to_string())),
         _ => Ok(()),
@@ -446,7 +412,7 @@ impl Executor for RolloverExecutor {
                     warn!(%orchestrator, %why, "the orchestrator is gone; taking over");
                     return self.take_over(node).await;
                 }
-                let search = Self::find_new_orchestrator(self.http.clone(), self.known.clone(), node.clone());
+                let search = newer_orchestrator(self.known.clone(), node.id.clone(), node.epoch());
                 if let Some((address, epoch)) = search.await {
                     info!(%address, epoch, "following the new orchestrator");
                     node.set_epoch(epoch);
@@ -468,27 +434,23 @@ impl Executor for RolloverExecutor {
     }
 }
 
-/// Asks the nodes an orchestrator knew whether one of them now leads with a
-/// newer epoch than `epoch`; returns its address.
-pub async fn newer_orchestrator(nodes: &[NodeRecord], own_id: &str, epoch: u64) -> Option<String> {
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(1)).build().ok()?;
+/// Asks the nodes at `known` (id, API address) whether one of them is an
+/// orchestrator with a newer epoch than `epoch`; returns its address and
+/// epoch. Only an orchestrator's own answer counts: a worker's idea of who
+/// leads may be stale while a takeover is under way.
+pub async fn newer_orchestrator(
+    known: Vec<(NodeId, String)>,
+    own_id: NodeId,
+    epoch: u64,
+) -> Option<(String, u64)> {
     let mut best: Option<(String, u64)> = None;
-    for n in nodes.iter().filter(|n| n.id != own_id) {
-        let Ok(response) = http.get(format!("{}/ping", n.address)).send().await else { continue };
-        let Ok(ping) = response.json::<Value>().await else { continue };
-        let their = ping["epoch"].as_u64().unwrap_or(0);
-        let address = if ping["role"] == "orchestrator" {
-            Some(n.address.clone())
-        } else {
-            ping["orchestrator"].as_str().map(str::to_string)
-        };
-        if let Some(address) = address {
-            if their > epoch && best.as_ref().is_none_or(|b| their > b.1) {
-                best = Some((address, their));
-            }
+    for (_, address) in known.iter().filter(|(id, _)| *id != own_id) {
+        let Ok(found) = crate::discovery::probe(address, Duration::from_secs(1)).await else { continue };
+        if found.is_orchestrator() && found.epoch > epoch && best.as_ref().is_none_or(|b| found.epoch > b.1) {
+            best = Some((found.address, found.epoch));
         }
     }
-    best.map(|b| b.0)
+    best
 }
 
 #[cfg(test)]

@@ -607,7 +607,18 @@ impl State {
     /// [`StateError`] when it could not be stored.
     pub fn import_node(&self, n: &NodeRecord) -> Result<(), StateError> {
         let mut inner = self.lock();
-        self.persist_node(n)?;
+        // Reports arrive every heartbeat; only what is persisted anyway (not
+        // statistics or heartbeat times) is worth a write.
+        let durable = |r: &NodeRecord| {
+            let mut r = r.clone();
+            r.stats = NodeStats::default();
+            r.history.clear();
+            r.last_heartbeat = None;
+            r
+        };
+        if inner.nodes.get(&n.id).is_none_or(|old| durable(old) != durable(n)) {
+            self.persist_node(n)?;
+        }
         inner.nodes.insert(n.id.clone(), n.clone());
         Ok(())
     }

@@ -20,13 +20,6 @@ pub struct NodeStats {
     pub cpus: usize,
 }
 
-impl NodeStats {
-    /// Memory not in use, bytes.
-    pub fn memory_free_bytes(&self) -> u64 {
-        self.memory_total_bytes.saturating_sub(self.memory_used_bytes)
-    }
-}
-
 /// Samples the local machine. Keep one and call [`Sampler::sample`] repeatedly:
 /// CPU use is measured between two calls.
 pub struct Sampler {

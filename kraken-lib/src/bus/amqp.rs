@@ -365,11 +365,6 @@ impl AmqpBus {
     pub fn is_connected(&self) -> bool {
         self.inner.shared.link.borrow().as_ref().is_some_and(|l| l.connected())
     }
-
-    /// The queue name of `channel` on the broker.
-    pub fn queue_name(channel: &Channel) -> String {
-        channel.to_string()
-    }
 }
 
 async fn open(shared: &Shared, failures: &Arc<Notify>) -> Result<Connection, lapin::Error> {
