@@ -1,8 +1,9 @@
 //! Run with: `cargo run -p kraken-examples --example custom_builder`
 //!
 //! Teaches Kraken a language it does not ship: Ruby. A builder is one type that
-//! implements `Builder` (a name, a way to recognise the app, and a Dockerfile
-//! for it) and one `register` call. Its base image is configuration, like the
+//! implements `Builder` (a name, a way to recognise the app, and a build plan:
+//! the base image and steps with their reasons, and the Dockerfile written
+//! from them) and one `register` call. Its base image is configuration, like the
 //! built-ins' (set `KRAKEN_RUBY_IMAGE` to try another one).
 //!
 //! The example writes a small Ruby app to a temporary directory, lets the
@@ -13,8 +14,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use kraken_lib::builder::{
-    env_instructions, required_run, shell_cmd, AppFiles, BaseImages, BuildError, BuildPlan, Builder,
-    BuilderRegistry,
+    copy_instruction, env_instructions, required_run, shell_cmd, AppFiles, BaseImages, BuildError, BuildPlan,
+    Builder, BuilderRegistry, Step,
 };
 use kraken_lib::shipwreck::{self, Manifest};
 
@@ -61,14 +62,23 @@ impl Builder for RubyBuilder {
         // Install gems only when the Gemfile asks for some.
         let gems = app.includes_file("Gemfile")
             && app.read_to_string("Gemfile")?.lines().any(|l| l.trim_start().starts_with("gem "));
-        let mut dockerfile = format!("FROM {image}\nWORKDIR /app\nCOPY . /app\n");
+        let base = Step::new(image, "the image configured under `ruby`");
+        let mut plan = BuildPlan::new(self.name(), base, app.root(), String::new());
+        let mut dockerfile = format!("FROM {image}\nWORKDIR /app\n");
         if gems {
-            dockerfile
-                .push_str("RUN bundle config set --local without 'development test' && bundle install\n");
+            // The Gemfile first, so a change of source only reuses the installed gems.
+            let install = "bundle config set --local without 'development test' && bundle install";
+            let lock = app.includes_file("Gemfile.lock");
+            let files: &[&str] = if lock { &["Gemfile", "Gemfile.lock"] } else { &["Gemfile"] };
+            dockerfile.push_str(&format!("{}\nRUN {install}\n", copy_instruction(files, "./")));
+            plan.install.push(Step::new(install, "the Gemfile lists gems"));
         }
+        dockerfile.push_str("COPY . .\n");
         dockerfile.push_str(&env_instructions(manifest)?);
         dockerfile.push_str(&format!("EXPOSE {}\n{}\n", manifest.config.port, shell_cmd(run)));
-        Ok(BuildPlan { builder: self.name().to_string(), context_dir: app.root().to_path_buf(), dockerfile })
+        plan.start = Some(Step::new(run, "`run` in shipwreck.toml"));
+        plan.dockerfile = dockerfile;
+        Ok(plan)
     }
 }
 
@@ -133,7 +143,7 @@ fn main() -> anyhow::Result<()> {
     println!("builders, in detection order: {}", registry.names().join(", "));
 
     let app = TempApp::new(&[
-        ("Gemfile", "source \"https://rubygems.org\"\n"),
+        ("Gemfile", "source \"https://rubygems.org\"\ngem \"rack\"\n"),
         ("app.rb", APP_RB),
         (shipwreck::FILE_NAME, MANIFEST),
     ])?;
@@ -143,6 +153,9 @@ fn main() -> anyhow::Result<()> {
     let (plan, detection) = registry.plan(app.path(), &manifest)?;
     println!("\nchose `{}`: {}", detection.builder, detection.reason);
     println!("build context: {}", plan.context_dir.display());
+    for (kind, step) in plan.steps() {
+        println!("{kind}: {} (because: {})", step.command, step.reason);
+    }
     println!("Dockerfile:\n{}", plan.dockerfile);
 
     // `lang` now accepts the new builder, and a typo is caught with a hint.

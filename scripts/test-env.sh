@@ -5,11 +5,13 @@
 #     rabbitmq-server, chromium and chromium-driver
 #   - a running dockerd (a stale pid file left by a killed daemon is cleared)
 #   - the local base image the builders are pointed at in tests
-#     (no registry is reachable, so it is made with debootstrap and cached)
+#     (no registry is reachable, so it is made with debootstrap and cached):
+#     Debian bookworm with nodejs and npm, python3 with pip and venv, busybox
+#     and ca-certificates, so builds really install dependencies
 # Usage: scripts/test-env.sh        (run as root)
 set -euo pipefail
 
-BASE_IMAGE="${KRAKEN_TEST_BASE_IMAGE:-kraken-test-base:bookworm}"
+BASE_IMAGE="${KRAKEN_TEST_BASE_IMAGE:-kraken-test-base:bookworm-v2}"
 CACHE_DIR="${KRAKEN_CACHE_DIR:-/var/cache/kraken}"
 log() { printf '[test-env] %s\n' "$*" >&2; }
 
@@ -48,13 +50,24 @@ fi
 
 if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
   mkdir -p "$CACHE_DIR"
-  tarball="$CACHE_DIR/base-bookworm.tar"
+  tarball="$CACHE_DIR/base-bookworm-v2.tar"
   if [ ! -s "$tarball" ]; then
     root="$(mktemp -d "$CACHE_DIR/rootfs.XXXXXX")"
-    log "making the base image root file system with debootstrap (about a minute)"
+    log "making the base image root file system with debootstrap (a few minutes)"
     mirror="$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)"
-    debootstrap --variant=minbase --include=nodejs,python3,busybox bookworm "$root" "${mirror:-http://deb.debian.org/debian}" >"$CACHE_DIR/debootstrap.log" 2>&1 \
+    debootstrap --variant=minbase --include=nodejs,python3,busybox,ca-certificates bookworm "$root" "${mirror:-http://deb.debian.org/debian}" >"$CACHE_DIR/debootstrap.log" 2>&1 \
       || { log "debootstrap failed; see $CACHE_DIR/debootstrap.log"; tail -20 "$CACHE_DIR/debootstrap.log" >&2; exit 1; }
+    # npm's many dependencies are more than debootstrap resolves: apt installs
+    # them inside the new root.
+    log "installing npm, pip and venv in the base image root file system"
+    cp /etc/resolv.conf "$root/etc/resolv.conf"
+    mount -t proc proc "$root/proc"
+    if ! chroot "$root" sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm python3-pip python3-venv' >>"$CACHE_DIR/debootstrap.log" 2>&1; then
+      umount "$root/proc"
+      log "installing packages in the base image failed; see $CACHE_DIR/debootstrap.log"; tail -20 "$CACHE_DIR/debootstrap.log" >&2; exit 1
+    fi
+    umount "$root/proc"
+    chroot "$root" apt-get clean
     rm -rf "$root/var/cache/apt/archives/"*.deb "$root/var/lib/apt/lists/"* 
     tar -C "$root" -cf "$tarball.tmp" .
     mv "$tarball.tmp" "$tarball"

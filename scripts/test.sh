@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KRAKEN_NEED_RABBITMQ=1 scripts/test-env.sh
-export KRAKEN_TEST_BASE_IMAGE="${KRAKEN_TEST_BASE_IMAGE:-kraken-test-base:bookworm}"
+export KRAKEN_TEST_BASE_IMAGE="${KRAKEN_TEST_BASE_IMAGE:-kraken-test-base:bookworm-v2}"
 cargo build --workspace --all-targets
 cargo test --workspace --all-targets "$@"
 cargo test --workspace --doc

@@ -126,9 +126,15 @@ struct UpArgs {
     /// Use this image as the base of every built-in builder.
     #[arg(long, env = "KRAKEN_BASE_IMAGE")]
     base_image: Option<String>,
-    /// Base image of one builder, as BUILDER=IMAGE (repeatable).
+    /// Base image of one builder, as BUILDER=IMAGE (repeatable); `{version}` in
+    /// the image is replaced by the version the app pins, e.g. node=node:{version}-alpine.
     #[arg(long = "image", value_name = "BUILDER=IMAGE")]
     images: Vec<String>,
+    /// A PEM file of CA certificates that builds trust (repeatable): for a
+    /// network whose proxy or private CA the base images do not know. npm,
+    /// pip and OpenSSL in the build use it with this machine's system bundle.
+    #[arg(long = "build-ca", value_name = "FILE")]
+    build_ca: Vec<PathBuf>,
     /// Seconds a node may stay silent before it is marked down.
     #[arg(long, default_value_t = 10)]
     node_grace: u64,
@@ -160,6 +166,27 @@ struct UpArgs {
     /// The host port of the broker container.
     #[arg(long, default_value_t = 5672)]
     broker_port: u16,
+}
+
+/// Prints a build plan: the base image and each step with why it was chosen.
+fn print_plan(plan: &Value) {
+    let line = |kind: &str, step: &Value| {
+        println!("{kind:<8} {}", s(step, "command"));
+        println!("{:<8}   because: {}", "", s(step, "reason"));
+    };
+    if plan.is_null() {
+        return;
+    }
+    println!("context  {}", s(plan, "context"));
+    line("image", &plan["base_image"]);
+    for (kind, key) in [("install", "install"), ("build", "build")] {
+        for step in plan[key].as_array().into_iter().flatten() {
+            line(kind, step);
+        }
+    }
+    if !plan["start"].is_null() {
+        line("start", &plan["start"]);
+    }
 }
 
 /// A failure with an exit code of its own.
@@ -315,6 +342,7 @@ async fn up(args: UpArgs, role: NodeRole, data_dir: PathBuf, token: Option<Strin
     }
     config.publish_ip = args.publish_ip;
     config.node_grace = Duration::from_secs(args.node_grace.max(1));
+    config.build_ca = args.build_ca;
     let runtime = DockerRuntime::connect().await.context(
         "Kraken runs apps in Docker containers; install Docker (Debian: apt-get install docker.io) and start it",
     )?;
@@ -519,6 +547,7 @@ async fn client_command(client: &Client, command: Command, json: bool) -> Result
                     s(&v, "reason")
                 );
                 println!("commit {}", s(&v, "commit"));
+                print_plan(&v["plan"]);
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -576,6 +576,7 @@ async fn validate(
         "builder": found.detection.builder,
         "reason": found.detection.reason,
         "commit": found.commit,
+        "plan": found.plan,
     })))
 }
 
@@ -786,8 +787,8 @@ pub fn openapi_document() -> serde_json::Value {
             "/api/v1/platform": { "get": { "summary": "The platform at a glance", "responses": { "200": { "description": "orchestrator, node and deployment counts" } } } },
             "/api/v1/builders": { "get": { "summary": "The languages this platform builds, with an example manifest each", "responses": { "200": { "description": "builders" } } } },
             "/api/v1/nodes": { "get": { "summary": "Nodes with role, address, stats, history, deployments, heartbeat and rollover priority", "responses": { "200": { "description": "nodes" } } } },
-            "/api/v1/validate": { "post": { "summary": "Fetch a repository and check its shipwreck.toml", "requestBody": source_body,
-                "responses": { "200": { "description": "the manifest, builder and commit" }, "422": error, "400": error } } },
+            "/api/v1/validate": { "post": { "summary": "Fetch a repository, check its shipwreck.toml and make the whole build plan", "requestBody": source_body,
+                "responses": { "200": { "description": "the manifest, builder, commit and build plan (base image, install, build and start steps with their reasons, Dockerfile)" }, "422": error, "400": error } } },
             "/api/v1/deployments": {
                 "get": { "summary": "All deployments", "responses": { "200": { "description": "a list",
                     "content": { "application/json": { "schema": { "type": "array", "items": { "$ref": "#/components/schemas/DeploymentSummary" } } } } } } },

@@ -46,6 +46,10 @@ pub struct NodeConfig {
     pub state_limits: StateLimits,
     /// How long a manifest's `test` command may run.
     pub test_timeout: Duration,
+    /// PEM files of CA certificates that builds trust (`--build-ca`), for
+    /// networks whose proxy or private CA the base images do not know; combined
+    /// with the machine's system bundle (see [`crate::builder::BuildEnv`]).
+    pub build_ca: Vec<PathBuf>,
 }
 
 impl NodeConfig {
@@ -67,6 +71,7 @@ impl NodeConfig {
             fetch_limits: FetchLimits::default(),
             state_limits: StateLimits::default(),
             test_timeout: Duration::from_secs(600),
+            build_ca: Vec::new(),
         }
     }
 

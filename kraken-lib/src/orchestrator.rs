@@ -17,7 +17,7 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::builder::{AppFiles, BuilderRegistry, Detection};
+use crate::builder::{BuildPlan, BuilderRegistry, Detection};
 use crate::bus::{Body, Channel, DeploySpec, DeploymentReport, Subscription, WorkRequest};
 use crate::deployment::{Deployment, DeploymentId, Desired, Status};
 use crate::executor::{ExecutionFailure, Executor, SetupFailure};
@@ -38,10 +38,15 @@ pub struct Retrieved {
     pub manifest: Manifest,
     /// The builder chosen and why.
     pub detection: Detection,
+    /// The whole build plan (base image, install, build and start steps with
+    /// their reasons, the Dockerfile), made here so that a request whose plan
+    /// fails is refused before anything is delegated.
+    pub plan: Box<BuildPlan>,
 }
 
 /// Fetches `branch` of `url` into a temporary directory under `work_root`,
-/// validates its `shipwreck.toml` and chooses its builder. Blocking.
+/// validates its `shipwreck.toml`, chooses its builder and makes the whole
+/// build plan. Blocking.
 ///
 /// # Errors
 /// A message a person can act on.
@@ -61,8 +66,9 @@ pub fn retrieve(
     let checkout = source::fetch(url, branch, &dest, limits).map_err(|e| e.to_string())?;
     let manifest =
         Manifest::parse(FILE_NAME, &checkout.manifest_text, &registry.names()).map_err(|e| e.to_string())?;
-    let detection = registry.choose(&AppFiles::new(&checkout.dir), &manifest).map_err(|e| e.to_string())?;
-    Ok(Retrieved { commit: checkout.commit, manifest, detection })
+    let (plan, detection) =
+        registry.plan(&checkout.dir, &manifest).map_err(|e| format!("could not prepare the build: {e}"))?;
+    Ok(Retrieved { commit: checkout.commit, manifest, detection, plan: Box::new(plan) })
 }
 
 /// Checks a deployment request's fields before anything is fetched.
@@ -301,8 +307,10 @@ impl OrchestrationExecutor {
             self.transition(&d.id, Status::Running, format!("already at the newest commit {short}"));
             return;
         }
+        let starts =
+            r.plan.start.as_ref().map(|s| format!("; starts with `{}`", s.command)).unwrap_or_default();
         let message = format!(
-            "{} `{}` at commit {short}: {} builder ({})",
+            "{} `{}` at commit {short}: {} builder ({}){starts}",
             if done.update { "updating to" } else { "read" },
             r.manifest.app.name,
             r.detection.builder,

@@ -61,6 +61,9 @@ pub enum PlatformError {
     /// The node stopped with an error.
     #[error(transparent)]
     Node(#[from] NodeError),
+    /// The build settings (`--build-ca`) could not be used.
+    #[error(transparent)]
+    BuildEnv(#[from] crate::builder::BuildEnvError),
     /// The message broker could not be used.
     #[error("the message broker: {0}")]
     Bus(#[from] BusError),
@@ -206,7 +209,12 @@ impl Platform {
     ///
     /// # Errors
     /// [`PlatformError`] saying what could not be used.
-    pub async fn start(options: PlatformOptions, runtime: Arc<dyn Runtime>) -> Result<Self, PlatformError> {
+    pub async fn start(
+        mut options: PlatformOptions,
+        runtime: Arc<dyn Runtime>,
+    ) -> Result<Self, PlatformError> {
+        // Builds trust the node's CA files and get its proxy variables.
+        options.registry.set_build_env(crate::builder::BuildEnv::load(&options.config.build_ca)?);
         let mut config = options.config;
         let data_dir = config.data_dir.clone();
         let identity = NodeIdentity::load_or_create(&data_dir, options.name.as_deref())

@@ -264,32 +264,48 @@ fn env_list(env: &BTreeMap<String, String>) -> Vec<String> {
     env.iter().map(|(k, v)| format!("{k}={v}")).collect()
 }
 
-/// Packs `dir` (without any `.git`) and `dockerfile` (as
-/// [`CONTEXT_DOCKERFILE`]) into an uncompressed tar archive in memory.
+/// Packs `dir` (without any `.git`), `dockerfile` (as [`CONTEXT_DOCKERFILE`])
+/// and the plan's extra `files` into an uncompressed tar archive in memory.
 ///
 /// File modes are kept; symbolic links are stored as links and never followed,
 /// so nothing outside `dir` enters the archive. Sockets, FIFOs and devices are
 /// left out.
-fn build_context(dir: &Path, dockerfile: &str) -> std::io::Result<Vec<u8>> {
+fn build_context(
+    dir: &Path,
+    dockerfile: &str,
+    files: &BTreeMap<String, Vec<u8>>,
+) -> std::io::Result<Vec<u8>> {
     let mut tar = tar::Builder::new(Vec::new());
     tar.follow_symlinks(false);
-    append_dir_entries(&mut tar, dir, Path::new(""))?;
-    let mut header = tar::Header::new_gnu();
-    header.set_size(dockerfile.len() as u64);
-    header.set_mode(0o644);
-    header.set_entry_type(tar::EntryType::Regular);
-    header.set_cksum();
-    tar.append_data(&mut header, CONTEXT_DOCKERFILE, dockerfile.as_bytes())?;
+    append_dir_entries(&mut tar, dir, Path::new(""), files)?;
+    let generated = std::iter::once((CONTEXT_DOCKERFILE, dockerfile.as_bytes()))
+        .chain(files.iter().map(|(name, bytes)| (name.as_str(), bytes.as_slice())));
+    for (name, bytes) in generated {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_cksum();
+        tar.append_data(&mut header, name, bytes)?;
+    }
     tar.into_inner()
 }
 
 /// Adds the entries of `dir` (at `rel` inside the archive) to `tar`, recursively.
-fn append_dir_entries(tar: &mut tar::Builder<Vec<u8>>, dir: &Path, rel: &Path) -> std::io::Result<()> {
+fn append_dir_entries(
+    tar: &mut tar::Builder<Vec<u8>>,
+    dir: &Path,
+    rel: &Path,
+    generated: &BTreeMap<String, Vec<u8>>,
+) -> std::io::Result<()> {
     let mut entries = std::fs::read_dir(dir)?.collect::<Result<Vec<_>, _>>()?;
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
         let name = entry.file_name();
-        if name == ".git" || (rel.as_os_str().is_empty() && name == CONTEXT_DOCKERFILE) {
+        let at_root = rel.as_os_str().is_empty();
+        let replaced =
+            at_root && (name == CONTEXT_DOCKERFILE || generated.contains_key(&*name.to_string_lossy()));
+        if name == ".git" || replaced {
             continue;
         }
         let path = entry.path();
@@ -297,7 +313,7 @@ fn append_dir_entries(tar: &mut tar::Builder<Vec<u8>>, dir: &Path, rel: &Path) -
         let kind = std::fs::symlink_metadata(&path)?.file_type();
         if kind.is_dir() {
             tar.append_dir(&rel_path, &path)?;
-            append_dir_entries(tar, &path, &rel_path)?;
+            append_dir_entries(tar, &path, &rel_path, generated)?;
         } else if kind.is_file() || kind.is_symlink() {
             tar.append_path_with_name(&path, &rel_path)?;
         }
@@ -533,7 +549,8 @@ impl Runtime for DockerRuntime {
     ) -> Result<String, RuntimeError> {
         let dir = plan.context_dir.clone();
         let dockerfile = plan.dockerfile.clone();
-        let context = tokio::task::spawn_blocking(move || build_context(&dir, &dockerfile))
+        let files = plan.files.clone();
+        let context = tokio::task::spawn_blocking(move || build_context(&dir, &dockerfile, &files))
             .await
             .map_err(|e| RuntimeError::Io(std::io::Error::other(e)))?
             .map_err(|e| {
@@ -549,6 +566,7 @@ impl Runtime for DockerRuntime {
             rm: true,
             forcerm: true,
             pull: false,
+            buildargs: plan.build_args.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             ..Default::default()
         };
         let context = bytes::Bytes::from(context);
@@ -921,7 +939,9 @@ mod tests {
         std::fs::write(root.join(CONTEXT_DOCKERFILE), "FROM stale\n").unwrap();
         std::os::unix::fs::symlink("/etc/passwd", root.join("outside")).unwrap();
 
-        let bytes = build_context(root, "FROM base\nCOPY . /app\n").unwrap();
+        let mut extra = BTreeMap::new();
+        extra.insert(".kraken-build-ca.pem".to_string(), b"PEM".to_vec());
+        let bytes = build_context(root, "FROM base\nCOPY . /app\n", &extra).unwrap();
         let mut archive = tar::Archive::new(bytes.as_slice());
         let mut seen = BTreeMap::new();
         for entry in archive.entries().unwrap() {
@@ -945,6 +965,17 @@ mod tests {
         assert!(seen["outside"].0.is_symlink());
         assert_eq!(seen["outside"].3.as_deref(), Some("/etc/passwd"));
         assert_eq!(seen["outside"].2, "", "a link's target is never read");
+        assert_eq!(seen[".kraken-build-ca.pem"].2, "PEM", "the plan's files are added");
+        // A file of the app with a generated file's name is replaced, not doubled.
+        std::fs::write(root.join(".kraken-build-ca.pem"), "stale").unwrap();
+        let bytes = build_context(root, "FROM base\n", &extra).unwrap();
+        let names: Vec<String> = tar::Archive::new(bytes.as_slice())
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .filter(|n| n == ".kraken-build-ca.pem")
+            .collect();
+        assert_eq!(names.len(), 1);
     }
 
     #[test]

@@ -2,7 +2,10 @@
 //! app Kraken deploys.
 //!
 //! A manifest has an `[app]` table (`name`, `version`, `author`, `endpoint`) and
-//! a `[config]` table (`port`, `lang`, `run`, `test`, `dockerfile`, `env`).
+//! a `[config]` table (`port`, `lang`, `run`, `test`, `dockerfile`, `root`,
+//! `health`, `env`). `app.endpoint` is free metadata (the original format uses
+//! it for a link to the app's home page); the path the platform checks and
+//! links inside the app is `config.health`.
 //! [`Manifest::parse`] never panics, whatever the bytes; every error names the
 //! file, the line and column, the key, and what would have been valid.
 //!
@@ -34,7 +37,7 @@ pub const FILE_NAME: &str = "shipwreck.toml";
 pub const APP_KEYS: &[&str] = &["name", "version", "author", "endpoint"];
 
 /// The keys the `[config]` table may hold.
-pub const CONFIG_KEYS: &[&str] = &["port", "lang", "run", "test", "dockerfile", "env"];
+pub const CONFIG_KEYS: &[&str] = &["port", "lang", "run", "test", "dockerfile", "root", "health", "env"];
 
 /// The longest app name accepted (the limit of one DNS label).
 pub const MAX_NAME_LEN: usize = 63;
@@ -59,8 +62,9 @@ pub struct AppSection {
     pub version: Option<String>,
     /// Optional author.
     pub author: Option<String>,
-    /// Optional path of the app's main endpoint, starting with `/` (the UI links
-    /// to it); defaults to `/`.
+    /// Optional free metadata about the app, any string: in the original
+    /// format a link to its home page (`"https://github.com/…"`). The interface
+    /// shows it as a link only when it is an `http://` or `https://` URL.
     pub endpoint: Option<String>,
 }
 
@@ -72,15 +76,25 @@ pub struct ConfigSection {
     /// Optional builder name (`node`, `python`, `python3.6`, `static`,
     /// `dockerfile`, or one a node registered). Absent: detected from the files.
     pub lang: Option<String>,
-    /// The shell command that starts the app. Required for every builder except
-    /// `static` and `dockerfile`.
+    /// The shell command that starts the app. Optional: when absent the builder
+    /// infers it (a `Procfile`, `package.json`, the usual Python entry points)
+    /// and says why; an app it cannot infer for is refused with what to write.
     pub run: Option<String>,
     /// Optional shell command run in the built image before deploying; a non-zero
     /// exit fails the deployment.
     pub test: Option<String>,
     /// Optional path, inside the repository, of the Dockerfile used by
-    /// `lang = "dockerfile"` (default `Dockerfile`).
+    /// `lang = "dockerfile"` (default `Dockerfile`), relative to the app's folder.
     pub dockerfile: Option<String>,
+    /// Optional folder of the repository that holds the app (e.g. one package
+    /// of a monorepo): the builders look there and it is the build context.
+    /// Absent: the repository's root. Never leaves the repository.
+    #[serde(default)]
+    pub root: Option<String>,
+    /// Optional path inside the app that answers when it is healthy and that
+    /// the interface links to, starting with `/` (e.g. `"/api/health"`).
+    #[serde(default)]
+    pub health: Option<String>,
     /// Environment variables for the container.
     pub env: BTreeMap<String, String>,
 }
@@ -180,6 +194,24 @@ pub(crate) fn check_repo_path(path: &str) -> Result<(), String> {
         return Err(format!("names the repository root, not a file; {HINT}"));
     }
     Ok(())
+}
+
+/// Checks that `dir` names a folder inside the repository without looking at
+/// the disk (`.` is the root itself); returns why not, as a sentence fragment
+/// that follows the quoted path.
+pub(crate) fn check_repo_dir(dir: &str) -> Result<(), String> {
+    const HINT: &str = "give the app's folder relative to the repository root, e.g. \"apps/web\"";
+    if dir.trim().is_empty() {
+        return Err(format!("is empty; {HINT}, or leave `root` out for the repository root"));
+    }
+    match check_repo_path(dir) {
+        Ok(()) => Ok(()),
+        Err(why) if why.starts_with("names the repository root") => Ok(()),
+        Err(why) => {
+            let reason = why.split(';').next().unwrap_or(&why);
+            Err(format!("{reason}; {HINT}"))
+        }
+    }
 }
 
 /// One table of the manifest being read, with where it starts.
@@ -347,22 +379,10 @@ impl Parser<'_> {
         }
         let version = self.string(section, "version")?.map(|l| l.value);
         let author = self.string(section, "author")?.map(|l| l.value);
-        let endpoint = self.string(section, "endpoint")?;
-        if let Some(endpoint) = &endpoint {
-            if !endpoint.value.starts_with('/')
-                || endpoint.value.chars().any(|c| c.is_whitespace() || c.is_control())
-            {
-                return Err(self.error(
-                    endpoint.at,
-                    Some("app.endpoint".to_string()),
-                    format!(
-                        "{} is not a URL path; use a path that starts with '/' and has no spaces, e.g. \"/\" or \"/api/health\"",
-                        quoted(&endpoint.value)
-                    ),
-                ));
-            }
-        }
-        Ok(AppSection { name: name.value, version, author, endpoint: endpoint.map(|l| l.value) })
+        // Free metadata: any string (the original format puts a link to the
+        // app's home here).
+        let endpoint = self.string(section, "endpoint")?.map(|l| l.value);
+        Ok(AppSection { name: name.value, version, author, endpoint })
     }
 
     fn config(&self, section: &Section<'_>, known_langs: &[String]) -> Result<ConfigSection, ShipwreckError> {
@@ -398,6 +418,31 @@ impl Parser<'_> {
                 ));
             }
         }
+        let root = self.string(section, "root")?;
+        if let Some(dir) = &root {
+            if let Err(why) = check_repo_dir(&dir.value) {
+                return Err(self.error(
+                    dir.at,
+                    Some("config.root".to_string()),
+                    format!("{} {why}", quoted(&dir.value)),
+                ));
+            }
+        }
+        let health = self.string(section, "health")?;
+        if let Some(path) = &health {
+            if !path.value.starts_with('/') || path.value.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err(self.error(
+                    path.at,
+                    Some("config.health".to_string()),
+                    format!(
+                        "{} is not a path inside the app; use one that starts with '/' and has no spaces, \
+                         e.g. \"/\" or \"/api/health\"",
+                        quoted(&path.value)
+                    ),
+                ));
+            }
+        }
         let env = self.env(section)?;
         Ok(ConfigSection {
             port,
@@ -405,6 +450,8 @@ impl Parser<'_> {
             run,
             test,
             dockerfile: dockerfile.map(|l| l.value),
+            root: root.map(|l| l.value),
+            health: health.map(|l| l.value),
             env,
         })
     }
@@ -748,7 +795,7 @@ _DEBUG = "1"
         assert_eq!(e.key.as_deref(), Some("config.prot"));
         assert_eq!((e.line, e.column), (5, 1));
         assert!(e.message.contains("did you mean `port`"), "{}", e.message);
-        assert!(e.message.contains("port, lang, run, test, dockerfile, env"), "{}", e.message);
+        assert!(e.message.contains("port, lang, run, test, dockerfile, root, health, env"), "{}", e.message);
         let e = err("[app]\nname = \"demo\"\nfoo = 1\n[config]\nport = 80\n");
         assert_eq!(e.key.as_deref(), Some("app.foo"));
         assert!(!e.message.contains("did you mean"), "{}", e.message);
@@ -819,12 +866,72 @@ _DEBUG = "1"
         assert!(parse(&format!("[app]\nname = {:?}\n[config]\nport = 80\n", "a".repeat(63))).is_ok());
     }
 
+    /// The example of Kraken's original documentation, exactly as written.
+    pub(crate) const ORIGINAL_FORMAT: &str = "[app]\nname=\"scapenode\"\nversion=\"1.0.0\"\nauthor=\"Ethan Shry\"\nendpoint=\"https://github.com/ethanshry/scapenode\"\n\n[config]\nport=7211\nlang=\"node\"\nrun=\"npm start\"\n";
+
     #[test]
-    fn endpoint_must_be_a_path() {
-        let e = err("[app]\nname = \"demo\"\nendpoint = \"health\"\n[config]\nport = 80\n");
-        assert_eq!(e.key.as_deref(), Some("app.endpoint"));
-        assert_eq!((e.line, e.column), (3, 12));
-        assert!(e.message.contains("starts with '/'"), "{}", e.message);
+    fn the_original_format_validates_as_written() {
+        let m = parse(ORIGINAL_FORMAT).unwrap();
+        assert_eq!(m.app.name, "scapenode");
+        assert_eq!(m.app.version.as_deref(), Some("1.0.0"));
+        assert_eq!(m.app.author.as_deref(), Some("Ethan Shry"));
+        assert_eq!(m.app.endpoint.as_deref(), Some("https://github.com/ethanshry/scapenode"));
+        assert_eq!(
+            (m.config.port, m.config.lang.as_deref(), m.config.run.as_deref()),
+            (7211, Some("node"), Some("npm start"))
+        );
+        assert_eq!((m.config.root.as_deref(), m.config.health.as_deref()), (None, None));
+    }
+
+    #[test]
+    fn endpoint_is_free_metadata() {
+        for any in ["health", "/", "https://example.org/x y", "mailto:a@b", "javascript:alert(1)", ""] {
+            let m =
+                parse(&format!("[app]\nname = \"demo\"\nendpoint = {any:?}\n[config]\nport = 80\n")).unwrap();
+            assert_eq!(m.app.endpoint.as_deref(), Some(any));
+        }
+        let e = err("[app]\nname = \"demo\"\nendpoint = 3\n[config]\nport = 80\n");
+        assert!(e.message.contains("expected a string"), "{}", e.message);
+    }
+
+    #[test]
+    fn health_must_be_a_path() {
+        let m = parse(&format!("{VALID_HEAD}port = 80\nhealth = \"/api/health\"\n")).unwrap();
+        assert_eq!(m.config.health.as_deref(), Some("/api/health"));
+        for bad in ["health", "https://x/y", "/a b", ""] {
+            let e = err(&format!("{VALID_HEAD}port = 80\nhealth = {bad:?}\n"));
+            assert_eq!(e.key.as_deref(), Some("config.health"), "{bad}");
+            assert_eq!((e.line, e.column), (6, 10), "{bad}");
+            assert!(
+                e.message.contains("starts with '/'") && e.message.contains("\"/api/health\""),
+                "{bad}: {}",
+                e.message
+            );
+        }
+    }
+
+    #[test]
+    fn root_stays_in_the_repository() {
+        for good in ["apps/web", "./api", "services/api/", ".", "a/../b"] {
+            let m = parse(&format!("{VALID_HEAD}port = 80\nroot = {good:?}\n")).unwrap();
+            assert_eq!(m.config.root.as_deref(), Some(good));
+        }
+        for (bad, why) in [
+            ("../other", "leaves the repository through `..`"),
+            ("a/../../b", "leaves the repository through `..`"),
+            ("/srv/app", "is an absolute path"),
+            ("", "is empty"),
+        ] {
+            let e = err(&format!("{VALID_HEAD}port = 80\nroot = {bad:?}\n"));
+            assert_eq!(e.key.as_deref(), Some("config.root"), "{bad}");
+            assert_eq!((e.line, e.column), (6, 8), "{bad}");
+            assert!(e.message.contains(why), "{bad}: {}", e.message);
+            assert!(
+                e.message.contains("relative to the repository root, e.g. \"apps/web\""),
+                "{bad}: {}",
+                e.message
+            );
+        }
     }
 
     #[test]

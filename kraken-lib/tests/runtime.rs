@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use kraken_lib::builder::BuildPlan;
+use kraken_lib::builder::{BuildPlan, Step};
 use kraken_lib::runtime::{
     pick_host_port, ContainerSpec, DockerRuntime, Runtime, RuntimeError, LABEL_DEPLOYMENT, LABEL_MANAGED,
     LABEL_NODE, LABEL_PORT,
@@ -58,7 +58,7 @@ fn server_plan(dir: &Path, marker: &str) -> BuildPlan {
         base_image(),
         own_layers(marker),
     );
-    BuildPlan { builder: "test".into(), context_dir: dir.to_path_buf(), dockerfile }
+    BuildPlan::new("test", Step::new(base_image(), "test"), dir, dockerfile)
 }
 
 /// A first instruction unique to the test run `marker`, so its build shares no
@@ -70,11 +70,12 @@ fn own_layers(marker: &str) -> String {
 /// A plan whose context is an empty directory and whose Dockerfile is `body`
 /// after `FROM <base>` and [`own_layers`].
 fn plan_with(dir: &Path, marker: &str, body: &str) -> BuildPlan {
-    BuildPlan {
-        builder: "test".into(),
-        context_dir: dir.to_path_buf(),
-        dockerfile: format!("FROM {}\n{}\n{body}\n", base_image(), own_layers(marker)),
-    }
+    BuildPlan::new(
+        "test",
+        Step::new(base_image(), "test"),
+        dir,
+        format!("FROM {}\n{}\n{body}\n", base_image(), own_layers(marker)),
+    )
 }
 
 /// Builds `plan` as `tag` with the guard's label; returns the result and all log lines.
@@ -227,6 +228,34 @@ async fn a_failing_build_reports_its_error_and_leaves_no_containers() {
     assert!(lines.iter().any(|l| l.contains(&format!("RUN echo {run}"))), "{lines:?}");
     assert_no_leftovers(&guard, &run, &before);
     assert!(rt.client().inspect_image(&format!("{run}:v1")).await.is_err());
+}
+
+#[tokio::test]
+async fn the_plans_files_and_build_args_reach_the_build_only() {
+    let rt = DockerRuntime::connect().await.unwrap();
+    let run = unique("args");
+    let mut guard = Cleanup::new(&run);
+    let dir = tempfile::tempdir().unwrap();
+    let mut plan = plan_with(
+        dir.path(),
+        &run,
+        "COPY generated.txt /generated.txt\nRUN echo \"file=$(cat /generated.txt) proxy=$HTTPS_PROXY\"\nCMD [\"sh\", \"-c\", \"echo proxy=$HTTPS_PROXY\"]",
+    );
+    plan.files.insert("generated.txt".to_string(), b"made by the plan".to_vec());
+    plan.build_args.insert("HTTPS_PROXY".to_string(), "http://proxy.invalid:3128".to_string());
+    let tag = format!("{run}:v1");
+    let (built, lines) = build(&rt, &mut guard, &plan, &tag).await;
+    built.unwrap();
+    assert!(
+        lines.iter().any(|l| l.contains("file=made by the plan proxy=http://proxy.invalid:3128")),
+        "{lines:?}"
+    );
+    // A predefined proxy argument is not kept in the image.
+    let (code, output) = rt
+        .run_to_completion(&tag, "echo proxy=$HTTPS_PROXY", &BTreeMap::new(), Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!((code, output.trim()), (0, "proxy="));
 }
 
 #[tokio::test]

@@ -3,9 +3,10 @@
 //! The Dockerfile is `config.dockerfile` (a path inside the repository) or
 //! `Dockerfile` at the root. A path that leaves the repository, by `..` or
 //! through a symbolic link, is refused. The plan's Dockerfile is the file's
-//! text, unchanged, and the build context is the checkout.
+//! text, unchanged (the node's build settings add only the proxy build
+//! arguments), and the build context is the app's folder.
 
-use super::{AppFiles, BaseImages, BuildError, BuildPlan, Builder};
+use super::{AppFiles, BaseImages, BuildError, BuildPlan, Builder, Step};
 use crate::shipwreck::Manifest;
 
 /// Builds apps from their own Dockerfile.
@@ -64,7 +65,17 @@ impl Builder for DockerfileBuilder {
                 "{rel} is empty; it needs at least a FROM line and a CMD that starts the app"
             )));
         }
-        Ok(BuildPlan { builder: self.name().to_string(), context_dir: app.root().to_path_buf(), dockerfile })
+        let from = dockerfile
+            .lines()
+            .map(str::trim)
+            .find_map(|l| {
+                l.get(..5).filter(|w| w.eq_ignore_ascii_case("FROM ")).map(|_| l[5..].trim().to_string())
+            })
+            .unwrap_or_default();
+        let base = Step::new(from, format!("the first FROM line of {rel}"));
+        let mut plan = BuildPlan::new(self.name(), base, app.root(), dockerfile);
+        plan.verbatim = true;
+        Ok(plan)
     }
 }
 
@@ -88,6 +99,11 @@ mod tests {
         let p = plan_with(&[("Dockerfile", OWN)], None).unwrap();
         assert_eq!(p.builder, "dockerfile");
         assert_eq!(p.dockerfile, OWN);
+        assert!(p.verbatim && p.start.is_none() && p.install.is_empty());
+        assert_eq!(
+            (p.base_image.command.as_str(), p.base_image.reason.as_str()),
+            ("scratch", "the first FROM line of Dockerfile")
+        );
         let p = plan_with(
             &[("docker/Prod.Dockerfile", "FROM other\n"), ("Dockerfile", OWN)],
             Some("docker/Prod.Dockerfile"),

@@ -1,17 +1,21 @@
-//! The builder registry: turning a checked-out app into a Docker build context.
+//! The builder registry: turning a checked-out app into a build plan.
 //!
-//! A [`Builder`] recognises an app from its files and produces a [`BuildPlan`]
-//! (a Dockerfile and the directory to send as the build context). Builders never
-//! talk to Docker; only [`crate::runtime`] does. A [`BuilderRegistry`] holds the
-//! builders a node knows, in the order detection tries them, and the
-//! [`BaseImages`] they build on (configuration, not constants).
+//! A [`Builder`] recognises an app from its files and produces a
+//! [`BuildPlan`]: the base image, the install, build and start steps (each
+//! with the reason it was chosen), the Dockerfile written from them and the
+//! build context. Builders never talk to Docker; only [`crate::runtime`] does.
+//! A [`BuilderRegistry`] holds the builders a node knows, in the order
+//! detection tries them, the [`BaseImages`] they build on (configuration, not
+//! constants) and the node's [`BuildEnv`] (CA certificates and proxy for
+//! builds).
 //!
-//! The built-in builders, one file each, in detection order: [`dockerfile`]
-//! (the app's own Dockerfile), [`node`], [`python`], [`static_site`] (a plain
-//! HTML site), then [`python36`] (chosen only by `lang = "python3.6"`). The
-//! helpers at the end of this module ([`env_instructions`], [`shell_cmd`],
-//! [`required_run`], [`BaseImages::require`]) are what they write Dockerfiles
-//! with, and are there for builders of other languages too.
+//! Layout: [`files`] (the app seen by builders), [`plan`] (the plan as data),
+//! [`instructions`] (Dockerfile text written safely), [`images`] (base
+//! images), [`build_env`] (proxy and CA), [`detect`] (other languages and
+//! refusals), then one module per built-in builder, in detection order:
+//! [`dockerfile`] (the app's own Dockerfile), [`node`], [`python`],
+//! [`static_site`] (a site of plain files), and [`python36`] (chosen only by
+//! `lang = "python3.6"`).
 //!
 //! ```
 //! use kraken_lib::builder::{BaseImages, BuilderRegistry};
@@ -20,137 +24,37 @@
 //! assert_eq!(registry.names(), ["dockerfile", "node", "python", "static", "python3.6"]);
 //! ```
 
+pub mod build_env;
+pub mod detect;
 pub mod dockerfile;
+pub mod files;
+pub mod images;
+pub mod instructions;
 pub mod node;
+pub mod plan;
 pub mod python;
 pub mod python36;
 pub mod static_site;
+#[cfg(test)]
+pub(crate) mod test_support;
 
+pub use build_env::{BuildEnv, BuildEnvError};
 pub use dockerfile::DockerfileBuilder;
+pub use files::AppFiles;
+pub use images::BaseImages;
+pub use instructions::{
+    copy_instruction, env_instruction, env_instructions, given_run, required_run, shell_cmd,
+};
 pub use node::NodeBuilder;
+pub use plan::{BuildPlan, Step};
 pub use python::PythonBuilder;
 pub use python36::Python36Builder;
 pub use static_site::StaticSiteBuilder;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::shipwreck::Manifest;
-
-/// A read-only view of a checked-out app, the only way builders see its files.
-///
-/// Reads go through [`AppFiles::resolve`], so a symbolic link cannot make a
-/// builder read a file outside the checkout.
-#[derive(Debug, Clone)]
-pub struct AppFiles {
-    root: PathBuf,
-    manifest: Option<Arc<Manifest>>,
-}
-
-impl AppFiles {
-    /// A view of the app checked out at `root`.
-    pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into(), manifest: None }
-    }
-
-    /// The same view, with the app's manifest available to detection (a
-    /// builder may look at `config.run`, for example).
-    #[must_use]
-    pub fn with_manifest(mut self, manifest: &Manifest) -> Self {
-        self.manifest = Some(Arc::new(manifest.clone()));
-        self
-    }
-
-    /// The app's manifest, when the view was given one.
-    pub fn manifest(&self) -> Option<&Manifest> {
-        self.manifest.as_deref()
-    }
-
-    /// The checkout's root directory.
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    /// Whether the relative path `rel` is a regular file inside the app.
-    pub fn includes_file(&self, rel: &str) -> bool {
-        self.resolve(rel).is_ok_and(|p| p.is_file())
-    }
-
-    /// The real path of `rel`, after following symbolic links, checked to be
-    /// inside the checkout.
-    ///
-    /// # Errors
-    /// [`BuildError::Invalid`] when `rel` is empty, absolute, climbs out with
-    /// `..`, or leads outside the checkout through a symbolic link;
-    /// [`BuildError::Io`] when it does not exist or cannot be read.
-    pub fn resolve(&self, rel: &str) -> Result<PathBuf, BuildError> {
-        if let Err(why) = crate::shipwreck::check_repo_path(rel) {
-            return Err(BuildError::Invalid(format!("the path {rel:?} {why}")));
-        }
-        let root =
-            self.root.canonicalize().map_err(|source| BuildError::Io { path: self.root.clone(), source })?;
-        let joined = root.join(rel);
-        let real = joined.canonicalize().map_err(|source| BuildError::Io { path: joined.clone(), source })?;
-        if real.starts_with(&root) {
-            Ok(real)
-        } else {
-            Err(BuildError::Invalid(format!(
-                "{rel:?} leads outside the repository (to {}) through a symbolic link; \
-                 keep the file inside the repository",
-                real.display()
-            )))
-        }
-    }
-
-    /// The text of the file `rel` inside the app.
-    ///
-    /// # Errors
-    /// As [`AppFiles::resolve`], and [`BuildError::Io`] when the file cannot be
-    /// read as UTF-8 text.
-    pub fn read_to_string(&self, rel: &str) -> Result<String, BuildError> {
-        let path = self.resolve(rel)?;
-        std::fs::read_to_string(&path).map_err(|source| BuildError::Io { path, source })
-    }
-
-    /// The file `rel` inside the app, parsed as JSON.
-    ///
-    /// # Errors
-    /// As [`AppFiles::read_to_string`], and [`BuildError::Invalid`] (with the
-    /// line and column) when it is not valid JSON.
-    pub fn read_json(&self, rel: &str) -> Result<serde_json::Value, BuildError> {
-        let text = self.read_to_string(rel)?;
-        serde_json::from_str(&text).map_err(|e| {
-            BuildError::Invalid(format!("{rel}:{}:{}: not valid JSON: {e}", e.line(), e.column()))
-        })
-    }
-
-    /// The names of the entries (files and directories) at the app's root, sorted.
-    ///
-    /// # Errors
-    /// [`BuildError::Io`] when the root cannot be listed.
-    pub fn list_root(&self) -> Result<Vec<String>, BuildError> {
-        let io = |source| BuildError::Io { path: self.root.clone(), source };
-        let mut names = Vec::new();
-        for entry in std::fs::read_dir(&self.root).map_err(io)? {
-            names.push(entry.map_err(io)?.file_name().to_string_lossy().into_owned());
-        }
-        names.sort();
-        Ok(names)
-    }
-}
-
-/// What a builder produces: the Dockerfile text and the directory sent as the
-/// build context.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BuildPlan {
-    /// The builder that made the plan.
-    pub builder: String,
-    /// The directory whose contents form the Docker build context (`.git` is left out).
-    pub context_dir: PathBuf,
-    /// The Dockerfile, as text.
-    pub dockerfile: String,
-}
 
 /// Which builder was chosen for an app, and why.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -160,10 +64,6 @@ pub struct Detection {
     /// A sentence a person can read: "package.json found", "lang = \"python\" in shipwreck.toml".
     pub reason: String,
 }
-
-/// Base images the built-in builders start `FROM`, by builder name.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct BaseImages(pub BTreeMap<String, String>);
 
 /// Why a build plan could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -180,6 +80,12 @@ pub enum BuildError {
     /// No builder recognised the app and the manifest names none.
     #[error("could not tell how to build this app: {0}")]
     NotDetected(String),
+    /// The app is in a language no builder of this platform handles.
+    #[error("{0}")]
+    Unsupported(String),
+    /// `config.root` names no folder of the repository, or one outside it.
+    #[error("shipwreck.toml: `config.root`: {0}")]
+    Root(String),
     /// The app's files do not fit the builder.
     #[error("{0}")]
     Invalid(String),
@@ -204,7 +110,14 @@ pub trait Builder: Send + Sync {
     fn example_manifest(&self) -> String;
     /// Whether the app looks like this builder's kind; `Some(reason)` if so.
     fn detect(&self, app: &AppFiles) -> Option<String>;
-    /// The Dockerfile and context for the app.
+    /// Whether a detection of this builder is only weak evidence (a
+    /// `package.json` that only builds front-end assets, a stray
+    /// `index.html`): a later builder's claim, or the marker of a language no
+    /// builder handles, outweighs it. Strong by default.
+    fn claim_is_weak(&self, _app: &AppFiles) -> bool {
+        false
+    }
+    /// The build plan for the app.
     ///
     /// # Errors
     /// [`BuildError`] when the app does not fit this builder.
@@ -212,70 +125,19 @@ pub trait Builder: Send + Sync {
         -> Result<BuildPlan, BuildError>;
 }
 
-/// The builders a node knows, in detection order, with their base images.
+/// The builders a node knows, in detection order, with their base images and
+/// the node's build settings.
 #[derive(Clone)]
 pub struct BuilderRegistry {
     builders: Vec<Arc<dyn Builder>>,
     images: BaseImages,
-}
-
-impl BaseImages {
-    /// The public official images: what a machine with internet access pulls.
-    pub fn defaults() -> Self {
-        let mut m = BTreeMap::new();
-        m.insert("node".to_string(), "node:22-bookworm-slim".to_string());
-        m.insert("python".to_string(), "python:3.13-slim".to_string());
-        m.insert("python3.6".to_string(), "python:3.6-slim".to_string());
-        m.insert("static".to_string(), "busybox:stable".to_string());
-        Self(m)
-    }
-
-    /// Every built-in builder pointed at the one `image` (for example a locally
-    /// made image that has `nodejs`, `python3` and `busybox`).
-    pub fn uniform(image: &str) -> Self {
-        let mut images = Self::defaults();
-        for v in images.0.values_mut() {
-            *v = image.to_string();
-        }
-        images
-    }
-
-    /// The image for `builder`, if configured.
-    pub fn get(&self, builder: &str) -> Option<&str> {
-        self.0.get(builder).map(String::as_str)
-    }
-
-    /// The image for the key `key`, or an error that says which key to configure.
-    ///
-    /// # Errors
-    /// [`BuildError::Invalid`] when no non-empty image is configured for `key`.
-    pub fn require(&self, key: &str) -> Result<&str, BuildError> {
-        match self.get(key) {
-            Some(image) if !image.trim().is_empty() => Ok(image),
-            _ => Err(BuildError::Invalid(format!(
-                "no base image is configured for `{key}`; set one in the node's base images \
-                 (BaseImages::set(\"{key}\", \"<image>\")), e.g. the image {}",
-                Self::defaults().get(key).unwrap_or("that has the language's runtime")
-            ))),
-        }
-    }
-
-    /// Sets the image for `builder`.
-    pub fn set(&mut self, builder: &str, image: &str) {
-        self.0.insert(builder.to_string(), image.to_string());
-    }
-}
-
-impl Default for BaseImages {
-    fn default() -> Self {
-        Self::defaults()
-    }
+    build_env: BuildEnv,
 }
 
 impl BuilderRegistry {
     /// A registry with no builders.
     pub fn empty(images: BaseImages) -> Self {
-        Self { builders: Vec::new(), images }
+        Self { builders: Vec::new(), images, build_env: BuildEnv::none() }
     }
 
     /// A registry with the built-in builders, in detection order: `dockerfile`,
@@ -302,6 +164,16 @@ impl BuilderRegistry {
         }
     }
 
+    /// Sets what every plan gets from the node (CA bundle, proxy variables).
+    pub fn set_build_env(&mut self, env: BuildEnv) {
+        self.build_env = env;
+    }
+
+    /// The node's build settings.
+    pub fn build_env(&self) -> &BuildEnv {
+        &self.build_env
+    }
+
     /// The known builder names, in detection order.
     pub fn names(&self) -> Vec<String> {
         self.builders.iter().map(|b| b.name().to_string()).collect()
@@ -322,11 +194,15 @@ impl BuilderRegistry {
         &self.images
     }
 
-    /// Chooses the builder for an app: the manifest's `lang`, or else the first
-    /// builder whose detection recognises the files.
+    /// Chooses the builder for an app: the manifest's `lang`, or else the
+    /// first builder whose detection recognises the files with a strong
+    /// claim. A weak claim is taken only when no later builder claims the app
+    /// and no file marks a language no builder handles.
     ///
     /// # Errors
-    /// [`BuildError::UnknownLang`] or [`BuildError::NotDetected`].
+    /// [`BuildError::UnknownLang`], [`BuildError::Unsupported`] (with what was
+    /// found and a Dockerfile to start from) or [`BuildError::NotDetected`]
+    /// (with what is there and what was looked for).
     pub fn choose(&self, app: &AppFiles, manifest: &Manifest) -> Result<Detection, BuildError> {
         if let Some(lang) = &manifest.config.lang {
             return match self.get(lang) {
@@ -344,32 +220,81 @@ impl BuilderRegistry {
             with_manifest = app.clone().with_manifest(manifest);
             &with_manifest
         };
+        let mut weak: Option<Detection> = None;
         for b in &self.builders {
-            if let Some(reason) = b.detect(app) {
+            let Some(reason) = b.detect(app) else { continue };
+            if !b.claim_is_weak(app) {
+                let reason = match &weak {
+                    Some(w) => format!(
+                        "{reason} (and {}, which the {} builder takes only when nothing else fits)",
+                        w.reason, w.builder
+                    ),
+                    None => reason,
+                };
                 return Ok(Detection { builder: b.name().to_string(), reason });
             }
+            weak.get_or_insert(Detection { builder: b.name().to_string(), reason });
+        }
+        let names = self.names();
+        if let Some(foreign) = detect::foreign_language(app) {
+            let outweighed = weak.as_ref().map(|w| (w.builder.as_str(), w.reason.as_str()));
+            return Err(BuildError::Unsupported(detect::foreign_message(&foreign, outweighed, &names)));
+        }
+        if let Some(weak) = weak {
+            return Ok(weak);
         }
         let looked_for: Vec<String> =
             self.builders.iter().map(|b| format!("{} ({})", b.name(), b.description())).collect();
-        Err(BuildError::NotDetected(format!(
-            "shipwreck.toml has no `config.lang` and no builder recognised the files; \
-             set `lang` in [config] to one of: {}",
-            looked_for.join("; ")
-        )))
+        Err(BuildError::NotDetected(detect::not_detected_message(app, &looked_for, &names)))
     }
 
-    /// Chooses the builder and makes the build plan for the app checked out at `root`.
+    /// The app's folder in the checkout at `checkout`: `config.root`, checked
+    /// to be a folder inside it (also through symbolic links), or the checkout.
     ///
     /// # Errors
-    /// See [`BuilderRegistry::choose`] and [`Builder::plan`].
-    pub fn plan(&self, root: &Path, manifest: &Manifest) -> Result<(BuildPlan, Detection), BuildError> {
-        let app = AppFiles::new(root).with_manifest(manifest);
+    /// [`BuildError::Root`] when it is not a folder of the repository.
+    pub fn app_dir(checkout: &Path, manifest: &Manifest) -> Result<PathBuf, BuildError> {
+        let Some(root) = manifest.config.root.as_deref() else { return Ok(checkout.to_path_buf()) };
+        if let Err(why) = crate::shipwreck::check_repo_dir(root) {
+            return Err(BuildError::Root(format!("{root:?} {why}")));
+        }
+        let top = checkout
+            .canonicalize()
+            .map_err(|source| BuildError::Io { path: checkout.to_path_buf(), source })?;
+        let real = match top.join(root).canonicalize() {
+            Ok(real) if real.is_dir() => real,
+            _ => {
+                return Err(BuildError::Root(format!(
+                "the repository has no folder {root:?}; give the folder that holds the app, relative to the \
+                     repository root (the manifest stays at the root)"
+            )))
+            }
+        };
+        if !real.starts_with(&top) {
+            return Err(BuildError::Root(format!(
+                "{root:?} leads outside the repository through a symbolic link; give a folder inside it"
+            )));
+        }
+        Ok(real)
+    }
+
+    /// Chooses the builder and makes the whole build plan for the app
+    /// checked out at `checkout` (in `config.root` when the manifest has one),
+    /// with the node's build settings applied.
+    ///
+    /// # Errors
+    /// See [`BuilderRegistry::app_dir`], [`BuilderRegistry::choose`] and [`Builder::plan`].
+    pub fn plan(&self, checkout: &Path, manifest: &Manifest) -> Result<(BuildPlan, Detection), BuildError> {
+        let dir = Self::app_dir(checkout, manifest)?;
+        let app = AppFiles::new(&dir).with_manifest(manifest);
         let detection = self.choose(&app, manifest)?;
         let builder = self.get(&detection.builder).ok_or_else(|| BuildError::UnknownLang {
             lang: detection.builder.clone(),
             known: self.names().join(", "),
         })?;
-        let plan = builder.plan(&app, manifest, &self.images)?;
+        let mut plan = builder.plan(&app, manifest, &self.images)?;
+        plan.context = manifest.config.root.clone().unwrap_or_else(|| ".".to_string());
+        self.build_env.apply(&mut plan);
         Ok((plan, detection))
     }
 }
@@ -379,348 +304,10 @@ impl std::fmt::Debug for BuilderRegistry {
         f.debug_struct("BuilderRegistry")
             .field("builders", &self.names())
             .field("images", &self.images)
+            .field("build_env", &self.build_env)
             .finish()
     }
 }
 
-/// The `ENV` instructions for an app: each `config.env` entry, then `PORT` set
-/// to `config.port` (last, so the app always sees the port Kraken publishes).
-///
-/// # Errors
-/// [`BuildError::Invalid`] for a name that is not `[A-Za-z_][A-Za-z0-9_]*` or a
-/// value with a line break or NUL (a manifest from [`Manifest::parse`] has none).
-pub fn env_instructions(manifest: &Manifest) -> Result<String, BuildError> {
-    let mut out = String::new();
-    for (name, value) in &manifest.config.env {
-        if name == "PORT" {
-            continue;
-        }
-        out.push_str(&env_instruction(name, value)?);
-        out.push('\n');
-    }
-    out.push_str(&env_instruction("PORT", &manifest.config.port.to_string())?);
-    out.push('\n');
-    Ok(out)
-}
-
-/// One `ENV name="value"` instruction, with `\`, `"` and `$` escaped so the
-/// value reaches the container exactly as written.
-///
-/// # Errors
-/// [`BuildError::Invalid`] for a bad name or a value with a line break or NUL.
-pub fn env_instruction(name: &str, value: &str) -> Result<String, BuildError> {
-    if !crate::shipwreck::is_valid_env_name(name) {
-        return Err(BuildError::Invalid(format!(
-            "shipwreck.toml: `config.env.{name}` is not a valid environment variable name; \
-             use letters, digits and '_', not starting with a digit"
-        )));
-    }
-    if value.contains(['\n', '\r', '\0']) {
-        return Err(BuildError::Invalid(format!(
-            "shipwreck.toml: `config.env.{name}` has a line break or NUL; environment values must be one line"
-        )));
-    }
-    let mut escaped = String::with_capacity(value.len() + 2);
-    for c in value.chars() {
-        if matches!(c, '\\' | '"' | '$') {
-            escaped.push('\\');
-        }
-        escaped.push(c);
-    }
-    Ok(format!("ENV {name}=\"{escaped}\""))
-}
-
-/// A `CMD` instruction in exec form that runs `command` with `sh -c`, the
-/// command JSON-escaped (so quotes, backslashes and line breaks survive).
-pub fn shell_cmd(command: &str) -> String {
-    let args = serde_json::json!(["sh", "-c", command]);
-    format!("CMD {args}")
-}
-
-/// The manifest's `config.run`, or an error saying the builder needs it.
-/// `example` is a typical command, e.g. `node server.js`.
-///
-/// # Errors
-/// [`BuildError::Invalid`] when `run` is missing or blank.
-pub fn required_run<'m>(manifest: &'m Manifest, builder: &str, example: &str) -> Result<&'m str, BuildError> {
-    match manifest.config.run.as_deref() {
-        Some(run) if !run.trim().is_empty() => Ok(run),
-        _ => Err(BuildError::Invalid(format!(
-            "shipwreck.toml: `config.run` is missing; the {builder} builder needs the command that starts the app, \
-             e.g. run = {example:?}"
-        ))),
-    }
-}
-
-/// Small apps in temporary directories, for the builders' tests.
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
-pub(crate) mod test_support {
-    use std::collections::BTreeMap;
-
-    use crate::shipwreck::{AppSection, ConfigSection, Manifest};
-
-    /// A temporary checkout holding `files` (relative path, content).
-    pub(crate) fn app(files: &[(&str, &str)]) -> tempfile::TempDir {
-        let dir = tempfile::tempdir().unwrap();
-        for (rel, content) in files {
-            let path = dir.path().join(rel);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, content).unwrap();
-        }
-        dir
-    }
-
-    /// A manifest with the given port, lang and run command.
-    pub(crate) fn manifest(port: u16, lang: Option<&str>, run: Option<&str>) -> Manifest {
-        Manifest {
-            app: AppSection { name: "demo".into(), version: None, author: None, endpoint: None },
-            config: ConfigSection {
-                port,
-                lang: lang.map(str::to_string),
-                run: run.map(str::to_string),
-                test: None,
-                dockerfile: None,
-                env: BTreeMap::new(),
-            },
-        }
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::test_support::{app, manifest};
-    use super::*;
-
-    fn registry() -> BuilderRegistry {
-        BuilderRegistry::with_builtins(BaseImages::uniform("local/base:1"))
-    }
-
-    fn detect(files: &[(&str, &str)], run: Option<&str>) -> Result<Detection, BuildError> {
-        let dir = app(files);
-        registry().choose(&AppFiles::new(dir.path()), &manifest(8080, None, run))
-    }
-
-    #[test]
-    fn builtins_in_detection_order() {
-        assert_eq!(registry().names(), ["dockerfile", "node", "python", "static", "python3.6"]);
-        for b in registry().builders() {
-            assert!(!b.description().is_empty());
-            let example = b.example_manifest();
-            let parsed = Manifest::parse("example", &example, &registry().names());
-            assert!(parsed.is_ok(), "{}: {parsed:?}", b.name());
-        }
-    }
-
-    /// Files of an app, its `run`, the builder expected and the start of the reason.
-    type DetectionCase<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>, &'a str, &'a str);
-
-    #[test]
-    fn each_builtin_is_detected_by_its_marker() {
-        let cases: &[DetectionCase<'_>] = &[
-            (&[("Dockerfile", "FROM x\n")], None, "dockerfile", "Dockerfile found at the root"),
-            (&[("package.json", "{}")], Some("node server.js"), "node", "package.json found at the root"),
-            (&[("requirements.txt", "")], None, "python", "requirements.txt found at the root"),
-            (&[("pyproject.toml", "")], None, "python", "pyproject.toml found at the root"),
-            (&[("app.py", "")], Some("python3 app.py"), "python", "app.py found at the root"),
-            (&[("index.html", "<h1>hi</h1>")], None, "static", "index.html found at the root"),
-        ];
-        for (files, run, builder, reason) in cases {
-            let d = detect(files, *run).unwrap();
-            assert_eq!(d.builder, *builder, "{files:?}");
-            assert!(d.reason.starts_with(reason), "{files:?}: {}", d.reason);
-        }
-    }
-
-    #[test]
-    fn a_py_file_alone_needs_run_to_mention_python() {
-        let err = detect(&[("app.py", "")], Some("./start.sh")).unwrap_err();
-        assert!(matches!(err, BuildError::NotDetected(_)), "{err}");
-    }
-
-    #[test]
-    fn detection_priority() {
-        let d =
-            detect(&[("Dockerfile", "FROM x\n"), ("package.json", "{}"), ("index.html", "")], None).unwrap();
-        assert_eq!(d.builder, "dockerfile");
-        let d =
-            detect(&[("package.json", "{}"), ("requirements.txt", ""), ("index.html", "")], None).unwrap();
-        assert_eq!(d.builder, "node");
-        let d = detect(&[("requirements.txt", ""), ("index.html", "")], None).unwrap();
-        assert_eq!(d.builder, "python");
-    }
-
-    #[test]
-    fn nothing_detected_lists_the_langs() {
-        let err = detect(&[("README.md", "hello")], None).unwrap_err();
-        let BuildError::NotDetected(message) = &err else { panic!("{err:?}") };
-        for name in ["dockerfile", "node", "python", "static", "python3.6"] {
-            assert!(message.contains(name), "{message}");
-        }
-        assert!(message.contains("set `lang`"), "{message}");
-    }
-
-    #[test]
-    fn lang_overrides_detection_and_python36_is_only_chosen_by_lang() {
-        let dir = app(&[("requirements.txt", "")]);
-        let files = AppFiles::new(dir.path());
-        let r = registry();
-        assert_eq!(r.choose(&files, &manifest(80, None, None)).unwrap().builder, "python");
-        let d = r.choose(&files, &manifest(80, Some("python3.6"), None)).unwrap();
-        assert_eq!(d.builder, "python3.6");
-        assert_eq!(d.reason, "lang = \"python3.6\" in shipwreck.toml");
-    }
-
-    #[test]
-    fn unknown_lang_lists_known_names() {
-        let dir = app(&[]);
-        let err =
-            registry().choose(&AppFiles::new(dir.path()), &manifest(80, Some("cobol"), None)).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "unknown lang `cobol`; this platform knows: dockerfile, node, python, static, python3.6"
-        );
-    }
-
-    struct Shell;
-
-    impl Builder for Shell {
-        fn name(&self) -> &str {
-            "shell"
-        }
-        fn description(&self) -> &str {
-            "an app started by start.sh"
-        }
-        fn example_manifest(&self) -> String {
-            "[app]\nname = \"sh\"\n[config]\nport = 80\nlang = \"shell\"\n".into()
-        }
-        fn detect(&self, app: &AppFiles) -> Option<String> {
-            app.includes_file("start.sh").then(|| "start.sh found".into())
-        }
-        fn plan(&self, app: &AppFiles, _: &Manifest, images: &BaseImages) -> Result<BuildPlan, BuildError> {
-            let image = images.require("shell")?;
-            Ok(BuildPlan {
-                builder: "shell".into(),
-                context_dir: app.root().to_path_buf(),
-                dockerfile: format!("FROM {image}\nCMD [\"sh\", \"start.sh\"]\n"),
-            })
-        }
-    }
-
-    #[test]
-    fn registered_builder_is_named_detected_and_chosen_by_lang() {
-        let mut r = registry();
-        r.register(Shell);
-        assert_eq!(r.names().last().map(String::as_str), Some("shell"));
-        let dir = app(&[("start.sh", "echo hi")]);
-        let d = r.choose(&AppFiles::new(dir.path()), &manifest(80, None, None)).unwrap();
-        assert_eq!(d.builder, "shell");
-        // The base image is configuration: missing, the error names the key.
-        let err = r.plan(dir.path(), &manifest(80, Some("shell"), None)).unwrap_err();
-        assert!(err.to_string().contains("no base image is configured for `shell`"), "{err}");
-        let mut images = BaseImages::uniform("local/base:1");
-        images.set("shell", "local/shell:2");
-        let mut r2 = BuilderRegistry::with_builtins(images);
-        r2.register(Shell);
-        let (plan, d) = r2.plan(dir.path(), &manifest(80, Some("shell"), None)).unwrap();
-        assert_eq!(d.builder, "shell");
-        assert!(plan.dockerfile.starts_with("FROM local/shell:2\n"), "{}", plan.dockerfile);
-    }
-
-    #[test]
-    fn register_replaces_a_builder_of_the_same_name() {
-        struct FakeNode;
-        impl Builder for FakeNode {
-            fn name(&self) -> &str {
-                "node"
-            }
-            fn description(&self) -> &str {
-                "replacement"
-            }
-            fn example_manifest(&self) -> String {
-                String::new()
-            }
-            fn detect(&self, _: &AppFiles) -> Option<String> {
-                None
-            }
-            fn plan(&self, _: &AppFiles, _: &Manifest, _: &BaseImages) -> Result<BuildPlan, BuildError> {
-                Err(BuildError::Invalid("replacement".into()))
-            }
-        }
-        let mut r = registry();
-        r.register(FakeNode);
-        assert_eq!(r.names(), ["dockerfile", "node", "python", "static", "python3.6"]);
-        assert_eq!(r.get("node").map(|b| b.description()), Some("replacement"));
-    }
-
-    #[test]
-    fn missing_base_image_names_the_key() {
-        let mut images = BaseImages::uniform("local/base:1");
-        images.0.remove("node");
-        let r = BuilderRegistry::with_builtins(images);
-        let dir = app(&[("package.json", "{}")]);
-        let err = r.plan(dir.path(), &manifest(80, None, Some("node s.js"))).unwrap_err();
-        let BuildError::Invalid(message) = &err else { panic!("{err:?}") };
-        assert!(message.contains("`node`") && message.contains("BaseImages::set"), "{message}");
-    }
-
-    #[test]
-    fn env_instructions_escape_and_end_with_port() {
-        let mut m = manifest(8080, None, None);
-        m.config.env.insert("GREETING".into(), r#"say "hi" \ $HOME"#.into());
-        m.config.env.insert("PORT".into(), "1".into());
-        let text = env_instructions(&m).unwrap();
-        assert_eq!(text, "ENV GREETING=\"say \\\"hi\\\" \\\\ \\$HOME\"\nENV PORT=\"8080\"\n");
-        m.config.env.insert("BAD NAME".into(), "x".into());
-        assert!(matches!(env_instructions(&m), Err(BuildError::Invalid(_))));
-        assert!(env_instruction("A", "two\nlines").is_err());
-    }
-
-    #[test]
-    fn shell_cmd_is_json() {
-        let cmd = shell_cmd("echo \"a\\b\"\nnext");
-        assert_eq!(cmd, r#"CMD ["sh","-c","echo \"a\\b\"\nnext"]"#);
-        let args: Vec<String> = serde_json::from_str(cmd.trim_start_matches("CMD ")).unwrap();
-        assert_eq!(args, ["sh", "-c", "echo \"a\\b\"\nnext"]);
-    }
-
-    #[test]
-    fn required_run_message() {
-        let err = required_run(&manifest(80, None, None), "node", "node server.js").unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "shipwreck.toml: `config.run` is missing; the node builder needs the command that starts the app, \
-             e.g. run = \"node server.js\""
-        );
-        assert_eq!(required_run(&manifest(80, None, Some("go")), "node", "x").unwrap(), "go");
-    }
-
-    #[test]
-    fn app_files_reads() {
-        let dir = app(&[("package.json", "{\"a\": 1}"), ("sub/x.txt", "x"), ("bad.json", "{\n  nope")]);
-        let files = AppFiles::new(dir.path());
-        assert_eq!(files.read_to_string("sub/x.txt").unwrap(), "x");
-        assert_eq!(files.read_json("package.json").unwrap()["a"], 1);
-        let err = files.read_json("bad.json").unwrap_err();
-        assert!(err.to_string().starts_with("bad.json:2:3: not valid JSON"), "{err}");
-        assert_eq!(files.list_root().unwrap(), ["bad.json", "package.json", "sub"]);
-        assert!(
-            files.includes_file("sub/x.txt") && !files.includes_file("sub") && !files.includes_file("none")
-        );
-        assert!(matches!(files.read_to_string("../x"), Err(BuildError::Invalid(_))));
-        assert!(matches!(files.read_to_string("missing"), Err(BuildError::Io { .. })));
-    }
-
-    #[cfg(unix)]
-    #[test]
-    fn app_files_refuse_symlinks_out_of_the_checkout() {
-        let outside = app(&[("secret", "s")]);
-        let dir = app(&[]);
-        std::os::unix::fs::symlink(outside.path().join("secret"), dir.path().join("link")).unwrap();
-        let files = AppFiles::new(dir.path());
-        let err = files.read_to_string("link").unwrap_err();
-        assert!(err.to_string().contains("outside the repository"), "{err}");
-        assert!(!files.includes_file("link"));
-    }
-}
+mod tests;

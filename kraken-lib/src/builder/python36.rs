@@ -1,10 +1,11 @@
 //! The `python3.6` builder: a Python app on Python 3.6, for apps that need it.
 //!
 //! It is never detected from the files; an app asks for it with
-//! `lang = "python3.6"`. The plan is the [`python`](super::python) builder's,
-//! on the base image configured under `python3.6`.
+//! `lang = "python3.6"`. The plan is the [`python`](super::python) builder's
+//! (dependencies, start command), on the base image configured under
+//! `python3.6`, whatever version the app's files pin.
 
-use super::python::python_plan;
+use super::python::{python_plan, PythonImage};
 use super::{AppFiles, BaseImages, BuildError, BuildPlan, Builder};
 use crate::shipwreck::Manifest;
 
@@ -36,7 +37,9 @@ impl Builder for Python36Builder {
         manifest: &Manifest,
         images: &BaseImages,
     ) -> Result<BuildPlan, BuildError> {
-        python_plan(self.name(), "python3.6", app, manifest, images)
+        let image = images.image_for("python3.6", "3.6")?;
+        let reason = "lang = \"python3.6\" in shipwreck.toml: the Python 3.6 image".to_string();
+        python_plan(self.name(), PythonImage { image, reason }, app, manifest)
     }
 }
 
@@ -47,27 +50,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn plan_uses_the_python36_image() {
-        let dir = app(&[("requirements.txt", "six\n"), ("app.py", "")]);
+    fn plan_uses_the_python36_image_and_infers_like_python() {
+        let dir = app(&[
+            ("requirements.txt", "flask==2.0.3\n"),
+            ("app.py", "from flask import Flask\napp = Flask(__name__)\n"),
+            (".python-version", "3.12"),
+        ]);
         let mut images = BaseImages::uniform("local/python:3.11");
         images.set("python3.6", "local/python:3.6");
-        let m = manifest(5000, Some("python3.6"), Some("python3 app.py"));
+        let m = manifest(5000, Some("python3.6"), None);
         let p = Python36Builder.plan(&AppFiles::new(dir.path()), &m, &images).unwrap();
         assert_eq!(p.builder, "python3.6");
+        assert_eq!(p.base_image.command, "local/python:3.6");
+        assert_eq!(p.base_image.reason, "lang = \"python3.6\" in shipwreck.toml: the Python 3.6 image");
         assert!(p.dockerfile.starts_with("FROM local/python:3.6\n"), "{}", p.dockerfile);
-        assert!(p.dockerfile.contains("RUN python3 -m pip install --no-cache-dir -r requirements.txt\n"));
+        assert!(
+            p.dockerfile.contains("RUN pip install --no-cache-dir -r requirements.txt\n"),
+            "{}",
+            p.dockerfile
+        );
+        assert!(p.dockerfile.contains("RUN pip install --no-cache-dir gunicorn\n"), "{}", p.dockerfile);
         assert!(p.dockerfile.contains("EXPOSE 5000\n"));
-        assert!(p.dockerfile.ends_with("CMD [\"sh\",\"-c\",\"python3 app.py\"]\n"), "{}", p.dockerfile);
+        assert_eq!(p.start.unwrap().command, "gunicorn app:app --bind 0.0.0.0:$PORT");
+        let defaults = Python36Builder.plan(&AppFiles::new(dir.path()), &m, &BaseImages::defaults()).unwrap();
+        assert_eq!(defaults.base_image.command, "python:3.6-slim");
     }
 
     #[test]
-    fn never_detected_and_needs_run() {
+    fn never_detected() {
         let dir = app(&[("requirements.txt", ""), ("app.py", "")]);
         let files = AppFiles::new(dir.path()).with_manifest(&manifest(5000, None, Some("python3 app.py")));
         assert_eq!(Python36Builder.detect(&files), None);
-        let err = Python36Builder
-            .plan(&files, &manifest(5000, Some("python3.6"), None), &BaseImages::defaults())
-            .unwrap_err();
-        assert!(err.to_string().contains("the python3.6 builder needs"), "{err}");
     }
 }

@@ -1,21 +1,71 @@
-//! The `static` builder: a plain HTML site with an `index.html` at its root.
+//! The `static` builder: a site of plain files with an `index.html`.
 //!
-//! The plan copies the site to `/site` and serves it with BusyBox's `httpd`
-//! (found on `PATH`, so it works on the BusyBox image and on any image that has
-//! `busybox`), after printing a start-up line to the logs. A `config.run`, if
-//! given, replaces that command.
+//! The site's folder is where a `Staticfile` says (`root: public`), else the
+//! first of the app's root, `public/`, `dist/`, `build/` and `site/` that has
+//! an `index.html`. The plan copies that folder to `/site` and serves it with
+//! BusyBox's `httpd` (found on `PATH`, so it works on the BusyBox image and on
+//! any image that has `busybox`), after printing a start-up line to the logs.
+//! A `config.run`, if given, replaces that command.
 
-use super::{env_instructions, shell_cmd, AppFiles, BaseImages, BuildError, BuildPlan, Builder};
+use super::{
+    copy_instruction, env_instructions, given_run, shell_cmd, AppFiles, BaseImages, BuildError, BuildPlan,
+    Builder, Step,
+};
 use crate::shipwreck::Manifest;
 
 /// Serves static sites on the base image configured under `static`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StaticSiteBuilder;
 
+/// The folders looked in for an `index.html`, in order (`.` is the app's root).
+pub const SITE_DIRS: &[&str] = &[".", "public", "dist", "build", "site"];
+
 impl StaticSiteBuilder {
     /// The command that serves `/site` on `port` when `config.run` is absent.
     pub fn default_command(port: u16) -> String {
         format!("echo 'kraken static site serving /site on port {port}' && exec busybox httpd -f -v -p {port} -h /site")
+    }
+
+    /// The site's folder and why, or `None` when there is no site.
+    ///
+    /// # Errors
+    /// [`BuildError::Invalid`] when a `Staticfile` names a folder that is not
+    /// there or leaves the app.
+    pub fn site_dir(app: &AppFiles) -> Result<Option<(String, String)>, BuildError> {
+        if app.includes_file("Staticfile") {
+            let text = app.read_to_string("Staticfile")?;
+            let root = text.lines().find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                (k.trim() == "root")
+                    .then(|| v.trim().trim_matches(['"', '\'']).trim_end_matches('/').to_string())
+            });
+            return match root {
+                Some(root) if root.is_empty() || root == "." => {
+                    Ok(Some((".".to_string(), "a Staticfile whose root is the app's folder".to_string())))
+                }
+                Some(root) => {
+                    if app.includes_dir(&root) {
+                        Ok(Some((root.clone(), format!("the Staticfile says root: {root}"))))
+                    } else {
+                        Err(BuildError::Invalid(format!(
+                            "the Staticfile says root: {root}, but there is no folder {root:?} in the app; \
+                             fix the root line or add the folder"
+                        )))
+                    }
+                }
+                None => Ok(Some((
+                    ".".to_string(),
+                    "a Staticfile found (no root line: the app's folder)".to_string(),
+                ))),
+            };
+        }
+        Ok(SITE_DIRS.iter().find_map(|dir| {
+            let index = if *dir == "." { "index.html".to_string() } else { format!("{dir}/index.html") };
+            app.includes_file(&index).then(|| {
+                let place = if *dir == "." { "at the root".to_string() } else { format!("in {dir}/") };
+                (dir.to_string(), format!("index.html found {place}"))
+            })
+        }))
     }
 }
 
@@ -25,7 +75,7 @@ impl Builder for StaticSiteBuilder {
     }
 
     fn description(&self) -> &str {
-        "a static HTML site with an index.html at the root"
+        "a static site: index.html at the root or in public/, dist/, build/ or site/, or where a Staticfile's root: says"
     }
 
     fn example_manifest(&self) -> String {
@@ -33,7 +83,11 @@ impl Builder for StaticSiteBuilder {
     }
 
     fn detect(&self, app: &AppFiles) -> Option<String> {
-        app.includes_file("index.html").then(|| "index.html found at the root".to_string())
+        Self::site_dir(app).ok().flatten().map(|(_, why)| why)
+    }
+
+    fn claim_is_weak(&self, _app: &AppFiles) -> bool {
+        true
     }
 
     fn plan(
@@ -42,16 +96,31 @@ impl Builder for StaticSiteBuilder {
         manifest: &Manifest,
         images: &BaseImages,
     ) -> Result<BuildPlan, BuildError> {
-        let image = images.require("static")?;
+        let image = images.image_for("static", "")?;
         let port = manifest.config.port;
-        let command = match manifest.config.run.as_deref() {
-            Some(run) if !run.trim().is_empty() => run.to_string(),
-            _ => Self::default_command(port),
+        let (dir, why) = Self::site_dir(app)?.unwrap_or_else(|| {
+            (".".to_string(), "no index.html found anywhere: the app's folder as it is".to_string())
+        });
+        let start = match given_run(manifest) {
+            Some(run) => Step::new(run, "`run` in shipwreck.toml"),
+            None => {
+                Step::new(Self::default_command(port), format!("{why}: served by busybox httpd from /site"))
+            }
         };
-        let mut dockerfile = format!("FROM {image}\nWORKDIR /site\nCOPY . /site\n");
-        dockerfile.push_str(&env_instructions(manifest)?);
-        dockerfile.push_str(&format!("EXPOSE {port}\n{}\n", shell_cmd(&command)));
-        Ok(BuildPlan { builder: self.name().to_string(), context_dir: app.root().to_path_buf(), dockerfile })
+        let mut plan = BuildPlan::new(
+            self.name(),
+            Step::new(&image, "the image configured for static sites (it has busybox)"),
+            app.root(),
+            String::new(),
+        );
+        let mut d = format!("FROM {image}\nWORKDIR /site\n");
+        d.push_str(&copy_instruction(&[&dir], "/site"));
+        d.push('\n');
+        d.push_str(&env_instructions(manifest)?);
+        d.push_str(&format!("EXPOSE {port}\n{}\n", shell_cmd(&start.command)));
+        plan.start = Some(start);
+        plan.dockerfile = d;
+        Ok(plan)
     }
 }
 
@@ -67,16 +136,18 @@ mod tests {
         images
     }
 
+    fn plan(files: &[(&str, &str)], run: Option<&str>) -> Result<BuildPlan, BuildError> {
+        let dir = app(files);
+        StaticSiteBuilder.plan(&AppFiles::new(dir.path()), &manifest(8080, Some("static"), run), &images())
+    }
+
     #[test]
     fn plan_serves_the_site_with_busybox() {
-        let dir = app(&[("index.html", "<h1>hi</h1>")]);
-        let p = StaticSiteBuilder
-            .plan(&AppFiles::new(dir.path()), &manifest(8080, None, None), &images())
-            .unwrap();
+        let p = plan(&[("index.html", "<h1>hi</h1>")], None).unwrap();
         let lines: Vec<&str> = p.dockerfile.lines().collect();
         assert_eq!(p.builder, "static");
         assert_eq!(lines[0], "FROM local/busybox:1");
-        assert!(lines.contains(&"COPY . /site"), "{}", p.dockerfile);
+        assert!(lines.contains(&r#"COPY [".","/site"]"#), "{}", p.dockerfile);
         assert!(lines.contains(&"EXPOSE 8080"), "{}", p.dockerfile);
         assert_eq!(
             lines.last(),
@@ -84,13 +155,47 @@ mod tests {
                 &r#"CMD ["sh","-c","echo 'kraken static site serving /site on port 8080' && exec busybox httpd -f -v -p 8080 -h /site"]"#
             )
         );
+        assert_eq!(
+            p.start.unwrap().reason,
+            "index.html found at the root: served by busybox httpd from /site"
+        );
+    }
+
+    #[test]
+    fn site_folders_and_the_staticfile() {
+        for (dir, file) in [
+            ("public", "public/index.html"),
+            ("dist", "dist/index.html"),
+            ("build", "build/index.html"),
+            ("site", "site/index.html"),
+        ] {
+            let p = plan(&[(file, "")], None).unwrap();
+            assert!(p.dockerfile.contains(&format!("COPY [\"{dir}\",\"/site\"]\n")), "{}", p.dockerfile);
+            assert!(p.start.unwrap().reason.starts_with(&format!("index.html found in {dir}/")));
+        }
+        let p = plan(&[("Staticfile", "root: www/\n"), ("www/home.html", "")], None).unwrap();
+        assert!(p.dockerfile.contains("COPY [\"www\",\"/site\"]\n"), "{}", p.dockerfile);
+        assert!(p.start.unwrap().reason.starts_with("the Staticfile says root: www"));
+        let err = plan(&[("Staticfile", "root: missing\n")], None).unwrap_err().to_string();
+        assert_eq!(err, "the Staticfile says root: missing, but there is no folder \"missing\" in the app; fix the root line or add the folder");
+        let err = plan(&[("Staticfile", "root: ../outside\n")], None).unwrap_err().to_string();
+        assert!(err.contains("no folder \"../outside\""), "{err}");
+    }
+
+    #[test]
+    fn detection_says_where() {
+        let dir = app(&[("public/index.html", "")]);
+        assert_eq!(
+            StaticSiteBuilder.detect(&AppFiles::new(dir.path())).as_deref(),
+            Some("index.html found in public/")
+        );
+        let dir = app(&[("docs/index.html", "")]);
+        assert_eq!(StaticSiteBuilder.detect(&AppFiles::new(dir.path())), None);
     }
 
     #[test]
     fn run_replaces_the_default_command() {
-        let dir = app(&[("index.html", "")]);
-        let m = manifest(9000, Some("static"), Some("exec busybox httpd -f -p 9000 -h /site/public"));
-        let p = StaticSiteBuilder.plan(&AppFiles::new(dir.path()), &m, &images()).unwrap();
+        let p = plan(&[("index.html", "")], Some("exec busybox httpd -f -p 9000 -h /site/public")).unwrap();
         assert!(p
             .dockerfile
             .ends_with("CMD [\"sh\",\"-c\",\"exec busybox httpd -f -p 9000 -h /site/public\"]\n"));

@@ -64,6 +64,9 @@ pub struct Envelope {
 /// The messages.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+// Work requests carry a whole manifest and are few; boxing them would only
+// add an allocation to every message.
+#[allow(clippy::large_enum_variant)]
 pub enum Body {
     /// A worker's periodic report.
     Sysinfo(NodeReport),
