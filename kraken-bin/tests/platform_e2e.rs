@@ -352,3 +352,55 @@ fn unauthorised_and_malformed_requests_are_refused() {
     let unreachable = cli(&format!("http://127.0.0.1:{}", free_port()), TOKEN, &["ps"]);
     assert_eq!(unreachable.status.code(), Some(3), "{}", text(&unreachable));
 }
+
+#[test]
+fn the_original_format_validates_and_deploys_as_written_with_a_build_ca() {
+    let dir = tempfile::Builder::new().prefix("kraken-e2e-").tempdir().expect("tempdir");
+    let ca = "/etc/ssl/certs/ca-certificates.crt".to_string();
+    let extra: Vec<String> =
+        if std::path::Path::new(&ca).is_file() { vec!["--build-ca".into(), ca] } else { Vec::new() };
+    let agent = Agent::spawn("up", &dir.path().join("data"), "127.0.0.1", free_port(), &extra)
+        .expect("kraken up answers");
+    let repo = AppRepo::new("original-format");
+    let out = agent.cli(&["validate", &repo.url()]);
+    let shown = text(&out);
+    assert!(out.status.success(), "validate succeeds:\n{shown}");
+    assert!(
+        shown.contains(
+            "ok: `scapenode` on port 7211 built by the node builder (lang = \"node\" in shipwreck.toml)"
+        ),
+        "{shown}"
+    );
+    assert!(shown.contains("start    npm start"), "the start command is shown:\n{shown}");
+    assert!(shown.contains("because: `run` in shipwreck.toml"), "and why:\n{shown}");
+    assert!(shown.contains(&format!("image    {}", base_image())), "the base image is shown:\n{shown}");
+
+    let out = agent.cli(&["deploy", &repo.url(), "--branch", "main", "--follow"]);
+    assert!(out.status.success(), "deploy --follow succeeds:\n{}\n{}", text(&out), agent.log());
+    let ps = agent.cli(&["ps", "--json"]);
+    let list: Value = serde_json::from_slice(&ps.stdout).expect("ps --json prints JSON");
+    let id =
+        list.as_array().and_then(|l| l.first()).and_then(|d| d["id"].as_str()).expect("listed").to_string();
+    let d = wait_status(&agent, &id, "Running", DEPLOY);
+    assert_eq!(d["manifest"]["app"]["endpoint"], "https://github.com/ethanshry/scapenode");
+    assert_eq!(
+        http_body(d["address"].as_str().expect("address"), Duration::from_secs(20)).trim(),
+        "hello from scapenode"
+    );
+    let (status, _) = call(agent.port, "DELETE", &format!("/api/v1/deployments/{id}"), None, Some(TOKEN));
+    assert_eq!(status, 202);
+    wait_status(&agent, &id, "Destroyed", DEPLOY);
+}
+
+#[test]
+fn a_build_ca_that_is_not_a_certificate_stops_kraken_up_with_the_reason() {
+    let dir = tempfile::Builder::new().prefix("kraken-e2e-").tempdir().expect("tempdir");
+    let bad = dir.path().join("not-a-cert.txt");
+    std::fs::write(&bad, "hello").expect("write");
+    let extra = vec!["--build-ca".to_string(), bad.display().to_string()];
+    let err = Agent::spawn("up", &dir.path().join("data"), "127.0.0.1", free_port(), &extra)
+        .err()
+        .expect("kraken up refuses the file");
+    assert!(err.contains("holds no PEM certificate"), "{err}");
+    assert!(err.contains("not-a-cert.txt"), "{err}");
+}

@@ -5,7 +5,7 @@
 //!
 //! Needs Debian's `chromium` and `chromium-driver`, a running Docker engine and
 //! the local base image (`KRAKEN_TEST_BASE_IMAGE`, default
-//! `kraken-test-base:bookworm`). Screenshots of every step, at desktop and
+//! `kraken-test-base:bookworm-v2`). Screenshots of every step, at desktop and
 //! phone widths, are saved under `<target>/ui-screenshots/`.
 
 mod ui_support;

@@ -277,6 +277,10 @@ fn build_context(
 ) -> std::io::Result<Vec<u8>> {
     let mut tar = tar::Builder::new(Vec::new());
     tar.follow_symlinks(false);
+    // Same files, same archive: no times or owners of this checkout, so the
+    // engine's layer cache sees an unchanged file as unchanged (a fresh
+    // checkout has new modification times every build).
+    tar.mode(tar::HeaderMode::Deterministic);
     append_dir_entries(&mut tar, dir, Path::new(""), files)?;
     let generated = std::iter::once((CONTEXT_DOCKERFILE, dockerfile.as_bytes()))
         .chain(files.iter().map(|(name, bytes)| (name.as_str(), bytes.as_slice())));
@@ -976,6 +980,13 @@ mod tests {
             .filter(|n| n == ".kraken-build-ca.pem")
             .collect();
         assert_eq!(names.len(), 1);
+        // A new checkout of the same files packs to the same archive.
+        let again = |mtime: u64| {
+            let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime);
+            std::fs::File::options().write(true).open(root.join("app.py")).unwrap().set_modified(t).unwrap();
+            build_context(root, "FROM base\n", &extra).unwrap()
+        };
+        assert_eq!(again(1_000_000), again(2_000_000));
     }
 
     #[test]

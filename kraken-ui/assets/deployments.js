@@ -195,5 +195,23 @@ function manifestSummary(v) {
       h("dt", {}, "Language"), h("dd", { dataset: { field: "lang" } }, config.lang || "–"),
       h("dt", {}, "Port"), h("dd", { dataset: { field: "port" } }, String(config.port ?? "–")),
       h("dt", {}, "Builder"), h("dd", { dataset: { field: "builder" } }, v.builder || "–", v.reason ? h("span", { className: "muted" }, ` (${v.reason})`) : null),
-      v.commit ? [h("dt", {}, "Commit"), h("dd", { className: "mono" }, String(v.commit).slice(0, 12))] : null));
+      v.commit ? [h("dt", {}, "Commit"), h("dd", { className: "mono" }, String(v.commit).slice(0, 12))] : null),
+    planSteps(v.plan));
+}
+
+// The build plan the check made: each step's command and why it was chosen.
+function planSteps(plan) {
+  if (!plan) return null;
+  const rows = [["Image", plan.base_image]];
+  for (const step of plan.install || []) rows.push(["Install", step]);
+  for (const step of plan.build || []) rows.push(["Build", step]);
+  if (plan.start) rows.push(["Start", plan.start]);
+  return h("dl", { className: "kv plan", style: "margin-top:.5rem", id: "validate-plan" },
+    plan.context && plan.context !== "." ? [h("dt", {}, "Folder"), h("dd", { className: "mono" }, plan.context)] : null,
+    rows.map(([label, step]) => [
+      h("dt", {}, label),
+      h("dd", { dataset: { step: label.toLowerCase() } },
+        h("code", {}, step.command),
+        h("div", { className: "muted small" }, step.reason)),
+    ]));
 }

@@ -82,6 +82,7 @@ export function mount(view, { id }) {
       h("dt", {}, "Port"), h("dd", {}, String(config.port ?? "–")),
       app.version ? [h("dt", {}, "Version"), h("dd", {}, app.version)] : null,
       app.author ? [h("dt", {}, "Author"), h("dd", {}, app.author)] : null,
+      app.endpoint ? [h("dt", {}, "Endpoint"), h("dd", { id: "app-endpoint" }, endpointView(app.endpoint))] : null,
       h("dt", {}, "Created"), h("dd", {}, when(d.created_at)),
       h("dt", {}, "Updated"), h("dd", {}, when(d.updated_at))));
 
@@ -311,4 +312,19 @@ function logPanel(id) {
       follow();
     },
   };
+}
+
+// `app.endpoint` is free metadata: a link only when it is an http(s) URL,
+// plain text otherwise (never an href for any other scheme).
+function endpointView(text) {
+  let url = null;
+  try {
+    url = new URL(text);
+  } catch {
+    url = null;
+  }
+  if (url && (url.protocol === "http:" || url.protocol === "https:")) {
+    return h("a", { href: url.href, target: "_blank", rel: "noopener noreferrer", className: "mono" }, text);
+  }
+  return h("span", { className: "mono" }, text);
 }

@@ -8,12 +8,14 @@ const KEYS = [
   ["app", "name", "string", "yes", "The app's name, also its container name: 1–63 characters of lowercase letters, digits and “-”, starting with a letter and not ending with “-”.", "\"hello-api\""],
   ["app", "version", "string", "no", "Free-form version shown in the interface.", "\"1.0.0\""],
   ["app", "author", "string", "no", "Who made it.", "\"Ada\""],
-  ["app", "endpoint", "string", "no", "Path of the app's main page, starting with “/”; the app's link points there. Default “/”.", "\"/health\""],
+  ["app", "endpoint", "string", "no", "Free metadata, any text: for example a link to the app's home page (shown as a link when it is an http:// or https:// address).", "\"https://github.com/you/app\""],
   ["config", "port", "integer", "yes", "The one TCP port the app listens on inside its container (1–65535). The platform publishes it on the node.", "8080"],
   ["config", "lang", "string", "no", "Which builder makes the image: one of the languages below. Left out, the builder is detected from the files at the root.", "\"node\""],
-  ["config", "run", "string", "yes*", "Shell command that starts the app. Required for every language except static and dockerfile.", "\"node server.js\""],
+  ["config", "run", "string", "no", "Shell command that starts the app. Left out, it is inferred: a Procfile's web line, package.json's start script or main, a Django manage.py, a FastAPI/Flask app object, main.py or app.py. The check before deploying shows what was inferred and why.", "\"node server.js\""],
   ["config", "test", "string", "no", "Shell command run in the built image before it is deployed; a non-zero exit stops the deployment as Errored.", "\"npm test\""],
   ["config", "dockerfile", "string", "no", "With lang = \"dockerfile\": path of the Dockerfile inside the repository. Default “Dockerfile”.", "\"docker/Dockerfile\""],
+  ["config", "root", "string", "no", "The folder of the repository that holds the app (one package of a monorepo); the manifest stays at the repository root.", "\"services/api\""],
+  ["config", "health", "string", "no", "Path inside the app that answers when it is healthy, starting with “/”.", "\"/api/health\""],
   ["config", "env", "table", "no", "Environment variables of the container, as a table of strings.", "{ GREETING = \"hi\" }"],
 ];
 
@@ -21,12 +23,11 @@ const EXAMPLE = `[app]
 name = "hello-api"
 version = "1.0.0"
 author = "Ada"
-endpoint = "/"
+endpoint = "https://github.com/ada/hello-api"
 
 [config]
 port = 8080
-lang = "node"
-run = "node server.js"
+health = "/"
 test = "node --check server.js"
 
 [config.env]

@@ -167,7 +167,7 @@ impl Drop for Agent {
 }
 
 pub fn base_image() -> String {
-    std::env::var("KRAKEN_TEST_BASE_IMAGE").unwrap_or_else(|_| "kraken-test-base:bookworm".to_string())
+    std::env::var("KRAKEN_TEST_BASE_IMAGE").unwrap_or_else(|_| "kraken-test-base:bookworm-v2".to_string())
 }
 
 pub fn cli(server: &str, token: &str, args: &[&str]) -> Output {

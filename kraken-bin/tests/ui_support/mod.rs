@@ -206,7 +206,7 @@ impl Platform {
 }
 
 fn spawn_agent(listen: &str, data_dir: &Path, token: &str, log: &Path) -> Child {
-    let base_image = env_or("KRAKEN_TEST_BASE_IMAGE", "kraken-test-base:bookworm");
+    let base_image = env_or("KRAKEN_TEST_BASE_IMAGE", "kraken-test-base:bookworm-v2");
     let out =
         std::fs::OpenOptions::new().create(true).append(true).open(log).expect("open the kraken log file");
     let err = out.try_clone().expect("clone the log file handle");

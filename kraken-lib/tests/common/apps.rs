@@ -14,7 +14,7 @@ pub fn fixtures_dir() -> PathBuf {
 
 /// The local base image the tests build on.
 pub fn base_image() -> String {
-    std::env::var("KRAKEN_TEST_BASE_IMAGE").unwrap_or_else(|_| "kraken-test-base:bookworm".to_string())
+    std::env::var("KRAKEN_TEST_BASE_IMAGE").unwrap_or_else(|_| "kraken-test-base:bookworm-v2".to_string())
 }
 
 /// A fixture app checked into a git repository of its own.

@@ -15,12 +15,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// Label put on every container and image a test makes, valued with the test's run id.
 pub const TEST_LABEL: &str = "kraken.test";
 
-/// The image tests build on: env `KRAKEN_TEST_BASE_IMAGE`, else `kraken-test-base:bookworm`.
+/// The image tests build on: env `KRAKEN_TEST_BASE_IMAGE`, else `kraken-test-base:bookworm-v2`.
 pub fn base_image() -> String {
     std::env::var("KRAKEN_TEST_BASE_IMAGE")
         .ok()
         .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "kraken-test-base:bookworm".to_string())
+        .unwrap_or_else(|| "kraken-test-base:bookworm-v2".to_string())
 }
 
 /// A name no other test run uses: `kt-<prefix>-<pid>-<time>-<counter>`, lowercase
