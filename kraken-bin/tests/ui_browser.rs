@@ -15,7 +15,8 @@ use std::time::Duration;
 use fantoccini::Locator;
 use serde_json::Value;
 use ui_support::{
-    run_ui_test, runtime, serial, Fixture, Ui, APP_ANSWER, APP_NAME, APP_PORT, BRANCH_WITHOUT_MANIFEST,
+    run_ui_test, runtime, serial, Fixture, Ui, APP_ANSWER, APP_HOME, APP_NAME, APP_PORT,
+    BRANCH_WITHOUT_MANIFEST,
 };
 
 const SHORT: Duration = Duration::from_secs(15);
@@ -100,6 +101,10 @@ fn deploy_open_follow_logs_and_destroy_through_the_ui() {
         assert!(text.contains("node"), "the manifest summary names the builder: {text}");
         assert!(text.contains(&APP_PORT.to_string()), "the manifest summary shows the port: {text}");
         assert_eq!(checked["createEnabled"], true, "Create is enabled after a successful check");
+        // The check shows the build plan: the start command and why it was chosen.
+        let start = ui.element("#validate-plan [data-step='start']", SHORT).await;
+        let start = start.text().await.expect("read the start step");
+        assert!(start.contains("node server.js") && start.contains("`run` in shipwreck.toml"), "{start}");
         ui.screenshots("validated").await;
         click(&ui, "#create-button").await;
 
@@ -129,6 +134,9 @@ fn deploy_open_follow_logs_and_destroy_through_the_ui() {
         let id = field(&hash, "hash").trim_start_matches("#/deployments/").to_string();
         assert!(!id.is_empty());
         ui.element("#status-current", SHORT).await;
+        // `endpoint` is free metadata: an http(s) URL is shown as a link.
+        let home = ui.element("#app-endpoint a", SHORT).await;
+        assert_eq!(home.attr("href").await.expect("endpoint link").as_deref(), Some(APP_HOME));
         ui.screenshots("deploying").await;
         wait_for_status(&ui, "Running", BUILD).await;
         ui.screenshots("running").await;

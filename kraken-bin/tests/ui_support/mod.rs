@@ -22,6 +22,8 @@ use tempfile::TempDir;
 pub const APP_ANSWER: &str = "hello from kraken ui test";
 /// The port the fixture app listens on inside its container.
 pub const APP_PORT: u16 = 3000;
+/// The fixture app's `endpoint`: free metadata, a link to its home page.
+pub const APP_HOME: &str = "https://example.org/kraken-ui-test";
 /// The fixture app's name in its `shipwreck.toml`.
 pub const APP_NAME: &str = "kraken-ui-test";
 /// The branch of the fixture repository without a `shipwreck.toml`.
@@ -71,7 +73,8 @@ impl Fixture {
         opts.initial_head("main");
         let repo = git2::Repository::init_opts(dir.path(), &opts).expect("git init of the fixture");
         let manifest = format!(
-            "[app]\nname = \"{APP_NAME}\"\nversion = \"1.0.0\"\nauthor = \"Kraken tests\"\n\n\
+            "[app]\nname = \"{APP_NAME}\"\nversion = \"1.0.0\"\nauthor = \"Kraken tests\"\n\
+             endpoint = \"{APP_HOME}\"\n\n\
              [config]\nport = {APP_PORT}\nlang = \"node\"\nrun = \"node server.js\"\n"
         );
         let server = format!(

@@ -212,14 +212,13 @@ impl Builder for NodeBuilder {
         manifest: &Manifest,
         images: &BaseImages,
     ) -> Result<BuildPlan, BuildError> {
-        if !app.includes_file("package.json") {
-            return Err(BuildError::Invalid(
-                "the node builder needs a package.json in the app's folder; add one (`npm init -y` makes it), \
-                 or set `lang` to the app's language"
-                    .to_string(),
-            ));
-        }
-        let package = app.read_json("package.json")?;
+        // An app chosen by `lang = "node"` may have no package.json: nothing to
+        // install then, and `run` or an entry file starts it.
+        let package = if app.includes_file("package.json") {
+            app.read_json("package.json")?
+        } else {
+            Value::Object(Default::default())
+        };
         let scripts = scripts(&package)?;
         let runtime_deps = dependency_names(&package, "dependencies")?;
         let dev_deps = dependency_names(&package, "devDependencies")?;

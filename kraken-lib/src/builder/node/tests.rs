@@ -258,8 +258,12 @@ fn refusals_say_what_to_add() {
         "{err}"
     );
     assert!(err.ends_with("or set `run` in [config] of shipwreck.toml"), "{err}");
-    let err = plan_with(&[], Some("node a.js")).unwrap_err().to_string();
-    assert!(err.starts_with("the node builder needs a package.json in the app's folder"), "{err}");
+    // Without a package.json (lang = "node"), `run` or an entry file starts the app.
+    let p = plan_with(&[("a.js", "")], Some("node a.js")).unwrap();
+    assert!(p.install.is_empty() && !p.dockerfile.contains("npm"), "{}", p.dockerfile);
+    assert_eq!(plan_with(&[("server.js", "")], None).unwrap().start.unwrap().command, "node server.js");
+    let err = plan_with(&[("README.md", "")], None).unwrap_err().to_string();
+    assert!(err.starts_with("could not tell how to start this Node.js app"), "{err}");
     let err = plan_with(&[("package.json", "{ oops")], Some("node s.js")).unwrap_err();
     assert!(err.to_string().starts_with("package.json:1:3: not valid JSON"), "{err}");
     let err = plan_with(&[("package.json", r#"{"dependencies": ["x"]}"#)], Some("node s.js")).unwrap_err();

@@ -44,10 +44,10 @@ pub(crate) fn python_plan(
     let install = install::plan_install(app)?;
     let start = start::infer_start(app, manifest, &install.declared)?;
     let mut plan = BuildPlan::new(builder, Step::new(&base.image, base.reason), app.root(), String::new());
+    // The app's own dependency files come right after WORKDIR, so the layers
+    // that follow belong to this app alone: two apps built at the same time
+    // never make twin layers that a later build could take the wrong one of.
     let mut d = format!("FROM {}\nWORKDIR /app\n", base.image);
-    d.push_str("ENV PYTHONUNBUFFERED=\"1\" PIP_DISABLE_PIP_VERSION_CHECK=\"1\"\n");
-    d.push_str(&format!("RUN python3 -m venv {}\n", install::VENV));
-    d.push_str(&format!("ENV VIRTUAL_ENV=\"{venv}\" PATH=\"{venv}/bin:$PATH\"\n", venv = install::VENV));
     if let Some(text) = &install.generated {
         plan.files.insert(install::GENERATED.to_string(), text.as_bytes().to_vec());
     }
@@ -61,6 +61,11 @@ pub(crate) fn python_plan(
             d.push_str(&copy_instruction(&files, "./"));
             d.push('\n');
         }
+    }
+    d.push_str(&format!("RUN python3 -m venv {}\n", install::VENV));
+    d.push_str("ENV PYTHONUNBUFFERED=\"1\" PIP_DISABLE_PIP_VERSION_CHECK=\"1\"\n");
+    d.push_str(&format!("ENV VIRTUAL_ENV=\"{venv}\" PATH=\"{venv}/bin:$PATH\"\n", venv = install::VENV));
+    if !install.steps.is_empty() {
         for step in &install.steps {
             d.push_str(&format!("RUN {}\n", step.command));
         }

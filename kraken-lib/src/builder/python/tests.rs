@@ -41,6 +41,7 @@ fn a_flask_app_with_requirements() {
     let install = position(&p, "RUN pip install --no-cache-dir -r requirements.txt");
     let source = position(&p, "COPY . .");
     assert!(copy < install && install < source, "{}", p.dockerfile);
+    assert!(copy < position(&p, "RUN python3 -m venv /opt/venv"), "the app's own files come first");
     assert_eq!(p.install.len(), 1, "gunicorn is there already");
     assert!(p.install[0]
         .reason
