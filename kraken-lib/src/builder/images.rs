@@ -92,6 +92,17 @@ impl BaseImages {
         }
     }
 
+    /// The reason of a version choice, completed when the image for `key` is
+    /// the same for every version (so the pin does not change it).
+    pub fn version_reason(&self, key: &str, image: &str, reason: &str) -> String {
+        match self.get(key) {
+            Some(template) if !template.contains(VERSION_PLACEHOLDER) => {
+                format!("{reason}; {image} is the image configured for every version")
+            }
+            _ => reason.to_string(),
+        }
+    }
+
     /// The image for `key` at `version` (`{version}` replaced).
     ///
     /// # Errors
@@ -129,6 +140,12 @@ mod tests {
         for (key, version) in [("node", "18"), ("node", "24"), ("python", "3.9"), ("static", "")] {
             assert_eq!(images.image_for(key, version).unwrap(), "local/base:1");
         }
+        assert_eq!(
+            images.version_reason("node", "local/base:1", "x asks for 18: Node 18"),
+            "x asks for 18: Node 18; local/base:1 is the image configured for every version"
+        );
+        let defaults = BaseImages::defaults();
+        assert_eq!(defaults.version_reason("node", "node:18-bookworm-slim", "why"), "why");
     }
 
     #[test]

@@ -230,8 +230,8 @@ impl Builder for NodeBuilder {
         let start = Self::start(app, manifest, &package, &pm, &all_deps)?;
         let build_script = scripts.get("build").and_then(Value::as_str);
 
-        let mut plan =
-            BuildPlan::new(self.name(), Step::new(&image, &version.reason), app.root(), String::new());
+        let why = images.version_reason("node", &image, &version.reason);
+        let mut plan = BuildPlan::new(self.name(), Step::new(&image, why), app.root(), String::new());
         let mut d = format!(
             "FROM {image}{}\nWORKDIR /app\n",
             if matches!(start, Start::Static { .. }) { " AS build" } else { "" }

@@ -132,7 +132,8 @@ impl Builder for PythonBuilder {
         let default = images.default_version("python").unwrap_or("3.13").to_string();
         let version = version::python_version(app, &default)?;
         let image = images.image_for("python", &version.version)?;
-        python_plan(self.name(), PythonImage { image, reason: version.reason }, app, manifest)
+        let reason = images.version_reason("python", &image, &version.reason);
+        python_plan(self.name(), PythonImage { image, reason }, app, manifest)
     }
 }
 
