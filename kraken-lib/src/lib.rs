@@ -13,7 +13,7 @@
 //! ## Layout
 //!
 //! - [`shipwreck`]: parse and validate `shipwreck.toml`.
-//! - [`builder`]: the `Builder` trait, the registry, and one file per built-in builder.
+//! - [`builder`]: the `Builder` trait, the registry, build plans as data, and one module per built-in builder.
 //! - [`source`]: fetch a git URL + branch with `git2`.
 //! - [`runtime`]: the Docker engine through `bollard`, behind a mockable trait.
 //! - [`deployment`]: deployment records and the lifecycle's statuses.

@@ -167,8 +167,12 @@ impl PackageManager {
         } else {
             format!("npm install -g {package}@{spec}")
         };
+        // The official images ship yarn 1 as a plain link, which `corepack
+        // enable` will not replace.
+        let clear =
+            if package == "yarn" { "rm -f /usr/local/bin/yarn /usr/local/bin/yarnpkg && " } else { "" };
         Some(format!(
-            "if command -v corepack >/dev/null 2>&1; then corepack enable && corepack prepare {package}@{spec} --activate; \
+            "if command -v corepack >/dev/null 2>&1; then {clear}corepack enable && corepack prepare {package}@{spec} --activate; \
              else {fallback}; fi"
         ))
     }
@@ -360,7 +364,7 @@ mod tests {
         assert!(pm
             .setup()
             .unwrap()
-            .contains("corepack prepare yarn@4 --activate; else npm install -g --force @yarnpkg/cli-dist@4"));
+            .contains("then rm -f /usr/local/bin/yarn /usr/local/bin/yarnpkg && corepack enable && corepack prepare yarn@4 --activate; else npm install -g --force @yarnpkg/cli-dist@4"));
 
         let pm = detect(&[("package.json", "{}"), ("bun.lockb", "")]).unwrap();
         assert_eq!((pm.kind, pm.install(true)), (Kind::Bun, "bun install --frozen-lockfile".to_string()));
