@@ -336,6 +336,7 @@ async fn up(args: UpArgs, role: NodeRole, data_dir: PathBuf, token: Option<Strin
             amqp_url: args.amqp_url,
             amqp_advertise_url: args.amqp_advertise_url,
             join_token: args.join_token,
+            takeover_faults: None,
         },
         Arc::new(runtime),
     )

@@ -46,6 +46,9 @@ pub struct NodeConfig {
     pub state_limits: StateLimits,
     /// How long a manifest's `test` command may run.
     pub test_timeout: Duration,
+    /// How long a change waits for the rollover candidate's confirmation
+    /// before it is acknowledged anyway (the platform then runs degraded).
+    pub replication_timeout: Duration,
 }
 
 impl NodeConfig {
@@ -67,6 +70,7 @@ impl NodeConfig {
             fetch_limits: FetchLimits::default(),
             state_limits: StateLimits::default(),
             test_timeout: Duration::from_secs(600),
+            replication_timeout: Duration::from_secs(2),
         }
     }
 

@@ -632,7 +632,6 @@ impl Executor for OrchestrationExecutor {
         };
         let subs = [sub(Channel::Sysinfo).await?, sub(Channel::Deployment).await?, sub(Channel::Log).await?];
         self.subs = Some(subs);
-        node.set_orchestrator(Some(node.api_address()));
         self.started = Instant::now();
         self.quiet_since = Instant::now();
         self.next_pass = Instant::now();

@@ -119,6 +119,9 @@ pub struct PlatformOptions {
     pub broker_image: Option<String>,
     /// The host port the started broker listens on.
     pub broker_port: u16,
+    /// Faults to inject into a takeover's steps, for tests of its recovery;
+    /// `None` in real use.
+    pub takeover_faults: Option<crate::rollover::takeover::TakeoverFaults>,
 }
 
 impl PlatformOptions {
@@ -136,6 +139,7 @@ impl PlatformOptions {
             join_token: None,
             broker_image: None,
             broker_port: 5672,
+            takeover_faults: None,
         }
     }
 }
@@ -246,6 +250,7 @@ impl Platform {
                 ui: options.ui.clone(),
                 amqp: Some(amqp.clone()),
                 runtime: runtime.clone(),
+                faults: options.takeover_faults.clone(),
                 join: JoinInfo {
                     token: Arc::from(join_token.clone().unwrap_or_default().as_str()),
                     amqp_url: Arc::from(answer.amqp_url.as_str()),
@@ -297,6 +302,7 @@ impl Platform {
         };
         let node = GenericNode::new(identity, config, bus);
         node.set_epoch(epoch);
+        node.set_orchestrator(Some(node.api_address()));
         let mut runner = NodeRunner::new(node.clone())
             .with(OrchestrationExecutor::new(state.clone(), options.registry.clone()));
         if role == NodeRole::Combined {
