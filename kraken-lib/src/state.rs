@@ -618,11 +618,15 @@ impl State {
         node.last_heartbeat = Some(now);
         node.deployments = report.deployments.iter().map(|d| d.deployment.clone()).collect();
         node.stats = report.stats.clone();
-        node.history.push_back(NodeSample {
-            at: now,
-            cpu_percent: report.stats.cpu_percent,
-            memory_used_bytes: report.stats.memory_used_bytes,
-        });
+        // Reports come several times a second; the graphs keep a sample every
+        // couple of seconds, so the history covers minutes.
+        if node.history.back().is_none_or(|last| now - last.at >= chrono::Duration::milliseconds(1900)) {
+            node.history.push_back(NodeSample {
+                at: now,
+                cpu_percent: report.stats.cpu_percent,
+                memory_used_bytes: report.stats.memory_used_bytes,
+            });
+        }
         while node.history.len() > NODE_HISTORY {
             node.history.pop_front();
         }
