@@ -31,6 +31,9 @@ mod resume;
 /// How often a reconciliation pass runs when nothing wakes the orchestrator sooner.
 const PASS_EVERY: Duration = Duration::from_secs(1);
 
+/// A pass this much later than planned means the orchestrator itself was held up.
+const STALL: Duration = Duration::from_millis(500);
+
 /// After the bus was down, how long nodes get beyond the grace to reconnect
 /// (the bus's longest pause between two reconnection attempts).
 const RECONNECT_ALLOWANCE: Duration = Duration::from_secs(5);
@@ -101,6 +104,8 @@ struct Sent {
     at: Instant,
     /// By the wall clock (compared with the time of a report).
     wall: chrono::DateTime<Utc>,
+    /// The node it was sent to.
+    target: String,
     /// The run of the node's agent that was current then, if one had reported.
     instance: Option<String>,
 }
@@ -231,11 +236,17 @@ impl OrchestrationExecutor {
 
     async fn send_work(&mut self, node: &GenericNode, target: &str, work: WorkRequest) {
         let id = work.deployment().to_string();
+        // A cancel goes to a node that should not hold the deployment: it says
+        // nothing about the work its own node holds.
+        let holds = !matches!(work, WorkRequest::Cancel { .. });
         match node.publish(&Channel::Work(target.to_string()), Body::Work(work)).await {
-            Ok(()) => {
+            Ok(()) if holds => {
                 let instance = self.instances.get(target).cloned();
-                self.sent.insert(id, Sent { at: Instant::now(), wall: Utc::now(), instance });
+                let sent =
+                    Sent { at: Instant::now(), wall: Utc::now(), target: target.to_string(), instance };
+                self.sent.insert(id, sent);
             }
+            Ok(()) => {}
             Err(e) => {
                 warn!(deployment = %id, error = %e, "could not send work; it is sent again on a later pass")
             }
@@ -460,7 +471,7 @@ impl OrchestrationExecutor {
             if d.node.as_deref() != Some(from) {
                 continue;
             }
-            let sent = self.sent.get(&d.id);
+            let sent = self.sent.get(&d.id).filter(|s| s.target == from);
             let restarted = !report.instance.is_empty()
                 && match sent.map(|s| &s.instance) {
                     Some(Some(instance)) => *instance != report.instance,
@@ -551,6 +562,14 @@ impl OrchestrationExecutor {
         if !node.bus.is_connected() {
             self.quiet_since = Instant::now() + RECONNECT_ALLOWANCE;
             return None;
+        }
+        // Nor can an orchestrator that was itself away (its process stopped,
+        // its machine suspended): reports may wait unread. A pass that comes
+        // much later than planned gives every node the grace period again.
+        let late = Instant::now().saturating_duration_since(self.next_pass);
+        if late > STALL {
+            warn!(late = ?late, "this orchestrator was held up; giving every node the grace period again");
+            self.quiet_since = self.quiet_since.max(Instant::now());
         }
         let since_start = chrono::Duration::from_std(self.quiet_since.elapsed()).unwrap_or_default();
         let mut next: Option<chrono::Duration> = None;

@@ -322,7 +322,15 @@ impl Executor for RolloverExecutor {
             }
             return self.continue_takeover(node).await;
         }
-        let search = newer_orchestrator(self.known.clone(), node.id.clone(), node.epoch());
+        // The new orchestrator's epoch may be known already (its work arrived
+        // before its announcement): any other orchestrator at this epoch or
+        // later leads now.
+        let search = leading_orchestrator(
+            self.known.clone(),
+            node.id.clone(),
+            node.epoch(),
+            Some(orchestrator.as_str()),
+        );
         if let Some((address, epoch)) = search.await {
             info!(%address, epoch, "following the new orchestrator");
             self.follow(node, address, epoch).await;
@@ -347,10 +355,26 @@ pub async fn newer_orchestrator(
     own_id: NodeId,
     epoch: u64,
 ) -> Option<(String, u64)> {
+    leading_orchestrator(known, own_id, epoch.saturating_add(1), None).await
+}
+
+/// Asks the nodes at `known` for the orchestrator with the highest epoch, at
+/// least `min_epoch`, other than the one at `lost` (which does not answer).
+async fn leading_orchestrator(
+    known: Vec<(NodeId, String)>,
+    own_id: NodeId,
+    min_epoch: u64,
+    lost: Option<&str>,
+) -> Option<(String, u64)> {
     let mut best: Option<(String, u64)> = None;
     for (_, address) in known.iter().filter(|(id, _)| *id != own_id) {
         let Ok(found) = crate::discovery::probe(address, Duration::from_secs(1)).await else { continue };
-        if found.is_orchestrator() && found.epoch > epoch && best.as_ref().is_none_or(|b| found.epoch > b.1) {
+        let newest = best.as_ref().is_none_or(|b| found.epoch > b.1);
+        if found.is_orchestrator()
+            && found.epoch >= min_epoch
+            && Some(found.address.as_str()) != lost
+            && newest
+        {
             best = Some((found.address, found.epoch));
         }
     }

@@ -140,6 +140,18 @@ impl Agent {
         }
     }
 
+    /// The agent's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, …) to the agent's process.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.pid().expect("the agent runs");
+        let status = Command::new("kill").args([&format!("-{signal}"), &pid.to_string()]).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -{signal} {pid}");
+    }
+
     /// Kills the agent with SIGKILL, as a crash would.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -326,6 +338,18 @@ impl BrokerAccount {
 
     pub fn url(&self) -> String {
         format!("amqp://{}:{}@127.0.0.1:5672/{}", self.user, self.password, self.vhost)
+    }
+
+    /// Makes the broker unreachable for this account only: its connections
+    /// are closed and new ones refused, as if the broker were away.
+    pub fn block(&self) {
+        rabbitmqctl(&["clear_permissions", "-p", &self.vhost, &self.user]);
+        rabbitmqctl(&["close_all_user_connections", &self.user, "a test makes the broker unreachable"]);
+    }
+
+    /// Lets this account in again.
+    pub fn unblock(&self) {
+        rabbitmqctl(&["set_permissions", "-p", &self.vhost, &self.user, ".*", ".*", ".*"]);
     }
 }
 
