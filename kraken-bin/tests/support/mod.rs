@@ -86,7 +86,9 @@ impl Agent {
             log_path,
             ip: ip.to_string(),
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // Generous: an agent that starts its own broker waits for RabbitMQ,
+        // which takes long on a busy machine.
+        let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             if let Ok(v) = get_json_at(&agent.ip, agent.port, "/ping") {
                 if v["service"] == "kraken" {
@@ -100,7 +102,7 @@ impl Agent {
                 }
             }
             if Instant::now() > deadline {
-                return Err(format!("kraken {command} did not answer /ping within 30 s:\n{}", agent.log()));
+                return Err(format!("kraken {command} did not answer /ping within 120 s:\n{}", agent.log()));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
