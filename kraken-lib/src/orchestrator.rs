@@ -34,8 +34,9 @@ const PASS_EVERY: Duration = Duration::from_secs(1);
 /// A pass this much later than planned means the orchestrator itself was held up.
 const STALL: Duration = Duration::from_millis(500);
 
-/// After the bus was down, how long nodes get beyond the grace to reconnect
-/// (the bus's longest pause between two reconnection attempts).
+/// After the bus was down or this orchestrator started, how long nodes get
+/// beyond the grace to (re)connect (the bus's longest pause between two
+/// reconnection attempts).
 const RECONNECT_ALLOWANCE: Duration = Duration::from_secs(5);
 
 /// How long a worker may hold work without mentioning it before it is sent again.
@@ -755,7 +756,9 @@ impl Executor for OrchestrationExecutor {
         let subs = [sub(Channel::Sysinfo).await?, sub(Channel::Deployment).await?, sub(Channel::Log).await?];
         self.subs = Some(subs);
         self.started = Instant::now();
-        self.quiet_since = Instant::now();
+        // Nodes may be starting again too (a whole machine rebooted): they get
+        // the time to reconnect on top of the grace.
+        self.quiet_since = Instant::now() + RECONNECT_ALLOWANCE;
         self.next_pass = Instant::now();
         self.state.notify();
         Ok(())

@@ -38,32 +38,21 @@ pub(super) fn note_layer(work_dir: &Path, layer: &str) {
 }
 
 /// Removes what interrupted work left on this node and returns the app
-/// containers (the rest of `containers`).
-pub(super) async fn clean_leftovers(
-    shared: &Shared,
-    containers: Vec<ManagedContainer>,
-) -> Vec<ManagedContainer> {
-    let runtime = &shared.runtime;
+/// containers (the rest of `containers`). The checkouts go at once (new work
+/// may soon write there); containers and images are removed by a task of its
+/// own, so that the node's first report is not held up (a test container can
+/// take seconds to stop).
+pub(super) async fn clean_leftovers(shared: &Shared, containers: Vec<ManagedContainer>) -> Vec<ManagedContainer> {
+    let runtime = shared.runtime.clone();
     let (apps, others): (Vec<_>, Vec<_>) = containers.into_iter().partition(|c| c.role() == ROLE_APP);
-    for c in others {
-        info!(container = %c.id, role = %c.role(), deployment = ?c.labels.get(LABEL_DEPLOYMENT), "removing a container of interrupted work");
-        if let Err(e) = runtime.remove_container(&c.id).await {
-            warn!(container = %c.id, error = %e, "could not remove a leftover container");
-        }
-    }
 
+    let mut layers = Vec::new();
     let work = shared.node.config.data_dir.join("work");
-    let entries =
-        std::fs::read_dir(&work).map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect::<Vec<_>>());
+    let entries = std::fs::read_dir(&work).map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect::<Vec<_>>());
     for path in entries.unwrap_or_default() {
         if path.extension().is_some_and(|e| e == "layers") {
-            let layers = std::fs::read_to_string(&path).unwrap_or_default();
-            for layer in layers.lines().rev().filter(|l| !l.trim().is_empty()) {
-                if let Err(e) = runtime.remove_image(layer.trim()).await {
-                    tracing::debug!(%layer, error = %e, "a layer of an interrupted build stays");
-                }
-            }
-            info!(file = %path.display(), "removed the layers of an interrupted build");
+            let noted = std::fs::read_to_string(&path).unwrap_or_default();
+            layers.extend(noted.lines().rev().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string));
             let _ = std::fs::remove_file(&path);
         } else {
             info!(checkout = %path.display(), "removing the checkout of an interrupted build");
@@ -74,25 +63,41 @@ pub(super) async fn clean_leftovers(
             }
         }
     }
-
-    match runtime.list_images(Some(shared.node.id.clone())).await {
-        Ok(images) => {
-            for image in images {
-                let used = apps.iter().any(|c| c.image_id == image.id || image.tags.contains(&c.image));
-                if used {
-                    continue;
-                }
-                info!(image = %image.id, tags = ?image.tags, "removing an image nothing runs (built by interrupted work)");
-                let names = if image.tags.is_empty() { vec![image.id.clone()] } else { image.tags.clone() };
-                for name in names {
-                    if let Err(e) = runtime.remove_image(&name).await {
-                        warn!(image = %name, error = %e, "could not remove a leftover image");
-                    }
+    let images = match runtime.list_images(Some(shared.node.id.clone())).await {
+        Ok(images) => images
+            .into_iter()
+            .filter(|image| !apps.iter().any(|c| c.image_id == image.id || image.tags.contains(&c.image)))
+            .collect(),
+        Err(e) => {
+            warn!(error = %e, "could not list this node's images; leftovers stay");
+            Vec::new()
+        }
+    };
+    tokio::spawn(async move {
+        for c in others {
+            info!(container = %c.id, role = %c.role(), deployment = ?c.labels.get(LABEL_DEPLOYMENT), "removing a container of interrupted work");
+            if let Err(e) = runtime.remove_container(&c.id).await {
+                warn!(container = %c.id, error = %e, "could not remove a leftover container");
+            }
+        }
+        for layer in &layers {
+            if let Err(e) = runtime.remove_image(layer).await {
+                tracing::debug!(%layer, error = %e, "a layer of an interrupted build stays");
+            }
+        }
+        if !layers.is_empty() {
+            info!(layers = layers.len(), "removed the layers of interrupted builds");
+        }
+        for image in images {
+            info!(image = %image.id, tags = ?image.tags, "removing an image nothing runs (built by interrupted work)");
+            let names = if image.tags.is_empty() { vec![image.id.clone()] } else { image.tags.clone() };
+            for name in names {
+                if let Err(e) = runtime.remove_image(&name).await {
+                    warn!(image = %name, error = %e, "could not remove a leftover image");
                 }
             }
         }
-        Err(e) => warn!(error = %e, "could not list this node's images; leftovers stay"),
-    }
+    });
     apps
 }
 
