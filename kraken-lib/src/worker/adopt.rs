@@ -42,13 +42,17 @@ pub(super) fn note_layer(work_dir: &Path, layer: &str) {
 /// may soon write there); containers and images are removed by a task of its
 /// own, so that the node's first report is not held up (a test container can
 /// take seconds to stop).
-pub(super) async fn clean_leftovers(shared: &Shared, containers: Vec<ManagedContainer>) -> Vec<ManagedContainer> {
+pub(super) async fn clean_leftovers(
+    shared: &Shared,
+    containers: Vec<ManagedContainer>,
+) -> Vec<ManagedContainer> {
     let runtime = shared.runtime.clone();
     let (apps, others): (Vec<_>, Vec<_>) = containers.into_iter().partition(|c| c.role() == ROLE_APP);
 
     let mut layers = Vec::new();
     let work = shared.node.config.data_dir.join("work");
-    let entries = std::fs::read_dir(&work).map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect::<Vec<_>>());
+    let entries =
+        std::fs::read_dir(&work).map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect::<Vec<_>>());
     for path in entries.unwrap_or_default() {
         if path.extension().is_some_and(|e| e == "layers") {
             let noted = std::fs::read_to_string(&path).unwrap_or_default();
