@@ -437,9 +437,18 @@ fn the_page_says_when_replication_is_degraded_and_when_a_copy_has_caught_up() {
             if (!b) return null;
             return { state: b.dataset.state || "", hidden: b.hidden, text: b.innerText, badge: s ? s.dataset.state : null };"##;
 
-        // A rollover candidate connects and never confirms anything: the next
-        // change is acknowledged after the timeout, without a copy.
-        let (_silent, _, _) = replica_stream(&ui.base, JOIN).await;
+        // A rollover candidate connects, stores its snapshot, and then never
+        // confirms anything: the next change is acknowledged after the
+        // timeout, without a copy.
+        let (_silent, session, version) = replica_stream(&ui.base, JOIN).await;
+        let acked = reqwest::Client::new()
+            .post(format!("{}/api/v1/replica/ack", ui.base))
+            .bearer_auth(JOIN)
+            .json(&serde_json::json!({ "session": session, "version": version }))
+            .send()
+            .await
+            .expect("ack answered");
+        assert_eq!(acked.status().as_u16(), 204);
         let created = reqwest::Client::new()
             .post(format!("{}/api/v1/deployments", ui.base))
             .bearer_auth(&ui.token)

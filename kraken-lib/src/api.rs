@@ -31,8 +31,13 @@ use crate::builder::BuilderRegistry;
 use crate::deployment::{Desired, Status};
 use crate::node::GenericNode;
 use crate::orchestrator::{check_request, retrieve};
-use crate::rollover::replication::{Confirmed, Replication};
+use crate::rollover::replication::Replication;
 use crate::state::{Change, Event, State};
+
+mod replication;
+
+pub use replication::ReplicaAck;
+use replication::{join_token_checked, replica_ack, replicated, replication_status};
 
 /// The largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -409,22 +414,6 @@ fn broker_info(state: &State) -> Option<(String, u16, String, String)> {
     ))
 }
 
-fn join_token_checked(ctx: &ApiContext, headers: &HeaderMap) -> ApiResult<()> {
-    let Some(info) = &ctx.join else {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "this platform has one machine; there is nothing to replicate to",
-        ));
-    };
-    if !same(bearer(headers).unwrap_or_default().as_bytes(), info.token.as_bytes()) {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "the replica stream needs the join token as `Authorization: Bearer <join token>`",
-        ));
-    }
-    Ok(())
-}
-
 /// The query of the replica stream.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ReplicaQuery {
@@ -488,47 +477,6 @@ async fn replica(
     Ok(Sse::new(ReceiverStream::new(rx))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(5)))
         .into_response())
-}
-
-/// The body of `POST /api/v1/replica/ack`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReplicaAck {
-    /// The session of the stream (from its snapshot).
-    pub session: String,
-    /// Every change up to this version is stored.
-    pub version: u64,
-}
-
-/// A rollover candidate confirms what it stored. `404` when its session was
-/// cut off: it should reconnect.
-async fn replica_ack(
-    AxumState(ctx): AxumState<ApiContext>,
-    headers: HeaderMap,
-    body: Result<Json<ReplicaAck>, JsonRejection>,
-) -> ApiResult<StatusCode> {
-    join_token_checked(&ctx, &headers)?;
-    let Json(ack) = body?;
-    if ctx.replication.ack(&ack.session, ack.version, ctx.state.version()) {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "no such replica session (it ended); open the replica stream again",
-        ))
-    }
-}
-
-/// Waits until the rollover candidate holds the change just stored (at most
-/// the replication timeout) and says whether it does.
-async fn replicated(ctx: &ApiContext) -> bool {
-    match ctx.replication.confirm(ctx.state.version()).await {
-        Confirmed::Replicated => true,
-        Confirmed::Local(why) => {
-            tracing::debug!(%why, "a change acknowledged without a copy");
-            false
-        }
-    }
 }
 
 async fn set_drained(
@@ -625,12 +573,6 @@ async fn platform(AxumState(ctx): AxumState<ApiContext>) -> Json<serde_json::Val
         "deployments_by_status": by_status,
         "replication": replication_status(&ctx),
     }))
-}
-
-/// The replication status, judged with the nodes that are up now.
-fn replication_status(ctx: &ApiContext) -> crate::rollover::replication::ReplicationStatus {
-    let others_up = ctx.join.is_some() && ctx.state.nodes().iter().any(|n| n.up && n.id != ctx.node.id);
-    ctx.replication.status(others_up)
 }
 
 async fn builders(AxumState(ctx): AxumState<ApiContext>) -> Json<serde_json::Value> {

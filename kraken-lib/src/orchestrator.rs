@@ -490,67 +490,6 @@ impl OrchestrationExecutor {
         }
     }
 
-    /// Carries out what [`resume::judge`] decided for deployment `d` on node `from`.
-    async fn repair(&mut self, node: &GenericNode, d: &Deployment, from: &str, repair: resume::Repair) {
-        let name = self.state.node(from).map(|n| n.name).unwrap_or_else(|| from.to_string());
-        match repair {
-            resume::Repair::Nothing => {}
-            resume::Repair::Running { container, host_port, address } => {
-                let message = format!(
-                    "running at {} on {name} (its agent found it running when it started again)",
-                    address.as_deref().unwrap_or("its port")
-                );
-                info!(deployment = %d.id, node = %from, "{message}");
-                let _ = self.state.update_deployment(&d.id, |d| {
-                    d.container_id = Some(container);
-                    d.host_port = host_port.or(d.host_port);
-                    d.address = address.or(d.address.take());
-                    d.error = None;
-                    d.transition(Status::Running, message, Utc::now());
-                    true
-                });
-            }
-            resume::Repair::Errored(reason) => self.transition(&d.id, Status::Errored, reason),
-            resume::Repair::HandOverAgain { update } => {
-                info!(deployment = %d.id, node = %from, status = %d.status, "its node's agent restarted; handing the work over again");
-                let message =
-                    format!("the agent of {name} restarted while it was {}; handing it over again", d.status);
-                let updated = self.state.update_deployment(&d.id, |d| {
-                    d.generation += 1;
-                    d.transition(Status::DelegatingDeployment, message, Utc::now());
-                    true
-                });
-                let spec = match updated {
-                    Ok(Some(d)) => Self::spec(&d),
-                    _ => None,
-                };
-                match spec {
-                    Some(spec) if update => self.send_work(node, from, WorkRequest::Update(spec)).await,
-                    Some(spec) => self.send_work(node, from, WorkRequest::Deploy(spec)).await,
-                    None => {
-                        self.transition(
-                            &d.id,
-                            Status::RetrievingApplicationData,
-                            "fetching the repository again",
-                        );
-                        if let Some(d) = self.state.deployment(&d.id) {
-                            self.start_retrieval(node, &d, false);
-                        }
-                    }
-                }
-            }
-            resume::Repair::Delegate => {
-                info!(deployment = %d.id, node = %from, "its node does not hold it; handing it over again");
-                self.delegate(node, &d.id, None, "its node lost it; ").await;
-            }
-            resume::Repair::DestroyAgain => {
-                info!(deployment = %d.id, node = %from, "its node's agent restarted; asking it again to remove it");
-                let work = WorkRequest::Destroy { deployment: d.id.clone(), generation: d.generation };
-                self.send_work(node, from, work).await;
-            }
-        }
-    }
-
     /// Marks down the nodes silent for longer than the grace; returns when
     /// the next node that is up would be, if it stays silent.
     async fn check_nodes(&mut self, node: &GenericNode) -> Option<Instant> {

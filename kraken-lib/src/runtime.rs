@@ -18,6 +18,10 @@ use tokio::sync::mpsc;
 
 use crate::builder::BuildPlan;
 
+mod build_layers;
+
+pub use build_layers::BuildLayers;
+
 /// Label present (value `"true"`) on every container and image Kraken made.
 pub const LABEL_MANAGED: &str = "kraken.managed";
 /// Label holding the deployment id.
@@ -100,52 +104,6 @@ pub struct ManagedImage {
     pub tags: Vec<String>,
     /// Its labels.
     pub labels: BTreeMap<String, String>,
-}
-
-/// Reads the output of a (classic) image build and notes the layers the build
-/// itself made — not those it took from the cache — so that what a failed or
-/// interrupted build left behind can be removed.
-#[derive(Debug, Default, Clone)]
-pub struct BuildLayers {
-    running: bool,
-    made: Vec<String>,
-}
-
-impl BuildLayers {
-    /// A reader that has seen nothing yet.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Reads one line of build output; returns the id of a layer the build
-    /// just made, if the line announced one.
-    pub fn read(&mut self, line: &str) -> Option<String> {
-        let line = line.trim();
-        if line.starts_with("Step ") {
-            self.running = false;
-            return None;
-        }
-        let rest = line.strip_prefix("---> ")?.trim();
-        if rest.starts_with("Running in ") {
-            self.running = true;
-            return None;
-        }
-        if rest == "Using cache" {
-            self.running = false;
-            return None;
-        }
-        let is_id = rest.len() >= 12 && rest.chars().all(|c| c.is_ascii_hexdigit());
-        if is_id && std::mem::take(&mut self.running) {
-            self.made.push(rest.to_string());
-            return Some(rest.to_string());
-        }
-        None
-    }
-
-    /// The layers made so far, oldest first.
-    pub fn made(&self) -> &[String] {
-        &self.made
-    }
 }
 
 /// A container's state.
@@ -1076,28 +1034,6 @@ mod tests {
         assert!(seen["outside"].0.is_symlink());
         assert_eq!(seen["outside"].3.as_deref(), Some("/etc/passwd"));
         assert_eq!(seen["outside"].2, "", "a link's target is never read");
-    }
-
-    #[test]
-    fn a_build_s_own_layers_are_told_apart_from_cached_ones() {
-        let output = [
-            "Step 1/4 : FROM base",
-            " ---> f99464881078",
-            "Step 2/4 : RUN echo one",
-            " ---> Using cache",
-            " ---> 486ead4f46f1",
-            "Step 3/4 : RUN echo two",
-            " ---> Running in 576141dfe7d8",
-            "two",
-            "Removing intermediate container 576141dfe7d8",
-            " ---> 0e876ff294e0",
-            "Step 4/4 : RUN false",
-            " ---> Running in e24b71a49687",
-        ];
-        let mut layers = BuildLayers::new();
-        let announced: Vec<String> = output.iter().filter_map(|l| layers.read(l)).collect();
-        assert_eq!(announced, ["0e876ff294e0"]);
-        assert_eq!(layers.made(), ["0e876ff294e0"]);
     }
 
     #[test]

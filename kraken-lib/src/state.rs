@@ -38,6 +38,10 @@ use crate::deployment::{random_id, Deployment, DeploymentId, DeploymentSummary, 
 use crate::runtime::ContainerStats;
 use crate::stats::NodeStats;
 
+mod feed;
+
+pub use feed::{Change, ReplicaFeed, Versioned};
+
 const DEPLOYMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("deployments");
 const NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("nodes");
 const LOGS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("logs");
@@ -191,40 +195,6 @@ struct LogMeta {
     bytes: usize,
 }
 
-/// A durable change, as the rollover candidate copies it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Change {
-    /// A deployment record as stored.
-    Deployment(Box<Deployment>),
-    /// A node record as stored.
-    Node(Box<NodeRecord>),
-}
-
-/// A [`Change`] with its version: versions grow by one with every durable
-/// change, so a copy that has every change up to version `v` is complete up
-/// to `v`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Versioned {
-    /// The version this change made.
-    pub version: u64,
-    /// The change.
-    pub change: Change,
-}
-
-/// What a rollover candidate starts from: every record at `version`, and the
-/// changes after it, in order.
-#[derive(Debug)]
-pub struct ReplicaFeed {
-    /// The version of the records below.
-    pub version: u64,
-    /// Every deployment.
-    pub deployments: Vec<Deployment>,
-    /// Every node.
-    pub nodes: Vec<NodeRecord>,
-    /// The changes made after `version`, in version order.
-    pub changes: broadcast::Receiver<Versioned>,
-}
-
 #[derive(Debug, Default)]
 struct Inner {
     deployments: BTreeMap<DeploymentId, Deployment>,
@@ -373,27 +343,6 @@ impl State {
         inner.version += 1;
         // No receiver is fine: no candidate is copying.
         let _ = self.shared.changes.send(Versioned { version: inner.version, change });
-    }
-
-    /// The version of the last durable change.
-    pub fn version(&self) -> u64 {
-        self.lock().version
-    }
-
-    /// Every record as of now and the changes that follow, for a rollover
-    /// candidate: nothing is missed between the two.
-    pub fn replica_feed(&self) -> ReplicaFeed {
-        let inner = self.lock();
-        // Subscribing with the lock held: every later change is sent after this.
-        let changes = self.shared.changes.subscribe();
-        let mut deployments: Vec<Deployment> = inner.deployments.values().cloned().collect();
-        deployments.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.id.cmp(&b.id)));
-        ReplicaFeed {
-            version: inner.version,
-            deployments,
-            nodes: inner.nodes.values().cloned().collect(),
-            changes,
-        }
     }
 
     /// Subscribes to changes.

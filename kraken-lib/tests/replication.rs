@@ -159,8 +159,16 @@ async fn a_silent_candidate_is_cut_off_and_the_platform_says_it_runs_degraded() 
     let mut stream = Stream::open(base).await;
     let snapshot: Value = serde_json::from_str(&stream.next().await.expect("snapshot").data).expect("json");
     let session = snapshot["session"].as_str().expect("session").to_string();
+    // Until it has stored its snapshot, a candidate is no copy: nothing waits for it.
+    assert_eq!(
+        platform(base).await["replication"]["reason"],
+        "the rollover candidate is still copying the state"
+    );
+    let (status, body) = create(base).await.expect("joins");
+    assert_eq!((status, body["replicated"].clone()), (202, json!(false)));
+    assert_eq!(ack(base, &session, snapshot["version"].as_u64().expect("version")).await, 204);
 
-    // The candidate never confirms: the request is answered after the timeout, unreplicated.
+    // Then it stops confirming: the next request is answered after the timeout, unreplicated.
     let (status, body) = create(base).await.expect("joins");
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["replicated"], false);
@@ -182,8 +190,8 @@ async fn a_silent_candidate_is_cut_off_and_the_platform_says_it_runs_degraded() 
     let snapshot: Value = serde_json::from_str(&again.next().await.expect("snapshot").data).expect("json");
     assert_eq!(
         snapshot["deployments"].as_array().map(Vec::len),
-        Some(2),
-        "both requests are in the snapshot"
+        Some(3),
+        "every request is in the snapshot"
     );
     let session = snapshot["session"].as_str().expect("session");
     assert_eq!(ack(base, session, snapshot["version"].as_u64().expect("version")).await, 204);

@@ -8,14 +8,20 @@
 //! of, was lost when that agent stopped: it is handed over again at once, to
 //! the same node (as an update when the node still runs an older version of
 //! the app, so that version serves until the new one is good). A container
-//! of the current generation that the node found running when it started
-//! (it was started just before the agent stopped) makes the deployment
-//! Running; one that stopped makes it Errored. Work that is merely not
+//! of the current generation that a node's new run (or a new orchestrator)
+//! finds finished and running makes the deployment Running (it was started
+//! just before the agent stopped, or its report was lost); one that stopped
+//! makes it Errored. Work that is merely not
 //! mentioned, from the same run, is handed over again after a while, as
 //! before.
 
-use crate::bus::WorkerDeployment;
+use chrono::Utc;
+use tracing::info;
+
+use super::OrchestrationExecutor;
+use crate::bus::{WorkRequest, WorkerDeployment};
 use crate::deployment::{Deployment, Desired, Status};
+use crate::node::GenericNode;
 
 /// What to do about one deployment after a report of its node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,7 +78,7 @@ pub(super) fn judge(d: &Deployment, held: Option<&WorkerDeployment>, seen: Seen)
                 | Status::TestingDeployment
                 | Status::Deploying,
                 Some(w),
-            ) if !w.in_progress => match (&w.container_id, w.running) {
+            ) if !w.in_progress && seen.restarted => match (&w.container_id, w.running) {
                 (Some(container), true) => Repair::Running {
                     container: container.clone(),
                     host_port: w.host_port,
@@ -96,6 +102,69 @@ pub(super) fn judge(d: &Deployment, held: Option<&WorkerDeployment>, seen: Seen)
             }
             _ => Repair::Nothing,
         },
+    }
+}
+
+impl OrchestrationExecutor {
+    /// Carries out what [`judge`] decided for deployment `d` on node `from`.
+    pub(super) async fn repair(&mut self, node: &GenericNode, d: &Deployment, from: &str, repair: Repair) {
+        let name = self.state.node(from).map(|n| n.name).unwrap_or_else(|| from.to_string());
+        match repair {
+            Repair::Nothing => {}
+            Repair::Running { container, host_port, address } => {
+                let message = format!(
+                    "running at {} on {name} (its agent found it running when it started again)",
+                    address.as_deref().unwrap_or("its port")
+                );
+                info!(deployment = %d.id, node = %from, "{message}");
+                let _ = self.state.update_deployment(&d.id, |d| {
+                    d.container_id = Some(container);
+                    d.host_port = host_port.or(d.host_port);
+                    d.address = address.or(d.address.take());
+                    d.error = None;
+                    d.transition(Status::Running, message, Utc::now());
+                    true
+                });
+            }
+            Repair::Errored(reason) => self.transition(&d.id, Status::Errored, reason),
+            Repair::HandOverAgain { update } => {
+                info!(deployment = %d.id, node = %from, status = %d.status, "its node's agent restarted; handing the work over again");
+                let message =
+                    format!("the agent of {name} restarted while it was {}; handing it over again", d.status);
+                let updated = self.state.update_deployment(&d.id, |d| {
+                    d.generation += 1;
+                    d.transition(Status::DelegatingDeployment, message, Utc::now());
+                    true
+                });
+                let spec = match updated {
+                    Ok(Some(d)) => Self::spec(&d),
+                    _ => None,
+                };
+                match spec {
+                    Some(spec) if update => self.send_work(node, from, WorkRequest::Update(spec)).await,
+                    Some(spec) => self.send_work(node, from, WorkRequest::Deploy(spec)).await,
+                    None => {
+                        self.transition(
+                            &d.id,
+                            Status::RetrievingApplicationData,
+                            "fetching the repository again",
+                        );
+                        if let Some(d) = self.state.deployment(&d.id) {
+                            self.start_retrieval(node, &d, false);
+                        }
+                    }
+                }
+            }
+            Repair::Delegate => {
+                info!(deployment = %d.id, node = %from, "its node does not hold it; handing it over again");
+                self.delegate(node, &d.id, None, "its node lost it; ").await;
+            }
+            Repair::DestroyAgain => {
+                info!(deployment = %d.id, node = %from, "its node's agent restarted; asking it again to remove it");
+                let work = WorkRequest::Destroy { deployment: d.id.clone(), generation: d.generation };
+                self.send_work(node, from, work).await;
+            }
+        }
     }
 }
 
@@ -171,6 +240,8 @@ mod tests {
         assert!(matches!(judge(&d, Some(&stopped), RESTARTED), Repair::Errored(_)));
         let building = held(3, true, None, false);
         assert_eq!(judge(&d, Some(&building), RESTARTED), Repair::Nothing, "work under way is left alone");
+        // The same run of the agent: its own report of the start is on its way.
+        assert_eq!(judge(&d, Some(&running), SAME_RUN), Repair::Nothing);
     }
 
     #[test]

@@ -158,12 +158,7 @@ fn apply_event(node: &GenericNode, state: &State, message: &SseMessage) -> Resul
     match message.event.as_str() {
         "snapshot" => {
             let s = serde_json::from_str::<Snapshot>(&message.data).map_err(|e| e.to_string())?;
-            for d in &s.deployments {
-                state.import_deployment(d).map_err(|e| e.to_string())?;
-            }
-            for n in &s.nodes {
-                state.import_node(n).map_err(|e| e.to_string())?;
-            }
+            state.import_snapshot(&s.deployments, &s.nodes).map_err(|e| e.to_string())?;
             state.set_meta("token", &s.token).map_err(|e| e.to_string())?;
             state.set_meta("join_token", &s.join_token).map_err(|e| e.to_string())?;
             state.set_meta("epoch", &s.epoch.to_string()).map_err(|e| e.to_string())?;

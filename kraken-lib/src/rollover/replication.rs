@@ -60,7 +60,10 @@ pub enum Confirmed {
 
 struct Session {
     node: NodeId,
+    /// Every change up to this version is stored there.
     acked: u64,
+    /// Whether it stored its snapshot: only then is it a copy to wait for.
+    ready: bool,
     stop: CancellationToken,
 }
 
@@ -136,7 +139,10 @@ impl Replication {
     pub fn open(&self, node: &str) -> SessionGuard {
         let id = random_id(8);
         let stop = CancellationToken::new();
-        self.lock().open.insert(id.clone(), Session { node: node.to_string(), acked: 0, stop: stop.clone() });
+        self.lock().open.insert(
+            id.clone(),
+            Session { node: node.to_string(), acked: 0, ready: false, stop: stop.clone() },
+        );
         info!(%node, "a rollover candidate opened a replica stream");
         self.bump();
         SessionGuard { replication: self.clone(), id, stop }
@@ -149,6 +155,8 @@ impl Replication {
         let mut sessions = self.lock();
         let Some(session) = sessions.open.get_mut(id) else { return false };
         session.acked = session.acked.max(version);
+        // The first confirmation is the snapshot's.
+        session.ready = true;
         let caught_up = session.acked >= latest;
         let node = session.node.clone();
         if caught_up && sessions.degraded.take().is_some() {
@@ -175,7 +183,13 @@ impl Replication {
                     if sessions.open.is_empty() {
                         return Confirmed::Local("no rollover candidate is connected".into());
                     }
-                    if sessions.open.values().all(|s| s.acked >= version) {
+                    // A candidate still storing its snapshot is no copy yet:
+                    // nothing to wait for (and no reason to cut it off).
+                    let copies: Vec<&Session> = sessions.open.values().filter(|s| s.ready).collect();
+                    if copies.is_empty() {
+                        return Confirmed::Local("the rollover candidate is still copying the state".into());
+                    }
+                    if copies.iter().all(|s| s.acked >= version) {
                         return Confirmed::Replicated;
                     }
                 }
@@ -192,7 +206,7 @@ impl Replication {
                     self.inner.timeout.as_millis()
                 );
                 let mut sessions = self.lock();
-                for s in sessions.open.values().filter(|s| s.acked < version) {
+                for s in sessions.open.values().filter(|s| s.ready && s.acked < version) {
                     warn!(node = %s.node, version, acked = s.acked, "{reason}; running degraded");
                     s.stop.cancel();
                 }
@@ -207,7 +221,8 @@ impl Replication {
     /// The status; `others_up` says whether another node could hold a copy.
     pub fn status(&self, others_up: bool) -> ReplicationStatus {
         let sessions = self.lock();
-        let candidate = sessions.open.values().map(|s| s.node.clone()).next();
+        let candidate = sessions.open.values().filter(|s| s.ready).map(|s| s.node.clone()).next();
+        let copying = sessions.open.values().any(|s| !s.ready);
         match (&sessions.degraded, candidate) {
             (Some(reason), candidate) => ReplicationStatus {
                 state: ReplicationState::Degraded,
@@ -219,9 +234,16 @@ impl Replication {
                 reason: None,
                 candidate: Some(candidate),
             },
-            (None, None) if others_up => ReplicationStatus {
+            (None, None) if others_up || copying => ReplicationStatus {
                 state: ReplicationState::Degraded,
-                reason: Some("no rollover candidate holds a copy of the state yet".into()),
+                reason: Some(
+                    if copying {
+                        "the rollover candidate is still copying the state"
+                    } else {
+                        "no rollover candidate holds a copy of the state yet"
+                    }
+                    .into(),
+                ),
                 candidate: None,
             },
             (None, None) => ReplicationStatus { state: ReplicationState::Off, reason: None, candidate: None },
@@ -244,6 +266,12 @@ mod tests {
         assert_eq!(r.status(false).state, ReplicationState::Off);
         assert!(matches!(r.confirm(1).await, Confirmed::Local(_)), "no copy: nothing to wait for");
         let session = r.open("n2");
+        assert!(
+            matches!(r.confirm(1).await, Confirmed::Local(why) if why.contains("still copying")),
+            "a candidate that has not stored its snapshot is no copy yet"
+        );
+        assert!(!session.stop.is_cancelled(), "and it is not cut off for it");
+        assert!(r.ack(&session.id, 1, 1), "the snapshot is stored");
         let waiting = tokio::spawn({
             let r = r.clone();
             async move { r.confirm(3).await }
@@ -261,6 +289,7 @@ mod tests {
     async fn a_silent_copy_is_cut_off_and_the_platform_degrades_until_one_catches_up() {
         let r = Replication::new(Duration::from_millis(50));
         let session = r.open("n2");
+        assert!(r.ack(&session.id, 0, 0), "its snapshot is stored");
         let answer = r.confirm(1).await;
         assert!(matches!(&answer, Confirmed::Local(why) if why.contains("did not confirm")), "{answer:?}");
         assert!(session.stop.is_cancelled(), "the lagging stream is ended");
@@ -269,6 +298,10 @@ mod tests {
         assert!(matches!(r.confirm(2).await, Confirmed::Local(_)));
         drop(session);
         let again = r.open("n2");
+        assert_eq!(
+            r.status(true).reason.as_deref(),
+            Some("the rollover candidate did not confirm a change within 50 ms")
+        );
         assert!(r.ack(&again.id, 1, 2));
         assert_eq!(r.status(true).state, ReplicationState::Degraded, "still behind");
         assert!(r.ack(&again.id, 2, 2));
