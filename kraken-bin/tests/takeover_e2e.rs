@@ -225,6 +225,9 @@ fn a_takeover_that_fails_at_each_step_is_tried_again_until_an_orchestrator_serve
         (nodes.as_array()?.iter().filter(|n| n["up"] == true).count() == 3).then_some(())
     });
 
+    wait_until("the candidate's replica", Duration::from_secs(30), || {
+        (c.ping()["replica_ready"] == true).then_some(())
+    });
     // One deployment on the orchestrator's machine (the workers drained for
     // it), then two more, which spread over the workers.
     let (o_id, c_id, w_id) = (o.node_id(), c.node_id(), w.node_id());

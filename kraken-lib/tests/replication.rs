@@ -188,11 +188,7 @@ async fn a_silent_candidate_is_cut_off_and_the_platform_says_it_runs_degraded() 
     // A candidate that connects again and confirms everything ends the degraded period.
     let mut again = Stream::open(base).await;
     let snapshot: Value = serde_json::from_str(&again.next().await.expect("snapshot").data).expect("json");
-    assert_eq!(
-        snapshot["deployments"].as_array().map(Vec::len),
-        Some(3),
-        "every request is in the snapshot"
-    );
+    assert_eq!(snapshot["deployments"].as_array().map(Vec::len), Some(3), "every request is in the snapshot");
     let session = snapshot["session"].as_str().expect("session");
     assert_eq!(ack(base, session, snapshot["version"].as_u64().expect("version")).await, 204);
     assert_eq!(platform(base).await["replication"]["state"], "synchronous");
