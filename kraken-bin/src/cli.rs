@@ -135,9 +135,10 @@ struct UpArgs {
     /// pip and OpenSSL in the build use it with this machine's system bundle.
     #[arg(long = "build-ca", value_name = "FILE")]
     build_ca: Vec<PathBuf>,
-    /// Seconds a node may stay silent before it is marked down.
-    #[arg(long, default_value_t = 10)]
-    node_grace: u64,
+    /// Seconds a node may stay silent before it is marked down (and the
+    /// orchestrator before its rollover candidate takes over).
+    #[arg(long, default_value_t = 2.0)]
+    node_grace: f64,
     /// RabbitMQ URL for a platform of several machines (amqp://user:password@host:5672/vhost).
     #[arg(long, env = "KRAKEN_AMQP_URL", hide_env_values = true)]
     amqp_url: Option<String>,
@@ -249,7 +250,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Up(args) => {
             let role = match &args.join {
-                Some(address) => NodeRole::Worker { orchestrator: normalise_address(address) },
+                // Any node of the platform will do: a worker leads to its orchestrator.
+                Some(address) => NodeRole::Worker { orchestrator: address.clone() },
                 None if args.no_discovery => NodeRole::Combined,
                 None => match look_for_platform(&args).await? {
                     Some(address) => NodeRole::Worker { orchestrator: address },
@@ -265,7 +267,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                     "a worker needs its orchestrator: pass --join <address> and --join-token <token>"
                 ));
             };
-            let role = NodeRole::Worker { orchestrator: normalise_address(address) };
+            let role = NodeRole::Worker { orchestrator: address.clone() };
             up(args, role, data_dir, cli.client.token).await
         }
         command => {
@@ -313,18 +315,6 @@ async fn look_for_platform(args: &UpArgs) -> Result<Option<String>> {
     Ok(Some(found.orchestrator.clone().unwrap_or(found.address)))
 }
 
-/// `host`, `host:port` or a URL, as `http://host:port` (default port 8000).
-fn normalise_address(address: &str) -> String {
-    let trimmed = address.trim().trim_end_matches('/');
-    let with_scheme = if trimmed.contains("://") { trimmed.to_string() } else { format!("http://{trimmed}") };
-    let host_part = with_scheme.split("://").nth(1).unwrap_or_default();
-    if host_part.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
-        with_scheme
-    } else {
-        format!("{with_scheme}:8000")
-    }
-}
-
 async fn up(args: UpArgs, role: NodeRole, data_dir: PathBuf, token: Option<String>) -> Result<ExitCode> {
     let mut images = match &args.base_image {
         Some(image) => BaseImages::uniform(image),
@@ -341,15 +331,19 @@ async fn up(args: UpArgs, role: NodeRole, data_dir: PathBuf, token: Option<Strin
         config.advertise_host = host;
     }
     config.publish_ip = args.publish_ip;
-    config.node_grace = Duration::from_secs(args.node_grace.max(1));
+    if !(0.5..=3600.0).contains(&args.node_grace) {
+        return Err(anyhow::anyhow!(
+            "--node-grace {}: give a number of seconds between 0.5 and 3600 (default 2)",
+            args.node_grace
+        ));
+    }
+    config.node_grace = Duration::from_secs_f64(args.node_grace);
     config.build_ca = args.build_ca;
     let runtime = DockerRuntime::connect().await.context(
         "Kraken runs apps in Docker containers; install Docker (Debian: apt-get install docker.io) and start it",
     )?;
     let is_worker = matches!(role, NodeRole::Worker { .. });
     let starts_broker_by_default = role == NodeRole::Orchestrator;
-    let no_discovery = args.no_discovery;
-    let node_name = args.name.clone().unwrap_or_else(|| "kraken".to_string());
     let platform = Platform::start(
         PlatformOptions {
             config,
@@ -364,30 +358,13 @@ async fn up(args: UpArgs, role: NodeRole, data_dir: PathBuf, token: Option<Strin
             amqp_url: args.amqp_url,
             amqp_advertise_url: args.amqp_advertise_url,
             join_token: args.join_token,
+            takeover_faults: None,
+            announce: !args.no_discovery,
         },
         Arc::new(runtime),
     )
     .await?;
     let address = platform.api_address();
-    let advertiser = match (is_worker || no_discovery, platform.join_token()) {
-        (false, Some(_)) => {
-            let ad = kraken_lib::discovery::Advertisement {
-                node_id: platform.node_id().to_string(),
-                node_name: node_name.clone(),
-                role: "orchestrator".to_string(),
-                epoch: 1,
-                port: platform.local_addr().port(),
-            };
-            match kraken_lib::discovery::Advertiser::start(ad) {
-                Ok(a) => Some(a),
-                Err(e) => {
-                    eprintln!("could not announce the platform on the LAN ({e}); other machines can still join with --join");
-                    None
-                }
-            }
-        }
-        _ => None,
-    };
     if is_worker {
         println!(
             "Kraken worker {} is up and joined the platform at {}.",
@@ -411,9 +388,6 @@ async fn up(args: UpArgs, role: NodeRole, data_dir: PathBuf, token: Option<Strin
         println!("Deploy from this machine with: kraken deploy <git url> --branch main --follow");
     }
     platform.run(shutdown_signal()).await?;
-    if let Some(a) = advertiser {
-        a.shutdown().await;
-    }
     println!("Kraken stopped; running apps keep running and are adopted at the next start.");
     Ok(ExitCode::SUCCESS)
 }

@@ -19,16 +19,15 @@ use support::*;
 static SERIAL: Mutex<()> = Mutex::new(());
 const DEPLOY: Duration = Duration::from_secs(240);
 const JOIN_TOKEN: &str = "rollover-join-token";
-const GRACE: &str = "3";
 
+/// Every agent here runs with the default settings (node grace 2 s).
 fn orchestrator(dir: &std::path::Path, port: u16, account: &BrokerAccount) -> Agent {
-    let args =
-        ["--amqp-url", &account.url(), "--join-token", JOIN_TOKEN, "--node-grace", GRACE].map(String::from);
+    let args = ["--amqp-url", &account.url(), "--join-token", JOIN_TOKEN].map(String::from);
     Agent::spawn("up", dir, "127.0.0.1", port, &args).expect("orchestrator starts")
 }
 
 fn worker(dir: &std::path::Path, ip: &str, orchestrator: &str) -> Agent {
-    let args = ["--join", orchestrator, "--join-token", JOIN_TOKEN, "--node-grace", GRACE].map(String::from);
+    let args = ["--join", orchestrator, "--join-token", JOIN_TOKEN].map(String::from);
     Agent::spawn("worker", dir, ip, free_port(), &args).expect("worker joins")
 }
 
@@ -212,7 +211,7 @@ fn the_primary_candidate_takes_over_and_nothing_is_lost() {
     };
     http_body(fresh_d["address"].as_str().expect("address"), Duration::from_secs(20));
     eprintln!(
-        "MEASURED rollover: new orchestrator answering {:.1} s, workers re-attached {:.1} s, dead machine's deployment running elsewhere {:.1} s after the orchestrator died (grace {GRACE} s)",
+        "MEASURED rollover (default settings): new orchestrator answering {:.1} s, workers re-attached {:.1} s, dead machine's deployment running elsewhere {:.1} s after the orchestrator died",
         api_back.as_secs_f64(),
         attached.as_secs_f64(),
         rescheduled.as_secs_f64()
@@ -224,7 +223,7 @@ fn the_primary_candidate_takes_over_and_nothing_is_lost() {
         &dir.path().join("o"),
         "127.0.0.1",
         o_port,
-        &["--amqp-url", &account.url(), "--node-grace", GRACE].map(String::from),
+        &["--amqp-url", &account.url()].map(String::from),
     )
     .expect("the old orchestrator starts again");
     assert_eq!(ping(&returned)["role"], "worker", "it stepped down: {}", returned.log());
@@ -306,8 +305,6 @@ fn a_broker_lost_with_the_orchestrator_is_started_again_by_the_new_one() {
         &broker_port,
         "--join-token",
         JOIN_TOKEN,
-        "--node-grace",
-        GRACE,
     ]
     .map(String::from);
     let mut o = Agent::spawn("up", &dir.path().join("o"), "127.0.0.1", free_port(), &args)
@@ -374,4 +371,133 @@ fn a_broker_lost_with_the_orchestrator_is_started_again_by_the_new_one() {
         (deployment_at(candidate, &fresh_id)["status"] == "Running").then_some(())
     });
     let _ = std::process::Command::new("docker").args(["rm", "-f", "kraken-broker"]).output();
+}
+
+/// One request of the stream and what the platform answered.
+#[derive(Debug, Clone)]
+struct Sent {
+    op: &'static str,
+    id: String,
+    status: u16,
+}
+
+#[test]
+fn every_request_acknowledged_before_a_kill_9_is_on_the_new_orchestrator() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let account = BrokerAccount::new();
+    let dir = tempfile::Builder::new().prefix("kraken-acked-").tempdir().expect("tempdir");
+    let mut o = orchestrator(&dir.path().join("o"), free_port(), &account);
+    let c = worker(&dir.path().join("c"), "127.0.0.2", &o.server());
+    wait_replica(&c);
+    let port = o.port;
+
+    // Requests for repositories that do not exist end Errored at once (no
+    // builds), so they can be updated and destroyed again and again.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let log = std::sync::Arc::new(Mutex::new(Vec::<Sent>::new()));
+    let latencies = std::sync::Arc::new(Mutex::new(Vec::<Duration>::new()));
+    let streams: Vec<_> = (0..3)
+        .map(|stream| {
+            let (stop, log, latencies) = (stop.clone(), log.clone(), latencies.clone());
+            std::thread::spawn(move || {
+                let client = reqwest::blocking::Client::builder()
+                    .timeout(Duration::from_secs(30))
+                    .build()
+                    .expect("client");
+                let mut mine: Vec<String> = Vec::new();
+                let mut i = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    i += 1;
+                    let base = format!("http://127.0.0.1:{port}/api/v1/deployments");
+                    let (op, request, target) = match (i % 4, mine.get(i as usize % mine.len().max(1))) {
+                        (1, Some(id)) => ("update", client.post(format!("{base}/{id}/update")), id.clone()),
+                        (3, Some(id)) => ("destroy", client.delete(format!("{base}/{id}")), id.clone()),
+                        _ => (
+                            "create",
+                            client.post(&base).json(
+                                &json!({"url": format!("/nonexistent/s{stream}-r{i}"), "branch": "main"}),
+                            ),
+                            String::new(),
+                        ),
+                    };
+                    let started = Instant::now();
+                    let Ok(response) = request.bearer_auth(TOKEN).send() else {
+                        // No answer: the request was not acknowledged.
+                        std::thread::sleep(Duration::from_millis(50));
+                        continue;
+                    };
+                    let status = response.status().as_u16();
+                    let body: Value = response.json().unwrap_or(Value::Null);
+                    if status == 202 {
+                        latencies.lock().unwrap_or_else(|p| p.into_inner()).push(started.elapsed());
+                    }
+                    let id = if op == "create" {
+                        body["id"].as_str().unwrap_or_default().to_string()
+                    } else {
+                        target
+                    };
+                    if op == "create" && status == 202 {
+                        mine.push(id.clone());
+                    }
+                    log.lock().unwrap_or_else(|p| p.into_inner()).push(Sent { op, id, status });
+                }
+            })
+        })
+        .collect();
+
+    // Once plenty were acknowledged, the orchestrator dies in the middle of the stream.
+    wait_until("requests acknowledged", Duration::from_secs(120), || {
+        let acked = log.lock().unwrap_or_else(|p| p.into_inner()).iter().filter(|s| s.status == 202).count();
+        (acked >= 60).then_some(())
+    });
+    o.kill9();
+    let killed_after = log.lock().unwrap_or_else(|p| p.into_inner()).len();
+    wait_until("the candidate to lead", Duration::from_secs(60), || {
+        (ping(&c)["role"] == "orchestrator").then_some(())
+    });
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for s in streams {
+        s.join().expect("a request stream");
+    }
+    let sent = log.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let acked: Vec<&Sent> = sent.iter().filter(|s| s.status == 202).collect();
+    let by_op = |op: &str| acked.iter().filter(|s| s.op == op).count();
+    assert!(by_op("create") > 0 && by_op("update") > 0 && by_op("destroy") > 0, "{sent:?}");
+
+    // Every acknowledged request is on the new orchestrator.
+    let mut updates: BTreeMap<&str, usize> = BTreeMap::new();
+    for s in acked.iter().filter(|s| s.op == "update") {
+        *updates.entry(s.id.as_str()).or_default() += 1;
+    }
+    for s in &acked {
+        let d = deployment_at(&c, &s.id);
+        assert!(d.is_object(), "{} of {} acknowledged but unknown to the new orchestrator", s.op, s.id);
+        match s.op {
+            "destroy" => assert_eq!(d["desired"], "Destroyed", "{}: {d:#}", s.id),
+            "update" => {
+                let asked = statuses(&d).iter().filter(|(status, _)| status == "UpdateRequested").count();
+                assert!(
+                    asked >= updates[s.id.as_str()],
+                    "{}: {} updates acknowledged, {asked} kept",
+                    s.id,
+                    updates[s.id.as_str()]
+                );
+            }
+            _ => {}
+        }
+    }
+    let mut latencies = latencies.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize].as_secs_f64() * 1000.0;
+    eprintln!(
+        "MEASURED synchronous replication: {} requests acknowledged ({} create, {} update, {} destroy), {} sent before the kill -9, all on the new orchestrator; acknowledgement time median {:.1} ms, p90 {:.1} ms, max {:.1} ms",
+        acked.len(),
+        by_op("create"),
+        by_op("update"),
+        by_op("destroy"),
+        killed_after,
+        at(0.5),
+        at(0.9),
+        at(1.0),
+    );
 }

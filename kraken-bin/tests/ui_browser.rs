@@ -8,6 +8,7 @@
 //! `kraken-test-base:bookworm-v2`). Screenshots of every step, at desktop and
 //! phone widths, are saved under `<target>/ui-screenshots/`.
 
+mod support;
 mod ui_support;
 
 use std::time::Duration;
@@ -15,7 +16,7 @@ use std::time::Duration;
 use fantoccini::Locator;
 use serde_json::Value;
 use ui_support::{
-    run_ui_test, runtime, serial, Fixture, Ui, APP_ANSWER, APP_HOME, APP_NAME, APP_PORT,
+    run_ui_test, run_ui_test_with, runtime, serial, Fixture, Ui, APP_ANSWER, APP_HOME, APP_NAME, APP_PORT,
     BRANCH_WITHOUT_MANIFEST,
 };
 
@@ -400,5 +401,106 @@ fn the_page_says_when_the_platform_is_lost_and_when_it_is_back() {
             .await;
         assert!(field(&back, "text").contains("back"), "{back}");
         ui.screenshots("connection-back").await;
+    }));
+}
+
+/// Opens the replica stream as a rollover candidate would; returns the
+/// response (kept open) and the snapshot's session and version.
+async fn replica_stream(base: &str, join_token: &str) -> (reqwest::Response, String, u64) {
+    let mut response = reqwest::Client::new()
+        .get(format!("{base}/api/v1/replica?node=ui-test-candidate"))
+        .bearer_auth(join_token)
+        .send()
+        .await
+        .expect("the replica stream opens");
+    assert!(response.status().is_success(), "{}", response.status());
+    let mut decoder = kraken_lib::api::SseDecoder::new();
+    loop {
+        let chunk = tokio::time::timeout(SHORT, response.chunk())
+            .await
+            .expect("a snapshot in time")
+            .expect("the stream reads")
+            .expect("the stream stays open");
+        if let Some(snapshot) = decoder.push(&chunk).into_iter().find(|m| m.event == "snapshot") {
+            let v: Value = serde_json::from_str(&snapshot.data).expect("json");
+            let session = v["session"].as_str().expect("a session").to_string();
+            return (response, session, v["version"].as_u64().expect("a version"));
+        }
+    }
+}
+
+#[test]
+fn the_page_says_when_replication_is_degraded_and_when_a_copy_has_caught_up() {
+    let _one_at_a_time = serial();
+    let account = support::BrokerAccount::new();
+    const JOIN: &str = "ui-replication-join-token";
+    let extra = ["--amqp-url", &account.url(), "--join-token", JOIN].map(String::from);
+    runtime().block_on(run_ui_test_with("replication", &extra, |ui| async move {
+        ui.open("#/").await;
+        ui.element("#orchestrator-name", SHORT).await;
+        let banner = r##"
+            const b = document.getElementById("replication-banner");
+            const s = document.querySelector("#replication-state .badge");
+            if (!b) return null;
+            return { state: b.dataset.state || "", hidden: b.hidden, text: b.innerText, badge: s ? s.dataset.state : null };"##;
+
+        // A rollover candidate connects, stores its snapshot, and then never
+        // confirms anything: the next change is acknowledged after the
+        // timeout, without a copy.
+        let (_silent, session, version) = replica_stream(&ui.base, JOIN).await;
+        let acked = reqwest::Client::new()
+            .post(format!("{}/api/v1/replica/ack", ui.base))
+            .bearer_auth(JOIN)
+            .json(&serde_json::json!({ "session": session, "version": version }))
+            .send()
+            .await
+            .expect("ack answered");
+        assert_eq!(acked.status().as_u16(), 204);
+        let created = reqwest::Client::new()
+            .post(format!("{}/api/v1/deployments", ui.base))
+            .bearer_auth(&ui.token)
+            .json(&serde_json::json!({ "url": "/nonexistent/repository", "branch": "main" }))
+            .send()
+            .await
+            .expect("create answered");
+        assert_eq!(created.status().as_u16(), 202);
+        let body: Value = created.json().await.expect("json");
+        assert_eq!(body["replicated"], false, "{body}");
+        let degraded = ui
+            .wait_js(
+                "the replication-degraded banner",
+                Duration::from_secs(30),
+                banner,
+                |v| v["state"] == "degraded" && v["hidden"] == false,
+                |_| None,
+            )
+            .await;
+        assert!(field(&degraded, "text").contains("Replication degraded"), "{degraded}");
+        assert!(field(&degraded, "text").contains("did not confirm"), "{degraded}");
+        ui.wait_js("the degraded badge", SHORT, banner, |v| v["badge"] == "degraded", |_| None).await;
+        ui.screenshots("replication-degraded").await;
+
+        // A candidate that connects again and confirms the snapshot has caught up.
+        let (_copy, session, version) = replica_stream(&ui.base, JOIN).await;
+        let acked = reqwest::Client::new()
+            .post(format!("{}/api/v1/replica/ack", ui.base))
+            .bearer_auth(JOIN)
+            .json(&serde_json::json!({ "session": session, "version": version }))
+            .send()
+            .await
+            .expect("ack answered");
+        assert_eq!(acked.status().as_u16(), 204);
+        let back = ui
+            .wait_js(
+                "the banner to go",
+                Duration::from_secs(30),
+                banner,
+                |v| v["state"] == "synchronous" && v["hidden"] == true,
+                |_| None,
+            )
+            .await;
+        ui.wait_js("the synchronous badge", SHORT, banner, |v| v["badge"] == "synchronous", |_| None).await;
+        ui.screenshots("replication-synchronous").await;
+        drop(back);
     }));
 }

@@ -31,7 +31,13 @@ use crate::builder::BuilderRegistry;
 use crate::deployment::{Desired, Status};
 use crate::node::GenericNode;
 use crate::orchestrator::{check_request, retrieve};
-use crate::state::{Event, State};
+use crate::rollover::replication::Replication;
+use crate::state::{Change, Event, State};
+
+mod replication;
+
+pub use replication::ReplicaAck;
+use replication::{join_token_checked, replica_ack, replicated, replication_status};
 
 /// The largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -49,6 +55,8 @@ pub struct ApiContext {
     pub token: Arc<str>,
     /// How other nodes join; `None` when the platform has no broker.
     pub join: Option<JoinInfo>,
+    /// The copies of the state and how far they confirmed.
+    pub replication: Replication,
     validations: Arc<Semaphore>,
 }
 
@@ -97,12 +105,14 @@ pub struct JoinAnswer {
 impl ApiContext {
     /// The context of an API served by `node`.
     pub fn new(state: State, registry: BuilderRegistry, node: GenericNode, token: &str) -> Self {
+        let replication = Replication::new(node.config.replication_timeout);
         Self {
             state,
             registry,
             node,
             token: Arc::from(token),
             join: None,
+            replication,
             validations: Arc::new(Semaphore::new(2)),
         }
     }
@@ -223,6 +233,7 @@ pub fn router(ctx: ApiContext) -> Router {
         .route("/api/v1/validate", post(validate))
         .route("/api/v1/join", post(join))
         .route("/api/v1/replica", get(replica))
+        .route("/api/v1/replica/ack", post(replica_ack))
         .route("/health", get(health))
         .route("/api/v1/deployments", get(list_deployments))
         .route("/api/v1/deployments/{id}", get(get_deployment))
@@ -241,6 +252,8 @@ pub fn router(ctx: ApiContext) -> Router {
 pub struct SseMessage {
     /// The `event:` name (empty when none was given).
     pub event: String,
+    /// The `id:` field, when one was given.
+    pub id: Option<String>,
     /// The `data:` lines, joined with newlines.
     pub data: String,
 }
@@ -271,6 +284,8 @@ impl SseDecoder {
             for line in text.lines() {
                 if let Some(v) = line.strip_prefix("event:") {
                     message.event = v.trim().to_string();
+                } else if let Some(v) = line.strip_prefix("id:") {
+                    message.id = Some(v.trim().to_string());
                 } else if let Some(v) = line.strip_prefix("data:") {
                     data.push(v.strip_prefix(' ').unwrap_or(v));
                 }
@@ -380,6 +395,13 @@ pub struct Snapshot {
     /// and password, so a new orchestrator can start it again.
     #[serde(default)]
     pub broker: Option<(String, u16, String, String)>,
+    /// The state's version the records above are at; every later event
+    /// carries its own version as its `id`.
+    #[serde(default)]
+    pub version: u64,
+    /// The session to name when confirming versions (`POST /api/v1/replica/ack`).
+    #[serde(default)]
+    pub session: String,
 }
 
 fn broker_info(state: &State) -> Option<(String, u16, String, String)> {
@@ -392,52 +414,62 @@ fn broker_info(state: &State) -> Option<(String, u16, String, String)> {
     ))
 }
 
+/// The query of the replica stream.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ReplicaQuery {
+    /// The candidate's node id.
+    #[serde(default)]
+    pub node: String,
+}
+
 /// Streams the state to a rollover candidate: a `snapshot` event, then a
-/// `deployment` event with the full record on every change and a `node` event
-/// on every node report. Needs the join token as the bearer token.
-async fn replica(AxumState(ctx): AxumState<ApiContext>, headers: HeaderMap) -> ApiResult<Response> {
-    let Some(info) = &ctx.join else {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "this platform has one machine; there is nothing to replicate to",
-        ));
-    };
-    if !same(bearer(&headers).unwrap_or_default().as_bytes(), info.token.as_bytes()) {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "the replica stream needs the join token as `Authorization: Bearer <join token>`",
-        ));
-    }
+/// `deployment` or `node` event with the full record for every durable
+/// change, its version as the event's `id`. The candidate confirms what it
+/// stored with `POST /api/v1/replica/ack`. Needs the join token as the bearer
+/// token.
+async fn replica(
+    AxumState(ctx): AxumState<ApiContext>,
+    headers: HeaderMap,
+    Query(query): Query<ReplicaQuery>,
+) -> ApiResult<Response> {
+    join_token_checked(&ctx, &headers)?;
+    let join_token = ctx.join.as_ref().map(|j| j.token.to_string()).unwrap_or_default();
     let (tx, rx) = mpsc::channel::<Result<SseEvent, Infallible>>(1024);
-    let mut events = ctx.state.subscribe();
+    let mut feed = ctx.state.replica_feed();
+    let session = ctx.replication.open(&query.node);
     let snapshot = Snapshot {
         epoch: ctx.node.epoch(),
         orchestrator_id: ctx.node.id.clone(),
         token: ctx.token.to_string(),
-        join_token: info.token.to_string(),
-        deployments: ctx.state.deployments(),
-        nodes: ctx.state.nodes(),
+        join_token,
+        deployments: std::mem::take(&mut feed.deployments),
+        nodes: std::mem::take(&mut feed.nodes),
         broker: broker_info(&ctx.state),
+        version: feed.version,
+        session: session.id.clone(),
     };
-    let state = ctx.state.clone();
     tokio::spawn(async move {
         let Ok(first) = SseEvent::default().event("snapshot").json_data(&snapshot) else { return };
         if tx.send(Ok(first)).await.is_err() {
             return;
         }
         loop {
-            let event = match events.recv().await {
-                Ok(Event::Deployment(d)) => match state.deployment(&d.id) {
-                    Some(full) => SseEvent::default().event("deployment").json_data(&full),
-                    None => continue,
-                },
-                Ok(Event::Node(n)) => SseEvent::default().event("node").json_data(&n),
-                Ok(Event::Log { .. }) => continue,
-                // Fell behind: the candidate reconnects and starts from a fresh snapshot.
-                Err(_) => return,
+            let next = tokio::select! {
+                () = session.stop.cancelled() => return,
+                () = tx.closed() => return,
+                next = feed.changes.recv() => next,
+            };
+            // Fell behind or closed: the candidate reconnects and starts from a fresh snapshot.
+            let Ok(versioned) = next else { return };
+            if versioned.version <= feed.version {
+                continue;
+            }
+            let event = match &versioned.change {
+                Change::Deployment(d) => SseEvent::default().event("deployment").json_data(d),
+                Change::Node(n) => SseEvent::default().event("node").json_data(n),
             };
             let Ok(event) = event else { continue };
-            if tx.send(Ok(event)).await.is_err() {
+            if tx.send(Ok(event.id(versioned.version.to_string()))).await.is_err() {
                 return;
             }
         }
@@ -467,7 +499,11 @@ async fn set_drained(
             )
         })?;
     ctx.state.notify();
-    Ok((StatusCode::ACCEPTED, Json(json!({ "id": node.id, "drained": node.drained }))))
+    let replicated = replicated(ctx).await;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "id": node.id, "drained": node.drained, "replicated": replicated })),
+    ))
 }
 
 async fn drain_node(
@@ -535,6 +571,7 @@ async fn platform(AxumState(ctx): AxumState<ApiContext>) -> Json<serde_json::Val
         "nodes_up": nodes.iter().filter(|n| n.up).count(),
         "deployment_count": deployments.len(),
         "deployments_by_status": by_status,
+        "replication": replication_status(&ctx),
     }))
 }
 
@@ -590,7 +627,8 @@ async fn create_deployment(
         .state
         .create_deployment(req.url.trim(), req.branch.trim())
         .map_err(|e| ApiError::internal("the request could not be stored", e))?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "id": d.id, "status": d.status }))))
+    let replicated = replicated(&ctx).await;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "id": d.id, "status": d.status, "replicated": replicated }))))
 }
 
 async fn list_deployments(AxumState(ctx): AxumState<ApiContext>) -> Json<serde_json::Value> {
@@ -635,7 +673,8 @@ async fn update_deployment(
         return Err(ApiError::new(StatusCode::CONFLICT, format!("cannot update deployment `{id}`: {why}")));
     }
     ctx.state.notify();
-    Ok((StatusCode::ACCEPTED, Json(json!({ "id": d.id, "status": d.status }))))
+    let replicated = replicated(&ctx).await;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "id": d.id, "status": d.status, "replicated": replicated }))))
 }
 
 async fn destroy_deployment(
@@ -655,7 +694,8 @@ async fn destroy_deployment(
         .map_err(|e| ApiError::internal("the request could not be stored", e))?
         .ok_or_else(|| ApiError::not_found(&id))?;
     ctx.state.notify();
-    Ok((StatusCode::ACCEPTED, Json(json!({ "id": d.id, "status": d.status }))))
+    let replicated = replicated(&ctx).await;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "id": d.id, "status": d.status, "replicated": replicated }))))
 }
 
 async fn logs(
@@ -728,17 +768,44 @@ async fn logs(
 async fn events(AxumState(ctx): AxumState<ApiContext>) -> Response {
     let (tx, rx) = mpsc::channel::<Result<SseEvent, Infallible>>(256);
     let mut events = ctx.state.subscribe();
+    let mut replication = ctx.replication.watch();
     tokio::spawn(async move {
+        let mut shown = replication_status(&ctx);
         loop {
-            let event = match events.recv().await {
-                Ok(Event::Deployment(d)) => SseEvent::default().event("deployment").json_data(&d),
-                Ok(Event::Node(n)) => SseEvent::default().event("node").json_data(&n),
-                Ok(Event::Log { .. }) => continue,
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    warn!(missed = n, "an event stream fell behind");
-                    SseEvent::default().event("lagged").json_data(json!({ "missed": n }))
+            let event = tokio::select! {
+                changed = replication.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let now = replication_status(&ctx);
+                    if now == shown {
+                        continue;
+                    }
+                    shown = now;
+                    SseEvent::default().event("replication").json_data(&shown)
                 }
-                Err(broadcast::error::RecvError::Closed) => return,
+                next = events.recv() => match next {
+                    Ok(Event::Deployment(d)) => SseEvent::default().event("deployment").json_data(&d),
+                    Ok(Event::Node(n)) => {
+                        // A node coming or going can change the replication status too.
+                        let now = replication_status(&ctx);
+                        if now != shown {
+                            shown = now;
+                            if let Ok(e) = SseEvent::default().event("replication").json_data(&shown) {
+                                if tx.send(Ok(e)).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                        SseEvent::default().event("node").json_data(&n)
+                    }
+                    Ok(Event::Log { .. }) => continue,
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        warn!(missed = n, "an event stream fell behind");
+                        SseEvent::default().event("lagged").json_data(json!({ "missed": n }))
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
             };
             let Ok(event) = event else { continue };
             if tx.send(Ok(event)).await.is_err() {
@@ -784,7 +851,7 @@ pub fn openapi_document() -> serde_json::Value {
         },
         "paths": {
             "/ping": { "get": { "summary": "Health and discovery", "responses": { "200": { "description": "the node answers" } } } },
-            "/api/v1/platform": { "get": { "summary": "The platform at a glance", "responses": { "200": { "description": "orchestrator, node and deployment counts" } } } },
+            "/api/v1/platform": { "get": { "summary": "The platform at a glance", "responses": { "200": { "description": "orchestrator, node and deployment counts, and the replication status (`synchronous`, `degraded` or `off`)" } } } },
             "/api/v1/builders": { "get": { "summary": "The languages this platform builds, with an example manifest each", "responses": { "200": { "description": "builders" } } } },
             "/api/v1/nodes": { "get": { "summary": "Nodes with role, address, stats, history, deployments, heartbeat and rollover priority", "responses": { "200": { "description": "nodes" } } } },
             "/api/v1/validate": { "post": { "summary": "Fetch a repository, check its shipwreck.toml and make the whole build plan", "requestBody": source_body,
@@ -813,8 +880,13 @@ pub fn openapi_document() -> serde_json::Value {
                 "parameters": id_param, "responses": { "202": { "description": "drained" }, "401": error, "404": error } } },
             "/api/v1/nodes/{id}/undrain": { "post": { "summary": "Let a drained node take deployments again", "security": [{ "token": [] }],
                 "parameters": id_param, "responses": { "202": { "description": "undrained" }, "401": error, "404": error } } },
+            "/api/v1/replica": { "get": { "summary": "The state stream for the rollover candidate (join token as the bearer token): a `snapshot` event, then `deployment` and `node` events whose `id` is the state's version",
+                "parameters": [ { "name": "node", "in": "query", "schema": { "type": "string" } } ],
+                "responses": { "200": { "description": "text/event-stream" }, "401": error, "409": error } } },
+            "/api/v1/replica/ack": { "post": { "summary": "The rollover candidate confirms it stored every change up to a version (join token as the bearer token)",
+                "responses": { "204": { "description": "recorded" }, "401": error, "404": error } } },
             "/health": { "get": { "summary": "Liveness of this node", "responses": { "200": { "description": "alive" } } } },
-            "/api/v1/events": { "get": { "summary": "Server-sent `deployment` and `node` events", "responses": { "200": { "description": "text/event-stream" } } } },
+            "/api/v1/events": { "get": { "summary": "Server-sent `deployment`, `node` and `replication` events", "responses": { "200": { "description": "text/event-stream" } } } },
             "/api/v1/openapi.json": { "get": { "summary": "This document", "responses": { "200": { "description": "OpenAPI 3.1" } } } }
         }
     })
@@ -837,8 +909,8 @@ mod tests {
         assert_eq!(
             messages,
             [
-                SseMessage { event: "log".into(), data: "{\"line\":\"héllo\"}".into() },
-                SseMessage { event: String::new(), data: "a\nb".into() },
+                SseMessage { event: "log".into(), data: "{\"line\":\"héllo\"}".into(), id: None },
+                SseMessage { event: String::new(), data: "a\nb".into(), id: None },
             ]
         );
     }

@@ -9,7 +9,10 @@
 //!    own small subnets ([`local_subnets`]) for `GET /ping` on the API port.
 //!
 //! Every candidate is confirmed with [`probe`], which asks `GET /ping` and
-//! accepts only an answer with `"service": "kraken"`. [`discover`] runs the
+//! accepts only an answer with `"service": "kraken"`. Every node of a
+//! platform of several machines announces itself ([`announce::announce_node`]):
+//! its role, the current epoch and the orchestrator it follows, kept up to
+//! date as they change (a promoted node announces itself as the orchestrator). [`discover`] runs the
 //! three steps and picks one answer: orchestrators first, the highest epoch
 //! first. Finding nothing means the agent becomes the orchestrator itself.
 
@@ -24,6 +27,8 @@ use mdns_sd::{IfKind, ResolvedService, ServiceDaemon, ServiceEvent, ServiceInfo}
 use serde::Deserialize;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
+
+pub mod announce;
 
 /// The API port an agent listens on unless told otherwise.
 pub const DEFAULT_PORT: u16 = 8000;
@@ -622,14 +627,17 @@ pub struct Advertisement {
     pub epoch: u64,
     /// The API port.
     pub port: u16,
+    /// The orchestrator the node follows, `http://host:port` (TXT
+    /// `orchestrator`; an orchestrator names itself).
+    pub orchestrator: Option<String>,
 }
 
 /// Announces this agent over mDNS as [`SERVICE_TYPE`] until dropped or
 /// [`Advertiser::shutdown`].
 ///
 /// The instance name is the node name; the TXT records carry `node_id`,
-/// `role`, `epoch` and `version`; the addresses are those of the machine's
-/// interfaces, each announced on its own interface.
+/// `role`, `epoch`, `orchestrator` (when known) and `version`; the addresses
+/// are those of the machine's interfaces, each announced on its own interface.
 pub struct Advertiser {
     daemon: ServiceDaemon,
     fullname: String,
@@ -659,12 +667,15 @@ fn host_name(node_id: &str) -> String {
 
 fn service_info(ad: &Advertisement) -> Result<ServiceInfo, DiscoveryError> {
     let epoch = ad.epoch.to_string();
-    let properties = [
+    let mut properties = vec![
         ("node_id", ad.node_id.as_str()),
         ("role", ad.role.as_str()),
         ("epoch", epoch.as_str()),
         ("version", env!("CARGO_PKG_VERSION")),
     ];
+    if let Some(orchestrator) = &ad.orchestrator {
+        properties.push(("orchestrator", orchestrator.as_str()));
+    }
     ServiceInfo::new(SERVICE_TYPE, &ad.node_name, &host_name(&ad.node_id), "", ad.port, &properties[..])
         .map(ServiceInfo::enable_addr_auto)
         .map_err(|source| DiscoveryError::Mdns {
@@ -703,15 +714,21 @@ impl Advertiser {
         &self.advertisement
     }
 
-    /// Announces a new role and epoch (say, after a promotion).
+    /// Announces a new role, epoch and orchestrator (say, after a promotion).
     ///
     /// # Errors
     ///
     /// [`DiscoveryError::Mdns`] when the mDNS service has stopped.
-    pub fn update(&mut self, role: &str, epoch: u64) -> Result<(), DiscoveryError> {
+    pub fn update(
+        &mut self,
+        role: &str,
+        epoch: u64,
+        orchestrator: Option<&str>,
+    ) -> Result<(), DiscoveryError> {
         let mut next = self.advertisement.clone();
         next.role = role.to_string();
         next.epoch = epoch;
+        next.orchestrator = orchestrator.map(str::to_string);
         let info = service_info(&next)?;
         self.daemon.register(info).map_err(|source| DiscoveryError::Mdns {
             what: format!("announcing `{}` again", self.fullname),

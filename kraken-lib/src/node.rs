@@ -50,6 +50,9 @@ pub struct NodeConfig {
     /// networks whose proxy or private CA the base images do not know; combined
     /// with the machine's system bundle (see [`crate::builder::BuildEnv`]).
     pub build_ca: Vec<PathBuf>,
+    /// How long a change waits for the rollover candidate's confirmation
+    /// before it is acknowledged anyway (the platform then runs degraded).
+    pub replication_timeout: Duration,
 }
 
 impl NodeConfig {
@@ -66,12 +69,13 @@ impl NodeConfig {
             listen,
             advertise_host,
             publish_ip: "0.0.0.0".to_string(),
-            heartbeat: Duration::from_secs(2),
-            node_grace: Duration::from_secs(10),
+            heartbeat: Duration::from_millis(500),
+            node_grace: Duration::from_secs(2),
             fetch_limits: FetchLimits::default(),
             state_limits: StateLimits::default(),
             test_timeout: Duration::from_secs(600),
             build_ca: Vec::new(),
+            replication_timeout: Duration::from_secs(2),
         }
     }
 
@@ -137,6 +141,8 @@ pub struct GenericNode {
     orchestrator: Arc<RwLock<Option<String>>>,
     rollover_priority: Arc<AtomicU32>,
     replica_ready: Arc<std::sync::atomic::AtomicBool>,
+    /// Bumped whenever the epoch or the orchestrator changes.
+    leadership: Arc<tokio::sync::watch::Sender<u64>>,
     /// Cancelled when the node stops.
     pub shutdown: CancellationToken,
 }
@@ -159,6 +165,7 @@ impl GenericNode {
             orchestrator: Arc::new(RwLock::new(None)),
             rollover_priority: Arc::new(AtomicU32::new(0)),
             replica_ready: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            leadership: Arc::new(tokio::sync::watch::channel(0).0),
             shutdown: CancellationToken::new(),
         }
     }
@@ -170,7 +177,9 @@ impl GenericNode {
 
     /// Sets the known epoch.
     pub fn set_epoch(&self, epoch: u64) {
-        self.epoch.store(epoch, Ordering::SeqCst);
+        if self.epoch.swap(epoch, Ordering::SeqCst) != epoch {
+            self.leadership.send_modify(|n| *n = n.wrapping_add(1));
+        }
     }
 
     /// The orchestrator's API address, when known.
@@ -180,10 +189,26 @@ impl GenericNode {
 
     /// Records the orchestrator's API address.
     pub fn set_orchestrator(&self, address: Option<String>) {
-        match self.orchestrator.write() {
-            Ok(mut g) => *g = address,
-            Err(p) => *p.into_inner() = address,
+        let changed = {
+            let mut g = self.orchestrator.write().unwrap_or_else(|p| p.into_inner());
+            let changed = *g != address;
+            *g = address;
+            changed
+        };
+        if changed {
+            self.leadership.send_modify(|n| *n = n.wrapping_add(1));
         }
+    }
+
+    /// Whether this node is the platform's orchestrator (it names itself as such).
+    pub fn is_orchestrator(&self) -> bool {
+        self.orchestrator().is_some_and(|o| o == self.api_address())
+    }
+
+    /// A receiver that changes whenever the epoch or the orchestrator changes
+    /// (a takeover, following a new orchestrator).
+    pub fn leadership_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.leadership.subscribe()
     }
 
     /// This node's rollover priority.

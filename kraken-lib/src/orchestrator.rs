@@ -26,6 +26,19 @@ use crate::shipwreck::{Manifest, FILE_NAME};
 use crate::source::{self, FetchLimits};
 use crate::state::{NodeRecord, Role, State};
 
+mod resume;
+
+/// How often a reconciliation pass runs when nothing wakes the orchestrator sooner.
+const PASS_EVERY: Duration = Duration::from_secs(1);
+
+/// A pass this much later than planned means the orchestrator itself was held up.
+const STALL: Duration = Duration::from_millis(500);
+
+/// After the bus was down or this orchestrator started, how long nodes get
+/// beyond the grace to (re)connect (the bus's longest pause between two
+/// reconnection attempts).
+const RECONNECT_ALLOWANCE: Duration = Duration::from_secs(5);
+
 /// How long a worker may hold work without mentioning it before it is sent again.
 const RESEND_AFTER: Duration = Duration::from_secs(15);
 
@@ -91,6 +104,19 @@ pub fn check_request(url: &str, branch: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// When work for a deployment was last sent, and to which run of its node's agent.
+#[derive(Debug, Clone)]
+struct Sent {
+    /// By the clock here.
+    at: Instant,
+    /// By the wall clock (compared with the time of a report).
+    wall: chrono::DateTime<Utc>,
+    /// The node it was sent to.
+    target: String,
+    /// The run of the node's agent that was current then, if one had reported.
+    instance: Option<String>,
+}
+
 struct RetrievalDone {
     deployment: DeploymentId,
     update: bool,
@@ -105,8 +131,10 @@ pub struct OrchestrationExecutor {
     done_tx: mpsc::UnboundedSender<RetrievalDone>,
     done_rx: mpsc::UnboundedReceiver<RetrievalDone>,
     retrieving: HashSet<DeploymentId>,
-    /// When work for a deployment was last sent, by the clock here and by the wall clock.
-    sent: HashMap<DeploymentId, (Instant, chrono::DateTime<Utc>)>,
+    /// When work for a deployment was last sent.
+    sent: HashMap<DeploymentId, Sent>,
+    /// The current run of each node's agent, as its last report said.
+    instances: HashMap<String, String>,
     started: Instant,
     /// Since when nodes could report: this orchestrator's start, or the end of the last bus outage.
     quiet_since: Instant,
@@ -131,6 +159,7 @@ impl OrchestrationExecutor {
             done_rx,
             retrieving: HashSet::new(),
             sent: HashMap::new(),
+            instances: HashMap::new(),
             started: Instant::now(),
             quiet_since: Instant::now(),
             next_pass: Instant::now(),
@@ -214,10 +243,17 @@ impl OrchestrationExecutor {
 
     async fn send_work(&mut self, node: &GenericNode, target: &str, work: WorkRequest) {
         let id = work.deployment().to_string();
+        // A cancel goes to a node that should not hold the deployment: it says
+        // nothing about the work its own node holds.
+        let holds = !matches!(work, WorkRequest::Cancel { .. });
         match node.publish(&Channel::Work(target.to_string()), Body::Work(work)).await {
-            Ok(()) => {
-                self.sent.insert(id, (Instant::now(), Utc::now()));
+            Ok(()) if holds => {
+                let instance = self.instances.get(target).cloned();
+                let sent =
+                    Sent { at: Instant::now(), wall: Utc::now(), target: target.to_string(), instance };
+                self.sent.insert(id, sent);
             }
+            Ok(()) => {}
             Err(e) => {
                 warn!(deployment = %id, error = %e, "could not send work; it is sent again on a later pass")
             }
@@ -432,52 +468,75 @@ impl OrchestrationExecutor {
                 self.send_work(node, from, WorkRequest::Cancel { deployment: d.id.clone() }).await;
             }
         }
-        // Work the node should hold but does not mention is sent again after a while.
-        let mentioned: HashSet<&str> = report.deployments.iter().map(|w| w.deployment.as_str()).collect();
+        // What the node should hold but does not account for: lost with a
+        // restart of its agent, or not mentioned for a while.
+        let fresh = report.instance.is_empty()
+            || self.instances.insert(from.to_string(), report.instance.clone()).as_deref()
+                != Some(report.instance.as_str());
+        let held: HashMap<&str, &crate::bus::WorkerDeployment> =
+            report.deployments.iter().map(|w| (w.deployment.as_str(), w)).collect();
         let now = Instant::now();
         for d in self.state.deployments() {
-            if d.node.as_deref() != Some(from)
-                || d.desired != Desired::Running
-                || mentioned.contains(d.id.as_str())
-            {
+            if d.node.as_deref() != Some(from) {
                 continue;
             }
-            let waited =
-                self.sent.get(&d.id).map_or(now.duration_since(self.started), |t| now.duration_since(t.0));
+            let sent = self.sent.get(&d.id).filter(|s| s.target == from);
+            let restarted = !report.instance.is_empty()
+                && match sent.map(|s| &s.instance) {
+                    Some(Some(instance)) => *instance != report.instance,
+                    // Sent before the node's first report here: it may still be on its way.
+                    Some(None) => false,
+                    None => fresh,
+                };
+            let waited = sent.map_or(now.duration_since(self.started), |t| now.duration_since(t.at));
             // Only a report made after the work was sent (with a second for clock
             // differences) can show that the node lost it.
-            let report_is_newer =
-                self.sent.get(&d.id).is_none_or(|t| report.at > t.1 + chrono::Duration::seconds(1));
-            let stale = waited > RESEND_AFTER && report_is_newer;
-            if stale && (d.status.is_with_worker() || d.status == Status::Running) {
-                info!(deployment = %d.id, node = %from, "its node does not hold it; handing it over again");
-                self.delegate(node, &d.id, None, "its node lost it; ").await;
-            }
+            let report_is_newer = sent.is_none_or(|t| report.at > t.wall + chrono::Duration::seconds(1));
+            let seen = resume::Seen { restarted, overdue: waited > RESEND_AFTER && report_is_newer };
+            let repair = resume::judge(&d, held.get(d.id.as_str()).copied(), seen);
+            self.repair(node, &d, from, repair).await;
         }
     }
 
-    async fn check_nodes(&mut self, node: &GenericNode) {
+    /// Marks down the nodes silent for longer than the grace; returns when
+    /// the next node that is up would be, if it stays silent.
+    async fn check_nodes(&mut self, node: &GenericNode) -> Option<Instant> {
         let grace =
             chrono::Duration::from_std(node.config.node_grace).unwrap_or(chrono::Duration::seconds(10));
         let now = Utc::now();
         // While the bus is down nobody can report; afterwards nodes get the whole
-        // grace period again, as they do after this orchestrator started.
+        // grace period again, as they do after this orchestrator started, plus
+        // the time their own reconnection may take.
         if !node.bus.is_connected() {
-            self.quiet_since = Instant::now();
-            return;
+            self.quiet_since = Instant::now() + RECONNECT_ALLOWANCE;
+            return None;
+        }
+        // Nor can an orchestrator that was itself away (its process stopped,
+        // its machine suspended): reports may wait unread. A pass that comes
+        // much later than planned gives every node the grace period again.
+        let late = Instant::now().saturating_duration_since(self.next_pass);
+        if late > STALL {
+            warn!(late = ?late, "this orchestrator was held up; giving every node the grace period again");
+            self.quiet_since = self.quiet_since.max(Instant::now());
         }
         let since_start = chrono::Duration::from_std(self.quiet_since.elapsed()).unwrap_or_default();
+        let mut next: Option<chrono::Duration> = None;
         for n in self.state.nodes() {
             let heard = n.last_heartbeat.map_or(now - since_start, |t| t.max(now - since_start));
             let silent = now - heard > grace;
             if n.up && silent {
-                warn!(node = %n.id, "no report within the grace period; marking the node down");
+                warn!(node = %n.id, silent_ms = (now - heard).num_milliseconds(), "no report within the grace period; marking the node down");
                 let _ = self.state.update_node(&n.id, |n| {
                     n.up = false;
                     true
                 });
+            } else if n.up {
+                let left = heard + grace - now;
+                next = Some(next.map_or(left, |d| d.min(left)));
             }
         }
+        let left = next?.to_std().unwrap_or_default();
+        Some(Instant::now() + left + Duration::from_millis(10))
     }
 
     /// Keeps the rollover priorities dense: 0 for this orchestrator, then 1, 2, …
@@ -506,7 +565,10 @@ impl OrchestrationExecutor {
 
     /// One reconciliation pass over every deployment.
     async fn reconcile(&mut self, node: &GenericNode) {
-        self.check_nodes(node).await;
+        let deadline = self.check_nodes(node).await;
+        // The next pass comes when the next node would be overdue, or in a second.
+        let every = Instant::now() + PASS_EVERY;
+        self.next_pass = deadline.map_or(every, |d| d.min(every));
         self.reassign_priorities(node);
         // Each node's (up, drained), read once per pass rather than per deployment.
         let health: HashMap<String, (bool, bool)> =
@@ -599,7 +661,7 @@ impl OrchestrationExecutor {
                     }
                 }
                 (Desired::Destroyed, Status::DelegatingDestruction | Status::DestructionInProgress) => {
-                    let waited = self.sent.get(&d.id).map(|t| t.0.elapsed()).unwrap_or(RESEND_AFTER);
+                    let waited = self.sent.get(&d.id).map(|t| t.at.elapsed()).unwrap_or(RESEND_AFTER);
                     if !node_up {
                         self.transition(
                             &d.id,
@@ -640,9 +702,10 @@ impl Executor for OrchestrationExecutor {
         };
         let subs = [sub(Channel::Sysinfo).await?, sub(Channel::Deployment).await?, sub(Channel::Log).await?];
         self.subs = Some(subs);
-        node.set_orchestrator(Some(node.api_address()));
         self.started = Instant::now();
-        self.quiet_since = Instant::now();
+        // Nodes may be starting again too (a whole machine rebooted): they get
+        // the time to reconnect on top of the grace.
+        self.quiet_since = Instant::now() + RECONNECT_ALLOWANCE;
         self.next_pass = Instant::now();
         self.state.notify();
         Ok(())
@@ -661,21 +724,21 @@ impl Executor for OrchestrationExecutor {
             Retrieved(Option<RetrievalDone>),
             Stop,
         }
+        // Reports first: a pass that judges node health must not run while a
+        // node's report waits here unread (say, after this loop was slow).
         let wake = tokio::select! {
+            biased;
             () = node.shutdown.cancelled() => Wake::Stop,
+            d = sysinfo.next() => Wake::Sysinfo(d),
+            d = deployment.next() => Wake::Deployment(d),
             () = self.state.changed() => Wake::Pass,
             () = tokio::time::sleep_until(deadline) => Wake::Pass,
-            d = deployment.next() => Wake::Deployment(d),
-            d = log.next() => Wake::Log(d),
-            d = sysinfo.next() => Wake::Sysinfo(d),
             r = self.done_rx.recv() => Wake::Retrieved(r),
+            d = log.next() => Wake::Log(d),
         };
         match wake {
             Wake::Stop => {}
-            Wake::Pass => {
-                self.reconcile(node).await;
-                self.next_pass = Instant::now() + Duration::from_secs(1);
-            }
+            Wake::Pass => self.reconcile(node).await,
             Wake::Retrieved(Some(done)) => self.on_retrieved(node, done).await,
             Wake::Retrieved(None) => {}
             Wake::Deployment(None) | Wake::Log(None) | Wake::Sysinfo(None) => {

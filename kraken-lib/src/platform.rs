@@ -122,6 +122,12 @@ pub struct PlatformOptions {
     pub broker_image: Option<String>,
     /// The host port the started broker listens on.
     pub broker_port: u16,
+    /// Faults to inject into a takeover's steps, for tests of its recovery;
+    /// `None` in real use.
+    pub takeover_faults: Option<crate::rollover::takeover::TakeoverFaults>,
+    /// Announce this node over mDNS (platforms of several machines only):
+    /// its role, epoch and orchestrator, kept up to date.
+    pub announce: bool,
 }
 
 impl PlatformOptions {
@@ -139,6 +145,8 @@ impl PlatformOptions {
             join_token: None,
             broker_image: None,
             broker_port: 5672,
+            takeover_faults: None,
+            announce: false,
         }
     }
 }
@@ -161,6 +169,7 @@ pub struct Platform {
     token: String,
     join_token: Option<String>,
     local_addr: SocketAddr,
+    announce: bool,
 }
 
 impl std::fmt::Debug for Platform {
@@ -219,6 +228,7 @@ impl Platform {
         let data_dir = config.data_dir.clone();
         let identity = NodeIdentity::load_or_create(&data_dir, options.name.as_deref())
             .map_err(|source| PlatformError::Io { path: data_dir.join("node-id"), source })?;
+        remove_scratch(&data_dir);
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| PlatformError::Bind { addr: config.listen, source })?;
@@ -240,7 +250,14 @@ impl Platform {
             }
         }
         if let NodeRole::Worker { orchestrator } = &role {
-            let answer = join_platform(orchestrator, &identity, &config, join_token.as_deref()).await?;
+            // The address given may be any node of the platform: a worker names
+            // its orchestrator, which is asked instead.
+            let orchestrator = crate::discovery::join(orchestrator)
+                .await
+                .map_err(|e| PlatformError::Join { address: orchestrator.clone(), reason: e.to_string() })?
+                .address;
+            info!(%orchestrator, "joining the platform of this orchestrator");
+            let answer = join_platform(&orchestrator, &identity, &config, join_token.as_deref()).await?;
             let amqp = AmqpBus::connect(&answer.amqp_url, AmqpOptions::default()).await?;
             let bus: Arc<dyn Bus> = Arc::new(amqp.clone());
             let node = GenericNode::new(identity, config, bus);
@@ -254,6 +271,7 @@ impl Platform {
                 ui: options.ui.clone(),
                 amqp: Some(amqp.clone()),
                 runtime: runtime.clone(),
+                faults: options.takeover_faults.clone(),
                 join: JoinInfo {
                     token: Arc::from(join_token.clone().unwrap_or_default().as_str()),
                     amqp_url: Arc::from(answer.amqp_url.as_str()),
@@ -271,6 +289,7 @@ impl Platform {
                 token: String::new(),
                 join_token: None,
                 local_addr,
+                announce: options.announce,
             });
         }
 
@@ -305,6 +324,7 @@ impl Platform {
         };
         let node = GenericNode::new(identity, config, bus);
         node.set_epoch(epoch);
+        node.set_orchestrator(Some(node.api_address()));
         let mut runner = NodeRunner::new(node.clone())
             .with(OrchestrationExecutor::new(state.clone(), options.registry.clone()));
         if role == NodeRole::Combined {
@@ -321,7 +341,9 @@ impl Platform {
         if let Some(ui) = options.ui {
             app = app.merge(ui);
         }
-        Ok(Self { node, runner, listener, app, token, join_token, local_addr })
+        // A platform without a broker cannot be joined: nothing to announce.
+        let announce = options.announce && join_token.is_some();
+        Ok(Self { node, runner, listener, app, token, join_token, local_addr, announce })
     }
 
     /// The join token other machines need, when the platform can be joined.
@@ -367,8 +389,15 @@ impl Platform {
                 .await
         });
         info!(address = %self.node.api_address(), node = %self.node.id, "platform up");
+        let announcer =
+            self.announce.then(|| tokio::spawn(crate::discovery::announce::announce_node(self.node.clone())));
         let result = self.runner.run(shutdown).await;
         token.cancel();
+        if let Some(announcer) = announcer {
+            if tokio::time::timeout(std::time::Duration::from_secs(5), announcer).await.is_err() {
+                tracing::warn!("the mDNS announcement was not withdrawn within 5 s");
+            }
+        }
         match tokio::time::timeout(std::time::Duration::from_secs(5), server).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => tracing::warn!(error = %e, "the API server stopped with an error"),
@@ -376,6 +405,22 @@ impl Platform {
             Err(_) => tracing::warn!("the API server did not stop within 5 s"),
         }
         result.map_err(PlatformError::from)
+    }
+}
+
+/// Removes the checkouts an earlier run was reading when it stopped (the
+/// orchestrator's `fetch/` and the API's `validate/`): nothing reads them now,
+/// and an interrupted fetch starts again from scratch.
+fn remove_scratch(data_dir: &std::path::Path) {
+    for name in ["fetch", "validate"] {
+        let dir = data_dir.join(name);
+        if !dir.exists() {
+            continue;
+        }
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => info!(dir = %dir.display(), "removed the checkouts of an earlier run"),
+            Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "could not remove old checkouts"),
+        }
     }
 }
 
@@ -500,6 +545,7 @@ pub(crate) async fn start_broker(
             env.insert("RABBITMQ_DEFAULT_PASS".to_string(), password.clone());
             let mut labels = std::collections::BTreeMap::new();
             labels.insert("kraken.broker".to_string(), node_id.to_string());
+            labels.insert(crate::runtime::LABEL_ROLE.to_string(), crate::runtime::ROLE_BROKER.to_string());
             let spec = crate::runtime::ContainerSpec {
                 name: BROKER_CONTAINER.to_string(),
                 image: image.to_string(),

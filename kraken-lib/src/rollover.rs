@@ -1,19 +1,20 @@
 //! Rollover: the platform survives the loss of its orchestrator.
 //!
 //! The orchestrator ranks the nodes (0 itself, 1 the primary candidate, then
-//! the others). Every worker runs a [`RolloverExecutor`], which watches the
-//! orchestrator's API every half second:
+//! the others). Every worker runs a [`RolloverExecutor`], which asks the
+//! orchestrator's `/ping` four times a second and its node list once a second:
 //!
 //! - On the primary candidate it keeps a replica of the orchestrator's state
 //!   (deployments with their status histories, nodes, tokens, epoch) in its
-//!   own data directory, streamed continuously from `/api/v1/replica` (a full
-//!   snapshot, then every change as it is committed). Logs are not replicated.
+//!   own data directory, streamed from `/api/v1/replica` and confirmed change
+//!   by change ([`replica`]); the orchestrator acknowledges a request only
+//!   once its change is confirmed ([`replication`]). Logs are not replicated.
 //! - When the orchestrator has not answered for the grace period, the primary
-//!   candidate takes over: a new epoch, the orchestration executor on the
-//!   replica, the full API and UI on its own port, and an announcement on every
-//!   node's work queue. Workers keep their containers; the new orchestrator
-//!   adopts them from their reports and places elsewhere what ran on the dead
-//!   machine.
+//!   candidate takes over ([`takeover`]): in steps that change nothing another
+//!   node can see until the new orchestrator can serve, tried again with
+//!   back-off when one fails, called off if the old orchestrator answers
+//!   again. Workers keep their containers; the new orchestrator adopts them
+//!   from their reports and places elsewhere what ran on the dead machine.
 //! - Other workers that lose the orchestrator look for the new one among the
 //!   nodes they knew (the node with the highest epoch that calls itself
 //!   orchestrator) and follow it.
@@ -23,6 +24,10 @@
 //! and an orchestrator starting on old data first asks the nodes it knew
 //! whether a newer one leads, and joins it as a worker if so.
 
+pub mod replica;
+pub mod replication;
+pub mod takeover;
+
 use std::convert::Infallible;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -30,19 +35,18 @@ use std::time::{Duration, Instant};
 use axum::extract::Request;
 use axum::response::Response;
 use axum::Router;
-use futures::StreamExt;
 use tokio::task::JoinHandle;
 use tower::ServiceExt as _;
 use tracing::{info, warn};
 
-use crate::api::{self, ApiContext, JoinInfo, Snapshot, SseDecoder, SseMessage};
+use crate::api::JoinInfo;
 use crate::builder::BuilderRegistry;
-use crate::bus::{Body, Channel, WorkRequest};
-use crate::deployment::{Deployment, NodeId};
+use crate::deployment::NodeId;
 use crate::executor::{ExecutionFailure, Executor, SetupFailure};
 use crate::node::GenericNode;
 use crate::orchestrator::OrchestrationExecutor;
-use crate::state::{NodeRecord, Role, State};
+use crate::state::{NodeRecord, State};
+use takeover::{Takeover, TakeoverFaults};
 
 /// A router whose routes can be swapped while it serves (a worker's small API
 /// becomes the full API when it takes over).
@@ -96,6 +100,8 @@ pub struct TakeoverKit {
     pub amqp: Option<crate::bus::amqp::AmqpBus>,
     /// The container engine (a new orchestrator may have to start the broker again).
     pub runtime: Arc<dyn crate::runtime::Runtime>,
+    /// Faults to inject into the takeover's steps (tests); `None` in real use.
+    pub faults: Option<TakeoverFaults>,
 }
 
 impl std::fmt::Debug for TakeoverKit {
@@ -115,8 +121,10 @@ pub struct RolloverExecutor {
     kit: TakeoverKit,
     http: reqwest::Client,
     last_ok: Instant,
+    rounds: u64,
     known: Vec<(NodeId, String)>,
     replica: Option<Replica>,
+    takeover: Option<Takeover>,
     leader: Option<OrchestrationExecutor>,
 }
 
@@ -126,22 +134,50 @@ impl std::fmt::Debug for RolloverExecutor {
     }
 }
 
-const POLL: Duration = Duration::from_millis(500);
+/// How often the orchestrator is asked whether it is there.
+const POLL: Duration = Duration::from_millis(250);
+/// How long one question may take.
+const PING_TIMEOUT: Duration = Duration::from_millis(750);
+/// The node list (priorities, addresses) is read every this many rounds.
+const NODES_EVERY: u64 = 4;
 
 impl RolloverExecutor {
     /// A watcher that takes over with `kit`.
     pub fn new(kit: TakeoverKit) -> Self {
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .connect_timeout(Duration::from_secs(1))
+            .timeout(PING_TIMEOUT)
+            .connect_timeout(PING_TIMEOUT)
+            .no_proxy()
             .build()
             .unwrap_or_default();
-        Self { kit, http, last_ok: Instant::now(), known: Vec::new(), replica: None, leader: None }
+        Self {
+            kit,
+            http,
+            last_ok: Instant::now(),
+            rounds: 0,
+            known: Vec::new(),
+            replica: None,
+            takeover: None,
+            leader: None,
+        }
     }
 
-    async fn poll(http: reqwest::Client, orchestrator: String) -> Result<Vec<NodeRecord>, String> {
-        let response =
-            http.get(format!("{orchestrator}/api/v1/nodes")).send().await.map_err(|e| e.to_string())?;
+    /// Whether `orchestrator` answers `/ping` as an orchestrator.
+    async fn answers(http: reqwest::Client, orchestrator: &str) -> bool {
+        let Ok(response) = http.get(format!("{orchestrator}/ping")).send().await else { return false };
+        if !response.status().is_success() {
+            return false;
+        }
+        response.json::<serde_json::Value>().await.is_ok_and(|v| v["role"] == "orchestrator")
+    }
+
+    async fn nodes(http: reqwest::Client, orchestrator: &str) -> Result<Vec<NodeRecord>, String> {
+        let response = http
+            .get(format!("{orchestrator}/api/v1/nodes"))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
         if !response.status().is_success() {
             return Err(format!("status {}", response.status()));
         }
@@ -156,10 +192,9 @@ impl RolloverExecutor {
         }
         let Some(replica) = self.replica.as_mut() else { return Ok(()) };
         if replica.task.as_ref().is_none_or(|t| t.is_finished()) {
-            let task = tokio::spawn(follow_replica(
+            let task = tokio::spawn(replica::follow(
                 node.clone(),
                 replica.state.clone(),
-                self.http.clone(),
                 self.kit.join.token.to_string(),
             ));
             replica.task = Some(task);
@@ -167,120 +202,53 @@ impl RolloverExecutor {
         Ok(())
     }
 
-    fn stop_replica(&mut self, node: &GenericNode) {
+    fn stop_stream(&mut self) {
         if let Some(task) = self.replica.as_mut().and_then(|r| r.task.take()) {
             task.abort();
         }
+    }
+
+    fn stop_replica(&mut self, node: &GenericNode) {
+        self.stop_stream();
         node.set_replica_ready(false);
     }
 
-    /// Looks for an orchestrator with a newer epoch among the nodes known.
-    async fn take_over(&mut self, node: &mut GenericNode) -> Result<(), ExecutionFailure> {
-        let Some(mut replica) = self.replica.take() else {
+    /// One round of a takeover: an attempt when it is due.
+    async fn continue_takeover(&mut self, node: &mut GenericNode) -> Result<(), ExecutionFailure> {
+        self.stop_stream();
+        let Some(state) = self.replica.as_ref().map(|r| r.state.clone()) else {
             return Err(ExecutionFailure::Transient("no replica to take over with".into()));
         };
-        if let Some(task) = replica.task.take() {
-            task.abort();
+        let takeover = self.takeover.get_or_insert_with(|| Takeover::begin(&state, node.epoch()));
+        if Instant::now() < takeover.next_attempt {
+            return Ok(());
         }
-        let state = replica.state;
-        let known_epoch: u64 = state.meta("epoch").ok().flatten().and_then(|e| e.parse().ok()).unwrap_or(1);
-        let epoch = known_epoch.max(node.epoch()) + 1;
-        let persist = |e: crate::state::StateError| ExecutionFailure::Transient(format!("the replica: {e}"));
-        state.set_meta("epoch", &epoch.to_string()).map_err(persist)?;
-        node.set_epoch(epoch);
-        let old = state.meta("orchestrator_id").map_err(persist)?;
-        if let Some(old) = &old {
-            state
-                .update_node(old, |n| {
-                    n.role = Role::Worker;
-                    n.up = false;
-                    true
-                })
-                .map_err(persist)?;
-        }
-        state
-            .update_node(&node.id, |n| {
-                n.role = Role::Orchestrator;
-                n.rollover_priority = 0;
-                true
-            })
-            .map_err(persist)?;
-        state.set_meta("orchestrator_id", &node.id).map_err(persist)?;
-        self.rescue_broker(node, &state).await;
-        let mut leader = OrchestrationExecutor::new(state.clone(), self.kit.registry.clone());
-        leader
-            .setup(node)
-            .await
-            .map_err(|e| ExecutionFailure::Transient(format!("starting the orchestrator: {e}")))?;
-        let token = state.meta("token").map_err(persist)?.unwrap_or_default();
-        let ctx = ApiContext::new(state.clone(), self.kit.registry.clone(), node.clone(), &token)
-            .with_join(self.kit.join.clone());
-        let mut app = api::router(ctx);
-        if let Some(ui) = self.kit.ui.clone() {
-            app = app.merge(ui);
-        }
-        self.kit.switch.set(app);
-        node.set_orchestrator(Some(node.api_address()));
-        node.set_rollover_priority(0);
-        node.set_replica_ready(false);
-        let address = node.api_address();
-        for n in state.nodes() {
-            if n.id == node.id || Some(&n.id) == old.as_ref() {
-                continue;
-            }
-            let work = Body::Work(WorkRequest::Orchestrator { epoch, address: address.clone() });
-            if let Err(e) = node.publish(&Channel::Work(n.id.clone()), work).await {
-                warn!(node = %n.id, error = %e, "could not announce the new orchestrator");
+        if takeover.attempts > 0 {
+            // While this node failed to take over, another may have.
+            let search = newer_orchestrator(self.known.clone(), node.id.clone(), node.epoch());
+            if let Some((address, epoch)) = search.await {
+                info!(%address, epoch, "another node took over meanwhile; following it");
+                self.takeover = None;
+                self.follow(node, address, epoch).await;
+                return Ok(());
             }
         }
-        info!(epoch, %address, previous = ?old, "took over as the platform's orchestrator");
-        self.leader = Some(leader);
+        let Some(takeover) = self.takeover.as_mut() else { return Ok(()) };
+        match takeover.attempt(node, &state, &mut self.kit).await {
+            Ok(leader) => {
+                self.takeover = None;
+                self.leader = Some(leader);
+            }
+            Err(e) => takeover.failed(&e),
+        }
         Ok(())
     }
-}
 
-impl RolloverExecutor {
-    /// When the broker went away with the old orchestrator's machine and the
-    /// platform had started it itself, starts it again here (same credentials)
-    /// and points this node's bus and the join answers at it.
-    async fn rescue_broker(&mut self, node: &GenericNode, state: &State) {
-        let Some(amqp) = self.kit.amqp.clone() else { return };
-        if amqp.is_connected() {
-            return;
-        }
-        let get = |k: &str| state.meta(k).ok().flatten();
-        let (Some(image), Some(port)) =
-            (get("broker_image"), get("broker_port").and_then(|p| p.parse::<u16>().ok()))
-        else {
-            warn!(
-                "the broker is unreachable and was not started by the platform; waiting for it to come back"
-            );
-            return;
-        };
-        match crate::platform::start_broker(
-            state,
-            self.kit.runtime.as_ref(),
-            &image,
-            port,
-            &node.id,
-            &node.config,
-        )
-        .await
-        {
-            Ok((local, advertised)) => {
-                if let Err(e) = amqp.redirect(&local).await {
-                    warn!(error = %e, "could not switch to the new broker");
-                    return;
-                }
-                self.kit.join.amqp_url = Arc::from(advertised.as_str());
-                let deadline = Instant::now() + Duration::from_secs(90);
-                while !amqp.is_connected() && Instant::now() < deadline {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                info!(connected = amqp.is_connected(), "started the platform's broker on this machine");
-            }
-            Err(e) => warn!(error = %e, "could not start the platform's broker here"),
-        }
+    async fn follow(&mut self, node: &GenericNode, address: String, epoch: u64) {
+        node.set_epoch(epoch);
+        node.set_orchestrator(Some(address.clone()));
+        self.rejoin(node, &address).await;
+        self.last_ok = Instant::now();
     }
 
     /// Joins the new orchestrator again, so a broker that moved is followed.
@@ -298,76 +266,6 @@ impl RolloverExecutor {
             Ok(_) => {}
             Err(e) => warn!(error = %e, "could not join the new orchestrator"),
         }
-    }
-}
-
-/// Streams the orchestrator's state into `state` until aborted.
-async fn follow_replica(node: GenericNode, state: State, http: reqwest::Client, join_token: String) {
-    let streaming =
-        reqwest::Client::builder().connect_timeout(Duration::from_secs(2)).build().unwrap_or(http);
-    loop {
-        let Some(orchestrator) = node.orchestrator() else {
-            tokio::time::sleep(POLL).await;
-            continue;
-        };
-        let response =
-            streaming.get(format!("{orchestrator}/api/v1/replica")).bearer_auth(&join_token).send().await;
-        match response {
-            Ok(r) if r.status().is_success() => {
-                let mut body = r.bytes_stream();
-                let mut decoder = SseDecoder::new();
-                while let Some(Ok(chunk)) = body.next().await {
-                    for message in decoder.push(&chunk) {
-                        apply_event(&node, &state, &message);
-                    }
-                }
-            }
-            Ok(r) => warn!(status = %r.status(), "the orchestrator refused the replica stream"),
-            Err(e) => tracing::debug!(error = %e, "no replica stream"),
-        }
-        tokio::time::sleep(POLL).await;
-    }
-}
-
-fn apply_event(node: &GenericNode, state: &State, message: &SseMessage) {
-    let (name, data) = (message.event.as_str(), &message.data);
-    let applied = match name {
-        "snapshot" => serde_json::from_str::<Snapshot>(data).map_err(|e| e.to_string()).and_then(|s| {
-            for d in &s.deployments {
-                state.import_deployment(d).map_err(|e| e.to_string())?;
-            }
-            for n in &s.nodes {
-                state.import_node(n).map_err(|e| e.to_string())?;
-            }
-            state.set_meta("token", &s.token).map_err(|e| e.to_string())?;
-            state.set_meta("join_token", &s.join_token).map_err(|e| e.to_string())?;
-            state.set_meta("epoch", &s.epoch.to_string()).map_err(|e| e.to_string())?;
-            state.set_meta("orchestrator_id", &s.orchestrator_id).map_err(|e| e.to_string())?;
-            if let Some((image, port, user, password)) = &s.broker {
-                for (k, v) in [
-                    ("broker_image", image.clone()),
-                    ("broker_port", port.to_string()),
-                    ("broker_user", user.clone()),
-                    ("broker_password", password.clone()),
-                ] {
-                    state.set_meta(k, &v).map_err(|e| e.to_string())?;
-                }
-            }
-            node.set_replica_ready(true);
-            info!(deployments = s.deployments.len(), nodes = s.nodes.len(), "replica in sync");
-            Ok(())
-        }),
-        "deployment" => serde_json::from_str::<Deployment>(data)
-            .map_err(|e| e.to_string())
-            .and_then(|d| state.import_deployment(&d).map_err(|e| e.to_string())),
-        "node" => serde_json::from_str::<NodeRecord>(data)
-            .map_err(|e| e.to_string())
-            .and_then(|n| state.import_node(&n).map_err(|e| e.to_string())),
-        _ => Ok(()),
-    };
-    if let Err(e) = applied {
-        warn!(event = name, error = %e, "could not apply a replica event");
-        node.set_replica_ready(false);
     }
 }
 
@@ -391,37 +289,51 @@ impl Executor for RolloverExecutor {
             () = tokio::time::sleep(POLL) => {}
         }
         let Some(orchestrator) = node.orchestrator() else { return Ok(()) };
-        match Self::poll(self.http.clone(), orchestrator.clone()).await {
-            Ok(nodes) => {
-                self.last_ok = Instant::now();
-                self.known = nodes.iter().map(|n| (n.id.clone(), n.address.clone())).collect();
-                let mine = nodes.iter().find(|n| n.id == node.id).map(|n| n.rollover_priority);
-                if let Some(p) = mine {
-                    node.set_rollover_priority(p);
-                }
-                if mine == Some(1) {
-                    if let Err(e) = self.ensure_replica(node) {
-                        warn!(error = %e, "cannot keep the replica");
-                    }
-                } else {
-                    self.stop_replica(node);
-                }
+        self.rounds += 1;
+        if Self::answers(self.http.clone(), &orchestrator).await {
+            self.last_ok = Instant::now();
+            if let Some(t) = self.takeover.take() {
+                info!(attempts = t.attempts, "the orchestrator answers again; the takeover is called off");
             }
-            Err(why) if self.last_ok.elapsed() > node.config.node_grace => {
-                if node.rollover_priority() == 1 && node.replica_ready() {
-                    warn!(%orchestrator, %why, "the orchestrator is gone; taking over");
-                    return self.take_over(node).await;
-                }
-                let search = newer_orchestrator(self.known.clone(), node.id.clone(), node.epoch());
-                if let Some((address, epoch)) = search.await {
-                    info!(%address, epoch, "following the new orchestrator");
-                    node.set_epoch(epoch);
-                    node.set_orchestrator(Some(address.clone()));
-                    self.rejoin(node, &address).await;
-                    self.last_ok = Instant::now();
-                }
+            if self.rounds % NODES_EVERY != 1 {
+                return Ok(());
             }
-            Err(_) => {}
+            let Ok(nodes) = Self::nodes(self.http.clone(), &orchestrator).await else { return Ok(()) };
+            self.known = nodes.iter().map(|n| (n.id.clone(), n.address.clone())).collect();
+            let mine = nodes.iter().find(|n| n.id == node.id).map(|n| n.rollover_priority);
+            if let Some(p) = mine {
+                node.set_rollover_priority(p);
+            }
+            if mine == Some(1) {
+                if let Err(e) = self.ensure_replica(node) {
+                    warn!(error = %e, "cannot keep the replica");
+                }
+            } else {
+                self.stop_replica(node);
+            }
+            return Ok(());
+        }
+        if self.last_ok.elapsed() <= node.config.node_grace {
+            return Ok(());
+        }
+        if self.takeover.is_some() || (node.rollover_priority() == 1 && node.replica_ready()) {
+            if self.takeover.is_none() {
+                warn!(%orchestrator, silent_for = ?self.last_ok.elapsed(), "the orchestrator is gone; taking over");
+            }
+            return self.continue_takeover(node).await;
+        }
+        // The new orchestrator's epoch may be known already (its work arrived
+        // before its announcement): any other orchestrator at this epoch or
+        // later leads now.
+        let search = leading_orchestrator(
+            self.known.clone(),
+            node.id.clone(),
+            node.epoch(),
+            Some(orchestrator.as_str()),
+        );
+        if let Some((address, epoch)) = search.await {
+            info!(%address, epoch, "following the new orchestrator");
+            self.follow(node, address, epoch).await;
         }
         Ok(())
     }
@@ -443,10 +355,26 @@ pub async fn newer_orchestrator(
     own_id: NodeId,
     epoch: u64,
 ) -> Option<(String, u64)> {
+    leading_orchestrator(known, own_id, epoch.saturating_add(1), None).await
+}
+
+/// Asks the nodes at `known` for the orchestrator with the highest epoch, at
+/// least `min_epoch`, other than the one at `lost` (which does not answer).
+async fn leading_orchestrator(
+    known: Vec<(NodeId, String)>,
+    own_id: NodeId,
+    min_epoch: u64,
+    lost: Option<&str>,
+) -> Option<(String, u64)> {
     let mut best: Option<(String, u64)> = None;
     for (_, address) in known.iter().filter(|(id, _)| *id != own_id) {
         let Ok(found) = crate::discovery::probe(address, Duration::from_secs(1)).await else { continue };
-        if found.is_orchestrator() && found.epoch > epoch && best.as_ref().is_none_or(|b| found.epoch > b.1) {
+        let newest = best.as_ref().is_none_or(|b| found.epoch > b.1);
+        if found.is_orchestrator()
+            && found.epoch >= min_epoch
+            && Some(found.address.as_str()) != lost
+            && newest
+        {
             best = Some((found.address, found.epoch));
         }
     }

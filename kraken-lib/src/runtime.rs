@@ -4,7 +4,10 @@
 //! mock, `MockRuntime`, with the `mock` feature or in this crate's tests);
 //! [`DockerRuntime`] is the real one. Every container Kraken starts carries the
 //! labels [`LABEL_MANAGED`], [`LABEL_DEPLOYMENT`], [`LABEL_NODE`] and
-//! [`LABEL_COMMIT`], so a restarted agent finds and re-adopts its containers.
+//! [`LABEL_COMMIT`], so a restarted agent finds and re-adopts its containers,
+//! and [`LABEL_ROLE`], so an app is never mistaken for the throw-away
+//! container of a test (which inherits its image's labels). A build that
+//! fails removes the layers it made.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
@@ -14,6 +17,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::builder::BuildPlan;
+
+mod build_layers;
+
+pub use build_layers::BuildLayers;
 
 /// Label present (value `"true"`) on every container and image Kraken made.
 pub const LABEL_MANAGED: &str = "kraken.managed";
@@ -25,6 +32,14 @@ pub const LABEL_NODE: &str = "kraken.node";
 pub const LABEL_COMMIT: &str = "kraken.commit";
 /// Label holding the container's port inside the container.
 pub const LABEL_PORT: &str = "kraken.port";
+/// Label saying what a container is for: [`ROLE_APP`], [`ROLE_TEST`] or [`ROLE_BROKER`].
+pub const LABEL_ROLE: &str = "kraken.role";
+/// [`LABEL_ROLE`] of a deployment's app container.
+pub const ROLE_APP: &str = "app";
+/// [`LABEL_ROLE`] of the throw-away container a manifest's `test` runs in.
+pub const ROLE_TEST: &str = "test";
+/// [`LABEL_ROLE`] of the broker container a platform starts itself.
+pub const ROLE_BROKER: &str = "broker";
 
 /// What to run.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -62,6 +77,33 @@ pub struct ManagedContainer {
     pub running: bool,
     /// The host port its app port is published on, when published.
     pub host_port: Option<u16>,
+    /// The id of the image it runs.
+    #[serde(default)]
+    pub image_id: String,
+}
+
+impl ManagedContainer {
+    /// What the container is for ([`LABEL_ROLE`]). Containers made before
+    /// roles were labelled count as apps when they publish a port (only app
+    /// containers were given [`LABEL_PORT`]), as tests otherwise.
+    pub fn role(&self) -> &str {
+        match self.labels.get(LABEL_ROLE) {
+            Some(role) => role,
+            None if self.labels.contains_key(LABEL_PORT) => ROLE_APP,
+            None => ROLE_TEST,
+        }
+    }
+}
+
+/// An image Kraken built, as the engine reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManagedImage {
+    /// Engine id (`sha256:…`).
+    pub id: String,
+    /// Its tags.
+    pub tags: Vec<String>,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
 }
 
 /// A container's state.
@@ -171,6 +213,8 @@ pub trait Runtime: Send + Sync {
     async fn remove_container(&self, id: &str) -> Result<(), RuntimeError>;
     /// Kraken's containers on this engine, optionally only those of `node`.
     async fn list_managed(&self, node: Option<String>) -> Result<Vec<ManagedContainer>, RuntimeError>;
+    /// The images Kraken built on this engine, optionally only those built for `node`.
+    async fn list_images(&self, node: Option<String>) -> Result<Vec<ManagedImage>, RuntimeError>;
     /// Removes an image; a missing one is not an error.
     async fn remove_image(&self, image: &str) -> Result<(), RuntimeError>;
 }
@@ -466,31 +510,39 @@ impl DockerRuntime {
         log: &mpsc::UnboundedSender<String>,
     ) -> Result<String, RuntimeError> {
         let mut image_id = None;
+        let mut layers = BuildLayers::new();
         let mut stream = self.docker.build_image(options, None, Some(context));
         while let Some(item) = stream.next().await {
             let info = match item {
                 Ok(info) => info,
                 Err(bollard::errors::Error::DockerStreamError { error }) => {
                     let _ = log.send(error.clone());
+                    self.remove_layers(layers.made()).await;
                     return Err(RuntimeError::BuildFailed(error));
                 }
                 Err(bollard::errors::Error::DockerResponseServerError { status_code, message })
                     if (400..500).contains(&status_code) =>
                 {
                     let _ = log.send(message.clone());
+                    self.remove_layers(layers.made()).await;
                     return Err(RuntimeError::BuildFailed(message));
                 }
-                Err(e) => return Err(map_err(&format!("building image {tag}"), e)),
+                Err(e) => {
+                    self.remove_layers(layers.made()).await;
+                    return Err(map_err(&format!("building image {tag}"), e));
+                }
             };
             if let Some(text) = &info.stream {
                 for line in
                     text.split('\n').map(|l| l.trim_end_matches('\r')).filter(|l| !l.trim().is_empty())
                 {
+                    layers.read(line);
                     let _ = log.send(line.to_string());
                 }
             }
             if let Some(message) = info.error_detail.and_then(|d| d.message) {
                 let _ = log.send(message.clone());
+                self.remove_layers(layers.made()).await;
                 return Err(RuntimeError::BuildFailed(message));
             }
             if let Some(id) = info.aux.and_then(|a| a.id) {
@@ -503,6 +555,16 @@ impl DockerRuntime {
                 let image =
                     self.docker.inspect_image(tag).await.map_err(|e| map_err(&format!("image {tag}"), e))?;
                 image.id.ok_or_else(|| RuntimeError::Engine(format!("image {tag} was built but has no id")))
+            }
+        }
+    }
+
+    /// Removes the layers a failed build made, newest first (a layer with a
+    /// child, say one another build has built on since, stays).
+    async fn remove_layers(&self, layers: &[String]) {
+        for layer in layers.iter().rev() {
+            if let Err(e) = self.remove_image(layer).await {
+                tracing::debug!(%layer, error = %e, "a layer of a failed build stays");
             }
         }
     }
@@ -596,11 +658,14 @@ impl Runtime for DockerRuntime {
         env: &BTreeMap<String, String>,
         timeout: std::time::Duration,
     ) -> Result<(i64, String), RuntimeError> {
+        // The image's labels (deployment, node, generation) are inherited: the
+        // role tells this container from the app's.
+        let labels = BTreeMap::from([(LABEL_ROLE.to_string(), ROLE_TEST.to_string())]);
         let config = bollard::container::Config {
             image: Some(image.to_string()),
             cmd: Some(vec!["sh".to_string(), "-c".to_string(), cmd.to_string()]),
             env: Some(env_list(env)),
-            labels: Some(managed_labels(&BTreeMap::new())),
+            labels: Some(managed_labels(&labels)),
             ..Default::default()
         };
         let id = self.create(None, config).await?;
@@ -621,6 +686,7 @@ impl Runtime for DockerRuntime {
         let port_key = format!("{}/tcp", spec.container_port);
         let mut labels = spec.labels.clone();
         labels.entry(LABEL_PORT.to_string()).or_insert_with(|| spec.container_port.to_string());
+        labels.entry(LABEL_ROLE.to_string()).or_insert_with(|| ROLE_APP.to_string());
         let binding = PortBinding {
             host_ip: Some(spec.host_ip.clone()).filter(|ip| !ip.is_empty()),
             host_port: Some(if spec.host_port == 0 { String::new() } else { spec.host_port.to_string() }),
@@ -835,11 +901,34 @@ impl Runtime for DockerRuntime {
                     running: c.state.as_deref() == Some("running"),
                     labels,
                     host_port,
+                    image_id: c.image_id.unwrap_or_default(),
                 }
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
+    }
+
+    async fn list_images(&self, node: Option<String>) -> Result<Vec<ManagedImage>, RuntimeError> {
+        let mut label_filters = vec![format!("{LABEL_MANAGED}=true")];
+        if let Some(node) = &node {
+            label_filters.push(format!("{LABEL_NODE}={node}"));
+        }
+        let options = bollard::image::ListImagesOptions::<String> {
+            all: false,
+            filters: [("label".to_string(), label_filters)].into_iter().collect(),
+            digests: false,
+        };
+        let images =
+            self.docker.list_images(Some(options)).await.map_err(|e| map_err("listing images", e))?;
+        Ok(images
+            .into_iter()
+            .map(|i| ManagedImage {
+                id: i.id,
+                tags: i.repo_tags.into_iter().filter(|t| t != "<none>:<none>").collect(),
+                labels: i.labels.into_iter().collect(),
+            })
+            .collect())
     }
 
     async fn remove_image(&self, image: &str) -> Result<(), RuntimeError> {
@@ -987,6 +1076,23 @@ mod tests {
             build_context(root, "FROM base\n", &extra).unwrap()
         };
         assert_eq!(again(1_000_000), again(2_000_000));
+    }
+
+    #[test]
+    fn containers_made_before_roles_are_told_apart_by_their_port_label() {
+        let container = |labels: &[(&str, &str)]| ManagedContainer {
+            id: "c".into(),
+            name: "c".into(),
+            image: "i".into(),
+            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            running: true,
+            host_port: None,
+            image_id: String::new(),
+        };
+        assert_eq!(container(&[(LABEL_ROLE, ROLE_TEST), (LABEL_PORT, "80")]).role(), ROLE_TEST);
+        assert_eq!(container(&[(LABEL_ROLE, ROLE_APP)]).role(), ROLE_APP);
+        assert_eq!(container(&[(LABEL_PORT, "80")]).role(), ROLE_APP);
+        assert_eq!(container(&[(LABEL_DEPLOYMENT, "d")]).role(), ROLE_TEST);
     }
 
     #[test]

@@ -12,6 +12,13 @@
 //! `std::sync::Mutex` that is never held across an `.await` (no method here is
 //! async), and every change is broadcast as an [`Event`] for the API's
 //! server-sent events.
+//!
+//! Every durable change also gets a version number (1, 2, … from the moment
+//! the state was opened) and goes out, in version order, on the
+//! [`State::replica_feed`]: what the rollover candidate copies. A commit that
+//! must wait for the disk moves the runtime's other tasks to another thread
+//! first (on a multi-threaded runtime), so a slow disk never stalls the API or
+//! the heartbeats.
 
 // redb's own error type is large; the closures handed to `State::write` return
 // it as it comes, on a path that only runs when the disk fails.
@@ -30,6 +37,10 @@ use crate::bus::{LogEntry, NodeReport};
 use crate::deployment::{random_id, Deployment, DeploymentId, DeploymentSummary, NodeId};
 use crate::runtime::ContainerStats;
 use crate::stats::NodeStats;
+
+mod feed;
+
+pub use feed::{Change, ReplicaFeed, Versioned};
 
 const DEPLOYMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("deployments");
 const NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("nodes");
@@ -189,6 +200,8 @@ struct Inner {
     deployments: BTreeMap<DeploymentId, Deployment>,
     nodes: BTreeMap<NodeId, NodeRecord>,
     logs: HashMap<DeploymentId, LogMeta>,
+    /// The version of the last durable change.
+    version: u64,
 }
 
 struct Shared {
@@ -199,6 +212,8 @@ struct Shared {
     // and each write to `db` happens under it so the two never disagree.
     inner: Mutex<Inner>,
     events: broadcast::Sender<Event>,
+    // Sent to while `inner` is locked, so receivers see versions in order.
+    changes: broadcast::Sender<Versioned>,
     changed: Notify,
 }
 
@@ -275,6 +290,7 @@ impl State {
             }
         }
         let (events, _) = broadcast::channel(1024);
+        let (changes, _) = broadcast::channel(4096);
         Ok(Self {
             shared: Arc::new(Shared {
                 path,
@@ -282,6 +298,7 @@ impl State {
                 limits,
                 inner: Mutex::new(inner),
                 events,
+                changes,
                 changed: Notify::new(),
             }),
         })
@@ -302,11 +319,30 @@ impl State {
         durability: Durability,
         f: impl FnOnce(&redb::WriteTransaction) -> Result<R, redb::Error>,
     ) -> Result<R, StateError> {
-        let mut txn = self.shared.db.begin_write().map_err(|e| self.db_err()(e.into()))?;
-        txn.set_durability(durability);
-        let r = f(&txn).map_err(self.db_err())?;
-        txn.commit().map_err(|e| self.db_err()(e.into()))?;
-        Ok(r)
+        let commit = || {
+            let mut txn = self.shared.db.begin_write().map_err(|e| self.db_err()(e.into()))?;
+            txn.set_durability(durability);
+            let r = f(&txn).map_err(self.db_err())?;
+            txn.commit().map_err(|e| self.db_err()(e.into()))?;
+            Ok(r)
+        };
+        // A synced commit can wait on the disk for long under heavy I/O (image
+        // builds): hand this thread's other tasks to another one meanwhile.
+        let multi_threaded = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if multi_threaded && matches!(durability, Durability::Immediate) {
+            tokio::task::block_in_place(commit)
+        } else {
+            commit()
+        }
+    }
+
+    /// Numbers `change` with the next version and sends it to the replica
+    /// feed. Called with `inner` locked, right after the commit.
+    fn record_change(&self, inner: &mut Inner, change: Change) {
+        inner.version += 1;
+        // No receiver is fine: no candidate is copying.
+        let _ = self.shared.changes.send(Versioned { version: inner.version, change });
     }
 
     /// Subscribes to changes.
@@ -346,6 +382,7 @@ impl State {
             Ok(())
         })?;
         inner.deployments.insert(id, d.clone());
+        self.record_change(&mut inner, Change::Deployment(Box::new(d.clone())));
         drop(inner);
         self.emit(Event::Deployment(d.summary()));
         self.notify();
@@ -375,6 +412,7 @@ impl State {
             Ok(())
         })?;
         inner.deployments.insert(id.to_string(), next.clone());
+        self.record_change(&mut inner, Change::Deployment(Box::new(next.clone())));
         drop(inner);
         self.emit(Event::Deployment(next.summary()));
         Ok(Some(next))
@@ -529,16 +567,21 @@ impl State {
         node.last_heartbeat = Some(now);
         node.deployments = report.deployments.iter().map(|d| d.deployment.clone()).collect();
         node.stats = report.stats.clone();
-        node.history.push_back(NodeSample {
-            at: now,
-            cpu_percent: report.stats.cpu_percent,
-            memory_used_bytes: report.stats.memory_used_bytes,
-        });
+        // Reports come several times a second; the graphs keep a sample every
+        // couple of seconds, so the history covers minutes.
+        if node.history.back().is_none_or(|last| now - last.at >= chrono::Duration::milliseconds(1900)) {
+            node.history.push_back(NodeSample {
+                at: now,
+                cpu_percent: report.stats.cpu_percent,
+                memory_used_bytes: report.stats.memory_used_bytes,
+            });
+        }
         while node.history.len() > NODE_HISTORY {
             node.history.pop_front();
         }
         if identity_changed {
             self.persist_node(&node)?;
+            self.record_change(&mut inner, Change::Node(Box::new(node.clone())));
         }
         inner.nodes.insert(node.id.clone(), node.clone());
         drop(inner);
@@ -573,6 +616,7 @@ impl State {
         }
         self.persist_node(&next)?;
         inner.nodes.insert(id.to_string(), next.clone());
+        self.record_change(&mut inner, Change::Node(Box::new(next.clone())));
         drop(inner);
         self.emit(Event::Node(Box::new(next.clone())));
         Ok(Some(next))
@@ -596,6 +640,7 @@ impl State {
             Ok(())
         })?;
         inner.deployments.insert(d.id.clone(), d.clone());
+        self.record_change(&mut inner, Change::Deployment(Box::new(d.clone())));
         drop(inner);
         self.emit(Event::Deployment(d.summary()));
         Ok(())
@@ -618,6 +663,7 @@ impl State {
         };
         if inner.nodes.get(&n.id).is_none_or(|old| durable(old) != durable(n)) {
             self.persist_node(n)?;
+            self.record_change(&mut inner, Change::Node(Box::new(n.clone())));
         }
         inner.nodes.insert(n.id.clone(), n.clone());
         Ok(())
@@ -747,6 +793,34 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_replica_feed_starts_where_its_snapshot_ends_and_keeps_the_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = State::open(dir.path(), StateLimits::default()).expect("open");
+        let first = state.create_deployment("u", "b").expect("create");
+        let mut feed = state.replica_feed();
+        assert_eq!((feed.version, feed.deployments.len()), (1, 1));
+        let second = state.create_deployment("v", "b").expect("create");
+        state
+            .update_deployment(&first.id, |d| {
+                d.transition(Status::ValidatingDeploymentData, "checking", Utc::now());
+                true
+            })
+            .expect("update");
+        // A change that changes nothing is not a version.
+        state.update_deployment(&first.id, |_| false).expect("no-op");
+        assert_eq!(state.version(), 3);
+        let next = feed.changes.try_recv().expect("the second request");
+        assert_eq!(next.version, 2);
+        assert!(matches!(&next.change, Change::Deployment(d) if d.id == second.id));
+        let next = feed.changes.try_recv().expect("the update");
+        assert_eq!(next.version, 3);
+        assert!(
+            matches!(&next.change, Change::Deployment(d) if d.status == Status::ValidatingDeploymentData)
+        );
+        assert!(feed.changes.try_recv().is_err(), "nothing else");
     }
 
     #[test]

@@ -33,6 +33,8 @@ use crate::runtime::{
 use crate::source;
 use crate::stats::Sampler;
 
+mod adopt;
+
 /// Label holding the generation of the work a container runs.
 pub const LABEL_GENERATION: &str = "kraken.generation";
 
@@ -66,6 +68,8 @@ struct Shared {
     // operations, never across an await.
     active: Arc<Mutex<HashMap<DeploymentId, Active>>>,
     tasks: Arc<Mutex<Tasks>>,
+    /// This run of the agent (see [`WorkerExecutor`]).
+    instance: String,
 }
 
 impl Shared {
@@ -165,6 +169,11 @@ pub struct WorkerExecutor {
     shared: Option<Shared>,
     work: Option<Subscription>,
     reporter: Option<JoinHandle<()>>,
+    /// Made at every start of the agent: a report from a new instance tells
+    /// the orchestrator that work handed to an earlier one was lost.
+    instance: String,
+    /// Whether the leftovers of an earlier run were removed (at the first setup only).
+    cleaned: bool,
 }
 
 impl std::fmt::Debug for WorkerExecutor {
@@ -176,7 +185,15 @@ impl std::fmt::Debug for WorkerExecutor {
 impl WorkerExecutor {
     /// A worker that builds with `registry` and runs containers on `runtime`.
     pub fn new(runtime: Arc<dyn Runtime>, registry: BuilderRegistry) -> Self {
-        Self { runtime, registry, shared: None, work: None, reporter: None }
+        Self {
+            runtime,
+            registry,
+            shared: None,
+            work: None,
+            reporter: None,
+            instance: crate::deployment::random_id(6),
+            cleaned: false,
+        }
     }
 }
 
@@ -200,9 +217,17 @@ impl Executor for WorkerExecutor {
                 registry: self.registry.clone(),
                 active: Arc::default(),
                 tasks: Arc::default(),
+                instance: self.instance.clone(),
             },
         };
-        adopt(&shared, containers).await;
+        let containers = if self.cleaned {
+            containers
+        } else {
+            // Nothing runs yet: what is there besides apps was left by an earlier run.
+            self.cleaned = true;
+            adopt::clean_leftovers(&shared, containers).await
+        };
+        adopt::adopt(&shared, containers).await;
         let work =
             node.bus.subscribe(&Channel::Work(node.id.clone())).await.map_err(|e| {
                 SetupFailure::Retry(format!("cannot subscribe to this node's work queue: {e}"))
@@ -266,52 +291,6 @@ impl Executor for WorkerExecutor {
                 h.abort();
             }
         }
-    }
-}
-
-/// Adopts the containers this node already runs (after a restart).
-async fn adopt(shared: &Shared, containers: Vec<crate::runtime::ManagedContainer>) {
-    let mut newest: BTreeMap<String, crate::runtime::ManagedContainer> = BTreeMap::new();
-    let mut stale = Vec::new();
-    for c in containers {
-        let Some(dep) = c.labels.get(LABEL_DEPLOYMENT).cloned() else { continue };
-        let generation = |c: &crate::runtime::ManagedContainer| {
-            c.labels.get(LABEL_GENERATION).and_then(|g| g.parse::<u64>().ok()).unwrap_or(0)
-        };
-        match newest.get(&dep) {
-            Some(existing) if generation(existing) >= generation(&c) => stale.push(c),
-            _ => {
-                if let Some(old) = newest.insert(dep, c) {
-                    stale.push(old);
-                }
-            }
-        }
-    }
-    for c in stale {
-        info!(container = %c.id, "removing a superseded container");
-        if let Err(e) = shared.runtime.remove_container(&c.id).await {
-            warn!(error = %e, "could not remove a superseded container");
-        }
-    }
-    for (dep, c) in newest {
-        let generation = c.labels.get(LABEL_GENERATION).and_then(|g| g.parse().ok()).unwrap_or(0);
-        if shared.active().get(&dep).is_some_and(|a| a.container_id.as_deref() == Some(c.id.as_str())) {
-            continue;
-        }
-        info!(deployment = %dep, container = %c.id, "adopting a running container");
-        shared.active().insert(
-            dep.clone(),
-            Active {
-                generation,
-                in_progress: false,
-                container_id: Some(c.id.clone()),
-                image: Some(c.image.clone()),
-                host_port: c.host_port,
-                running: c.running,
-                stats: None,
-            },
-        );
-        shared.follow_logs(&dep, generation, &c.id, true);
     }
 }
 
@@ -478,13 +457,20 @@ async fn deploy(
     labels.insert(LABEL_GENERATION.to_string(), generation.to_string());
     let (log_tx, mut log_rx) = mpsc::unbounded_channel::<String>();
     let build_sink = sink.clone();
+    let building = work_dir.clone();
     let forward = tokio::spawn(async move {
+        let mut layers = crate::runtime::BuildLayers::new();
         while let Some(line) = log_rx.recv().await {
+            if let Some(layer) = layers.read(&line) {
+                adopt::note_layer(&building, &layer);
+            }
             build_sink.send("build", line);
         }
     });
     let built = shared.runtime.build_image(&plan, &tag, &labels, log_tx).await;
     let _ = forward.await;
+    // The build ended (a failed one removed its own layers): nothing to clean at the next start.
+    let _ = std::fs::remove_file(adopt::layers_file(&work_dir));
     let image = built.map_err(|e| Failed(format!("{e}; the build log above has the details")))?;
     let remove_image = |image: String| {
         let runtime = shared.runtime.clone();
@@ -681,44 +667,33 @@ async fn run_cancel(shared: Shared, dep: DeploymentId) {
 /// Sends this node's report every heartbeat.
 async fn report_loop(shared: Shared) {
     // Resource samples take about a second each (the engine compares two
-    // readings), so they are refreshed by a task of their own and a report
-    // never waits for them: heartbeats stay on time under load.
-    let sampler_task = tokio::spawn(stats_loop(shared.clone()));
-    let _stop_sampler = AbortOnDrop(sampler_task);
+    // readings) and listing containers waits on the engine, so both are
+    // refreshed by tasks of their own and a report never waits for them; nor
+    // does the next report wait for the broker to confirm this one. So
+    // heartbeats stay on time when the machine or the engine is busy.
+    let _stop_sampler = AbortOnDrop(tokio::spawn(stats_loop(shared.clone())));
+    let _stop_watcher = AbortOnDrop(tokio::spawn(running_loop(shared.clone())));
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(4));
     let mut sampler = Sampler::new();
     let mut ticker = tokio::time::interval(shared.node.config.heartbeat);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let containers = tokio::time::timeout(
-            Duration::from_secs(1),
-            shared.runtime.list_managed(Some(shared.node.id.clone())),
-        )
-        .await
-        .unwrap_or_else(|_| Err(crate::runtime::RuntimeError::Unavailable("listing timed out".into())));
         let taken = chrono::Utc::now();
-        let snapshot: Vec<(DeploymentId, Active)> =
-            shared.active().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        let mut deployments = Vec::with_capacity(snapshot.len());
-        for (dep, a) in snapshot {
-            let running = match (&containers, &a.container_id) {
-                (Ok(list), Some(id)) => list.iter().any(|c| &c.id == id && c.running),
-                (Err(_), _) => a.running,
-                (_, None) => false,
-            };
-            if let Some(entry) = shared.active().get_mut(&dep) {
-                entry.running = running;
-            }
-            deployments.push(WorkerDeployment {
-                deployment: dep,
+        let deployments: Vec<WorkerDeployment> = shared
+            .active()
+            .iter()
+            .map(|(dep, a)| WorkerDeployment {
+                deployment: dep.clone(),
                 generation: a.generation,
                 in_progress: a.in_progress,
-                container_id: a.container_id,
-                running,
+                container_id: a.container_id.clone(),
+                running: a.running && a.container_id.is_some(),
+                address: a.host_port.map(|p| shared.address(p)),
                 host_port: a.host_port,
                 stats: a.stats,
-            });
-        }
+            })
+            .collect();
         let report = NodeReport {
             node: shared.node.id.clone(),
             name: shared.node.name.clone(),
@@ -727,10 +702,50 @@ async fn report_loop(shared: Shared) {
             deployments,
             at: taken,
             runs_apps: true,
+            instance: shared.instance.clone(),
         };
-        if let Err(e) = shared.node.publish(&Channel::Sysinfo, Body::Sysinfo(report)).await {
-            warn!(error = %e, "could not send this node's report");
+        let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+            warn!("the broker has not confirmed the last reports; skipping one");
+            continue;
+        };
+        let node = shared.node.clone();
+        tokio::spawn(async move {
+            if let Err(e) = node.publish(&Channel::Sysinfo, Body::Sysinfo(report)).await {
+                warn!(error = %e, "could not send this node's report");
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// Keeps whether each container runs up to date (every second), for the reports.
+async fn running_loop(shared: Shared) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Containers missing from the last list: one started after the list was
+    // taken is missing once; one that was removed stays missing.
+    let mut missing = std::collections::HashSet::new();
+    loop {
+        ticker.tick().await;
+        let listed = tokio::time::timeout(
+            Duration::from_secs(10),
+            shared.runtime.list_managed(Some(shared.node.id.clone())),
+        )
+        .await;
+        let Ok(Ok(containers)) = listed else { continue };
+        let mut now_missing = std::collections::HashSet::new();
+        let mut active = shared.active();
+        for entry in active.values_mut() {
+            let Some(id) = &entry.container_id else { continue };
+            match containers.iter().find(|c| &c.id == id) {
+                Some(c) => entry.running = c.running,
+                None if missing.contains(id) => entry.running = false,
+                None => {
+                    now_missing.insert(id.clone());
+                }
+            }
         }
+        missing = now_missing;
     }
 }
 
@@ -779,6 +794,7 @@ impl Executor for PresenceExecutor {
             deployments: Vec::new(),
             at: chrono::Utc::now(),
             runs_apps: false,
+            instance: String::new(),
         };
         node.publish(&Channel::Sysinfo, Body::Sysinfo(report))
             .await
@@ -890,6 +906,7 @@ mod tests {
         let builds = Arc::new(AtomicUsize::new(0));
         let mut runtime = MockRuntime::new();
         runtime.expect_list_managed().returning(|_| Ok(Vec::new()));
+        runtime.expect_list_images().returning(|_| Ok(Vec::new()));
         let counter = builds.clone();
         runtime.expect_build_image().returning(move |_, _, _, _| {
             counter.fetch_add(1, Ordering::SeqCst);
@@ -961,6 +978,7 @@ mod tests {
         let data = tempfile::tempdir().expect("tempdir");
         let mut runtime = MockRuntime::new();
         runtime.expect_list_managed().returning(|_| Ok(Vec::new()));
+        runtime.expect_list_images().returning(|_| Ok(Vec::new()));
         runtime.expect_stats().returning(|_| Ok(ContainerStats::default()));
         runtime.expect_build_image().never();
         let bus = Arc::new(MemoryBus::new());

@@ -352,6 +352,7 @@ async fn advertise_role() {
         role: "orchestrator".into(),
         epoch: 7,
         port: agent.addr.port(),
+        orchestrator: None,
     })
     .unwrap();
     assert_eq!(advertiser.fullname(), format!("alpha node.{SERVICE_TYPE}"));

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use kraken_lib::builder::{BuildPlan, Step};
 use kraken_lib::runtime::{
-    pick_host_port, ContainerSpec, DockerRuntime, Runtime, RuntimeError, LABEL_DEPLOYMENT, LABEL_MANAGED,
-    LABEL_NODE, LABEL_PORT,
+    pick_host_port, BuildLayers, ContainerSpec, DockerRuntime, Runtime, RuntimeError, LABEL_DEPLOYMENT,
+    LABEL_MANAGED, LABEL_NODE, LABEL_PORT,
 };
 use tokio::sync::mpsc;
 
@@ -256,6 +256,25 @@ async fn the_plans_files_and_build_args_reach_the_build_only() {
         .await
         .unwrap();
     assert_eq!((code, output.trim()), (0, "proxy="));
+}
+
+#[tokio::test]
+async fn a_failed_build_removes_the_layers_it_made() {
+    let rt = DockerRuntime::connect().await.unwrap();
+    let run = unique("layers");
+    let mut guard = Cleanup::new(&run);
+    let dir = tempfile::tempdir().unwrap();
+    let plan =
+        plan_with(dir.path(), &run, &format!("RUN echo {run} > /made\nRUN echo second > /more\nRUN false"));
+
+    let (built, lines) = build(&rt, &mut guard, &plan, &format!("{run}:v1")).await;
+    assert!(matches!(built, Err(RuntimeError::BuildFailed(_))), "{built:?}");
+    let mut layers = BuildLayers::new();
+    let made: Vec<String> = lines.iter().filter_map(|l| layers.read(l)).collect();
+    assert!(made.len() >= 2, "the build made its own layers before failing: {lines:?}");
+    for layer in &made {
+        assert!(rt.client().inspect_image(layer).await.is_err(), "layer {layer} of the failed build is gone");
+    }
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 // Talking to the platform: the REST API under /api/v1, the platform token,
-// the live event stream and the connection banner.
+// the live event stream, and the banners for a lost connection and for
+// degraded replication.
 
 const TOKEN_KEY = "kraken.token";
 
@@ -77,6 +78,48 @@ function setConnected(value) {
     }
   }
   connectionListeners.forEach((f) => f(value));
+}
+
+// ---- replication ------------------------------------------------------
+
+let replication = null;
+const replicationListeners = new Set();
+
+/** Calls `f(status)` whenever the platform's replication status changes. */
+export function onReplicationChange(f) {
+  replicationListeners.add(f);
+  return () => replicationListeners.delete(f);
+}
+
+/** The last replication status seen (`{state, reason, candidate}`), or null. */
+export function replicationStatus() {
+  return replication;
+}
+
+function setReplication(status) {
+  replication = status || null;
+  const banner = document.getElementById("replication-banner");
+  if (banner) {
+    const degraded = replication && replication.state === "degraded";
+    banner.dataset.state = replication ? replication.state : "";
+    if (degraded) {
+      const why = replication.reason || "no rollover candidate holds a copy of the state";
+      banner.textContent =
+        `Replication degraded: ${why}. Changes are kept on the orchestrator's machine only until a copy catches up; ` +
+        "if that machine failed now, the latest changes could be lost.";
+    }
+    banner.hidden = !degraded;
+  }
+  replicationListeners.forEach((f) => f(replication));
+}
+
+async function refreshReplication() {
+  try {
+    const platform = await request("GET", "/api/v1/platform");
+    setReplication(platform && platform.replication);
+  } catch {
+    // The connection banner says it already.
+  }
 }
 
 // ---- requests ---------------------------------------------------------
@@ -214,6 +257,7 @@ export function startEvents() {
   source = new EventSource("/api/v1/events");
   source.addEventListener("open", () => {
     setConnected(true);
+    refreshReplication();
     if (everLost) {
       everLost = false;
       eventListeners.reconnect.forEach((f) => f());
@@ -230,6 +274,13 @@ export function startEvents() {
   });
   source.addEventListener("deployment", (e) => dispatch("deployment", e.data));
   source.addEventListener("node", (e) => dispatch("node", e.data));
+  source.addEventListener("replication", (e) => {
+    try {
+      setReplication(JSON.parse(e.data));
+    } catch {
+      // A malformed event changes nothing.
+    }
+  });
 }
 
 /** Whether the event stream is open right now (else pages poll). */

@@ -1,7 +1,7 @@
 // The Platform page: the orchestrator, node health, deployments by status and
 // the platform token.
 
-import { get, getToken, setToken, onEvent, onTokenChange, eventsLive } from "./api.js";
+import { get, getToken, setToken, onEvent, onTokenChange, onReplicationChange, eventsLive } from "./api.js";
 import { h, replace, badge, tone } from "./util.js";
 
 const STATUS_ORDER = [
@@ -45,6 +45,7 @@ export function mount(view) {
   };
   const offDeployment = onEvent("deployment", soon);
   const offReconnect = onEvent("reconnect", refresh);
+  const offReplication = onReplicationChange(soon);
   // Node health changes without a deployment event: poll slowly (faster without the event stream).
   const timer = setInterval(() => refresh(), eventsLive() ? 10000 : 5000);
   return () => {
@@ -53,6 +54,7 @@ export function mount(view) {
     clearInterval(timer);
     offDeployment();
     offReconnect();
+    offReplication();
     tokenCard.cleanup();
   };
 }
@@ -76,6 +78,7 @@ function renderSummary(el, p) {
         h("dt", {}, "Node id"), h("dd", { className: "mono small" }, orch.node_id || "–"),
         h("dt", {}, "Version"), h("dd", {}, p.version || "–"),
         h("dt", {}, "Epoch"), h("dd", { title: "Goes up by one every time another node takes over as orchestrator" }, String(p.epoch ?? "–")),
+        h("dt", {}, "Replication"), h("dd", { id: "replication-state" }, replicationBadge(p.replication)),
       )),
     h("section", { className: "card", "aria-labelledby": "nodes-title" },
       h("h2", { id: "nodes-title" }, "Nodes"),
@@ -92,6 +95,18 @@ function renderSummary(el, p) {
         : h("p", { className: "muted" }, "Nothing deployed yet."),
       h("p", { style: "margin-top:.75rem" }, h("a", { href: "#/deployments" }, "Deploy an app →"))),
   );
+}
+
+const REPLICATION = {
+  synchronous: ["ok", "Synchronous", "a rollover candidate confirms every change before it is acknowledged"],
+  degraded: ["warn", "Degraded", "changes are acknowledged without a copy on another machine"],
+  off: ["off", "Off", "no other machine could hold a copy"],
+};
+
+function replicationBadge(r) {
+  const [toneName, label, meaning] = REPLICATION[r && r.state] || ["off", "Unknown", ""];
+  const title = [meaning, r && r.reason, r && r.candidate ? `copy on ${r.candidate}` : ""].filter(Boolean).join("; ");
+  return h("span", { className: `badge ${toneName}`, dataset: { state: (r && r.state) || "" }, title }, label);
 }
 
 function order(status) {

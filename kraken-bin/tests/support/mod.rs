@@ -86,7 +86,9 @@ impl Agent {
             log_path,
             ip: ip.to_string(),
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // Generous: an agent that starts its own broker waits for RabbitMQ,
+        // which takes long on a busy machine.
+        let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             if let Ok(v) = get_json_at(&agent.ip, agent.port, "/ping") {
                 if v["service"] == "kraken" {
@@ -100,7 +102,7 @@ impl Agent {
                 }
             }
             if Instant::now() > deadline {
-                return Err(format!("kraken {command} did not answer /ping within 30 s:\n{}", agent.log()));
+                return Err(format!("kraken {command} did not answer /ping within 120 s:\n{}", agent.log()));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -138,6 +140,18 @@ impl Agent {
             let _ = child.wait();
             panic!("kraken did not stop within 20 s of SIGTERM");
         }
+    }
+
+    /// The agent's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, …) to the agent's process.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.pid().expect("the agent runs");
+        let status = Command::new("kill").args([&format!("-{signal}"), &pid.to_string()]).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -{signal} {pid}");
     }
 
     /// Kills the agent with SIGKILL, as a crash would.
@@ -326,6 +340,18 @@ impl BrokerAccount {
 
     pub fn url(&self) -> String {
         format!("amqp://{}:{}@127.0.0.1:5672/{}", self.user, self.password, self.vhost)
+    }
+
+    /// Makes the broker unreachable for this account only: its connections
+    /// are closed and new ones refused, as if the broker were away.
+    pub fn block(&self) {
+        rabbitmqctl(&["clear_permissions", "-p", &self.vhost, &self.user]);
+        rabbitmqctl(&["close_all_user_connections", &self.user, "a test makes the broker unreachable"]);
+    }
+
+    /// Lets this account in again.
+    pub fn unblock(&self) {
+        rabbitmqctl(&["set_permissions", "-p", &self.vhost, &self.user, ".*", ".*", ".*"]);
     }
 }
 

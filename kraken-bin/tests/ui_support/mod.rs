@@ -121,6 +121,7 @@ impl Fixture {
 
 /// A running `kraken up`, killed (and its containers removed) when dropped.
 pub struct Platform {
+    extra: Vec<String>,
     child: Child,
     /// `http://127.0.0.1:<port>`
     pub base: String,
@@ -136,14 +137,20 @@ pub struct Platform {
 impl Platform {
     /// Starts `kraken up` on a free port and waits (60 s at most) until `/ping` answers.
     pub async fn start() -> Platform {
+        Self::start_with(&[]).await
+    }
+
+    /// [`Platform::start`] with `extra` arguments for `kraken up`.
+    pub async fn start_with(extra: &[String]) -> Platform {
         let work = tempfile::Builder::new().prefix("kraken-ui-run-").tempdir().expect("temp dir");
         let data_dir = tempfile::Builder::new().prefix("kraken-ui-data-").tempdir().expect("temp data dir");
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
         let token = format!("ui-test-token-{}-{port}", std::process::id());
         let log = work.path().join("kraken.log");
-        let child = spawn_agent(&listen, data_dir.path(), &token, &log);
+        let child = spawn_agent(&listen, data_dir.path(), &token, &log, extra);
         let mut platform = Platform {
+            extra: extra.to_vec(),
             child,
             base: format!("http://{listen}"),
             token,
@@ -198,7 +205,7 @@ impl Platform {
     /// Starts the agent again on the same address with the same data.
     pub async fn restart(&mut self) {
         let listen = self.base.trim_start_matches("http://").to_string();
-        self.child = spawn_agent(&listen, self._data_dir.path(), &self.token, &self.log);
+        self.child = spawn_agent(&listen, self._data_dir.path(), &self.token, &self.log, &self.extra);
         self.wait_for_ping(Duration::from_secs(60)).await;
     }
 
@@ -208,7 +215,7 @@ impl Platform {
     }
 }
 
-fn spawn_agent(listen: &str, data_dir: &Path, token: &str, log: &Path) -> Child {
+fn spawn_agent(listen: &str, data_dir: &Path, token: &str, log: &Path, extra: &[String]) -> Child {
     let base_image = env_or("KRAKEN_TEST_BASE_IMAGE", "kraken-test-base:bookworm-v2");
     let out =
         std::fs::OpenOptions::new().create(true).append(true).open(log).expect("open the kraken log file");
@@ -218,6 +225,7 @@ fn spawn_agent(listen: &str, data_dir: &Path, token: &str, log: &Path) -> Child 
         .args(["up", "--no-discovery", "--listen", listen, "--data-dir"])
         .arg(data_dir)
         .args(["--token", token, "--base-image", &base_image])
+        .args(extra)
         .env("RUST_LOG", env_or("RUST_LOG", "info"))
         .stdin(Stdio::null())
         .stdout(out)
@@ -461,7 +469,16 @@ where
     F: FnOnce(Ui) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let platform = Platform::start().await;
+    run_ui_test_with(test, &[], body).await
+}
+
+/// [`run_ui_test`] with `extra` arguments for the platform's `kraken up`.
+pub async fn run_ui_test_with<F, Fut>(test: &str, extra: &[String], body: F)
+where
+    F: FnOnce(Ui) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let platform = Platform::start_with(extra).await;
     let browser = Browser::start().await;
     let ui = Ui {
         client: browser.client.clone().expect("a started browser has a session"),

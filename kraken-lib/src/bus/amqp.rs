@@ -361,6 +361,11 @@ impl AmqpBus {
         Ok(())
     }
 
+    /// Waits until the bus is connected to its broker; false once the bus is closed.
+    pub async fn wait_connected(&self) -> bool {
+        self.inner.shared.wait_link().await.is_some()
+    }
+
     /// Whether the bus is connected to its broker right now.
     pub fn is_connected(&self) -> bool {
         self.inner.shared.link.borrow().as_ref().is_some_and(|l| l.connected())

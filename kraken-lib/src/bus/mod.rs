@@ -98,6 +98,10 @@ pub struct NodeReport {
     /// Whether the node runs apps (an orchestrator-only node does not).
     #[serde(default = "runs_apps_default")]
     pub runs_apps: bool,
+    /// This run of the node's agent: a new value means the agent restarted
+    /// and lost the work it had not finished.
+    #[serde(default)]
+    pub instance: String,
 }
 
 fn runs_apps_default() -> bool {
@@ -119,6 +123,9 @@ pub struct WorkerDeployment {
     pub running: bool,
     /// Its published host port.
     pub host_port: Option<u16>,
+    /// Where people reach the app, once it runs.
+    #[serde(default)]
+    pub address: Option<String>,
     /// Its latest resource sample.
     pub stats: Option<ContainerStats>,
 }

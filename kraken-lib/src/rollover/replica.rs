@@ -1,0 +1,197 @@
+//! The primary candidate's copy of the orchestrator's state.
+//!
+//! [`follow`] streams `GET /api/v1/replica` into the candidate's own state
+//! database (`<data-dir>/replica/`): a snapshot, then every durable change as
+//! the orchestrator commits it. After storing what a chunk of the stream
+//! brought, it confirms the version reached with `POST /api/v1/replica/ack`
+//! (from a task of its own, so storing never waits for the network); the
+//! orchestrator acknowledges a request only once its change is confirmed.
+//! When the orchestrator says the session is gone (it was cut off for
+//! falling behind), the stream is opened again and starts from a snapshot.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::api::{ReplicaAck, Snapshot, SseDecoder, SseMessage};
+use crate::deployment::Deployment;
+use crate::node::GenericNode;
+use crate::state::{NodeRecord, State};
+
+/// The pause before the stream is opened again.
+const RECONNECT: Duration = Duration::from_millis(250);
+
+/// What applying one event of the stream reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Reached {
+    /// A snapshot of `version`, in `session`.
+    Snapshot { session: String, version: u64 },
+    /// Every change up to this version.
+    Version(u64),
+    /// Nothing to confirm (an event without a version).
+    Nothing,
+}
+
+/// Streams the orchestrator's state into `state` and confirms what was stored,
+/// until aborted.
+pub(crate) async fn follow(node: GenericNode, state: State, join_token: String) {
+    let streaming =
+        reqwest::Client::builder().connect_timeout(Duration::from_secs(2)).build().unwrap_or_default();
+    let acking = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap_or_default();
+    loop {
+        let Some(orchestrator) = node.orchestrator() else {
+            tokio::time::sleep(RECONNECT).await;
+            continue;
+        };
+        let response = streaming
+            .get(format!("{orchestrator}/api/v1/replica"))
+            .query(&[("node", node.id.as_str())])
+            .bearer_auth(&join_token)
+            .send()
+            .await;
+        match response {
+            Ok(r) if r.status().is_success() => {
+                let (to_ack, acked) = watch::channel(None::<(String, u64)>);
+                let gone = CancellationToken::new();
+                let acker = tokio::spawn(confirm_loop(
+                    acking.clone(),
+                    orchestrator.clone(),
+                    join_token.clone(),
+                    acked,
+                    gone.clone(),
+                ));
+                let mut body = r.bytes_stream();
+                let mut decoder = SseDecoder::new();
+                let mut session: Option<String> = None;
+                loop {
+                    let chunk = tokio::select! {
+                        () = gone.cancelled() => break,
+                        chunk = body.next() => chunk,
+                    };
+                    let Some(Ok(chunk)) = chunk else { break };
+                    let mut reached = None;
+                    for message in decoder.push(&chunk) {
+                        match apply_event(&node, &state, &message) {
+                            Ok(Reached::Snapshot { session: s, version }) => {
+                                session = Some(s);
+                                reached = Some(version);
+                            }
+                            Ok(Reached::Version(v)) => reached = Some(v),
+                            Ok(Reached::Nothing) => {}
+                            Err(e) => {
+                                warn!(event = %message.event, error = %e, "could not store a replica event");
+                                node.set_replica_ready(false);
+                                gone.cancel();
+                                break;
+                            }
+                        }
+                    }
+                    if let (Some(s), Some(v)) = (&session, reached) {
+                        to_ack.send_replace(Some((s.clone(), v)));
+                    }
+                }
+                // The copy stays usable (complete up to what was confirmed).
+                acker.abort();
+            }
+            Ok(r) => warn!(status = %r.status(), "the orchestrator refused the replica stream"),
+            Err(e) => debug!(error = %e, "no replica stream"),
+        }
+        tokio::time::sleep(RECONNECT).await;
+    }
+}
+
+/// Confirms the newest version stored, again and again; cancels `gone` when
+/// the orchestrator no longer knows the session.
+async fn confirm_loop(
+    http: reqwest::Client,
+    orchestrator: String,
+    join_token: String,
+    mut stored: watch::Receiver<Option<(String, u64)>>,
+    gone: CancellationToken,
+) {
+    let mut confirmed: Option<(String, u64)> = None;
+    loop {
+        let latest = stored.borrow_and_update().clone();
+        let Some((session, version)) = latest.clone().filter(|l| confirmed.as_ref() != Some(l)) else {
+            if stored.changed().await.is_err() {
+                return;
+            }
+            continue;
+        };
+        let sent = http
+            .post(format!("{orchestrator}/api/v1/replica/ack"))
+            .bearer_auth(&join_token)
+            .json(&ReplicaAck { session, version })
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status().is_success() => confirmed = latest,
+            Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => {
+                info!("the orchestrator ended the replica session; starting again from a snapshot");
+                gone.cancel();
+                return;
+            }
+            Ok(r) => {
+                warn!(status = %r.status(), "the orchestrator refused a replica confirmation");
+                tokio::time::sleep(RECONNECT).await;
+            }
+            Err(e) => {
+                debug!(error = %e, "could not confirm the replica's version");
+                tokio::time::sleep(RECONNECT).await;
+            }
+        }
+    }
+}
+
+/// Stores one event of the stream.
+fn apply_event(node: &GenericNode, state: &State, message: &SseMessage) -> Result<Reached, String> {
+    let version = || {
+        message.id.as_deref().and_then(|v| v.parse::<u64>().ok()).map_or(Reached::Nothing, Reached::Version)
+    };
+    match message.event.as_str() {
+        "snapshot" => {
+            let s = serde_json::from_str::<Snapshot>(&message.data).map_err(|e| e.to_string())?;
+            state.import_snapshot(&s.deployments, &s.nodes).map_err(|e| e.to_string())?;
+            state.set_meta("token", &s.token).map_err(|e| e.to_string())?;
+            state.set_meta("join_token", &s.join_token).map_err(|e| e.to_string())?;
+            state.set_meta("epoch", &s.epoch.to_string()).map_err(|e| e.to_string())?;
+            state.set_meta("orchestrator_id", &s.orchestrator_id).map_err(|e| e.to_string())?;
+            if let Some((image, port, user, password)) = &s.broker {
+                for (k, v) in [
+                    ("broker_image", image.clone()),
+                    ("broker_port", port.to_string()),
+                    ("broker_user", user.clone()),
+                    ("broker_password", password.clone()),
+                ] {
+                    state.set_meta(k, &v).map_err(|e| e.to_string())?;
+                }
+            }
+            node.set_replica_ready(true);
+            info!(
+                deployments = s.deployments.len(),
+                nodes = s.nodes.len(),
+                version = s.version,
+                "replica in sync"
+            );
+            Ok(Reached::Snapshot { session: s.session, version: s.version })
+        }
+        "deployment" => {
+            let d = serde_json::from_str::<Deployment>(&message.data).map_err(|e| e.to_string())?;
+            state.import_deployment(&d).map_err(|e| e.to_string())?;
+            Ok(version())
+        }
+        "node" => {
+            let n = serde_json::from_str::<NodeRecord>(&message.data).map_err(|e| e.to_string())?;
+            state.import_node(&n).map_err(|e| e.to_string())?;
+            Ok(version())
+        }
+        _ => Ok(Reached::Nothing),
+    }
+}
