@@ -292,10 +292,16 @@ impl Executor for RolloverExecutor {
         self.rounds += 1;
         if Self::answers(self.http.clone(), &orchestrator).await {
             self.last_ok = Instant::now();
-            if let Some(t) = self.takeover.take() {
+            let called_off = self.takeover.take();
+            if let Some(t) = &called_off {
                 info!(attempts = t.attempts, "the orchestrator answers again; the takeover is called off");
+                // The attempt stopped the replica's stream: follow again at once,
+                // so changes are confirmed again without waiting for a later round.
+                if let Err(e) = self.ensure_replica(node) {
+                    warn!(error = %e, "cannot keep the replica");
+                }
             }
-            if self.rounds % NODES_EVERY != 1 {
+            if called_off.is_none() && self.rounds % NODES_EVERY != 1 {
                 return Ok(());
             }
             let Ok(nodes) = Self::nodes(self.http.clone(), &orchestrator).await else { return Ok(()) };
