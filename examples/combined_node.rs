@@ -37,7 +37,11 @@ async fn main() -> anyhow::Result<()> {
         Arc::new(runtime),
     )
     .await?;
-    println!("platform at {} — token {}", platform.api_address(), platform.token());
+    println!(
+        "platform at {} — token {}",
+        platform.api_address(),
+        platform.token().unwrap_or("(kept only as a hash; see the data directory's token file)")
+    );
     platform
         .run(async {
             let _ = tokio::signal::ctrl_c().await;

@@ -35,8 +35,15 @@ async fn main() -> anyhow::Result<()> {
         Arc::new(runtime),
     )
     .await?;
-    println!("orchestrator at {} — token {}", platform.api_address(), platform.token());
-    println!("workers join with --join-token {}", platform.join_token().unwrap_or_default());
+    println!(
+        "orchestrator at {} — token {}",
+        platform.api_address(),
+        platform.token().unwrap_or("(kept only as a hash; see the data directory's token file)")
+    );
+    println!(
+        "workers join with --join-token {}",
+        platform.join_token().unwrap_or("(see the join-token file)")
+    );
     platform
         .run(async {
             let _ = tokio::signal::ctrl_c().await;

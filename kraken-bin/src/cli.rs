@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use futures::StreamExt;
 use kraken_lib::builder::{BaseImages, BuilderRegistry};
 use kraken_lib::node::NodeConfig;
-use kraken_lib::platform::{NodeRole, Platform, PlatformOptions, TOKEN_FILE};
+use kraken_lib::platform::{NodeRole, Platform, PlatformOptions, JOIN_TOKEN_FILE, TOKEN_FILE};
 use kraken_lib::runtime::DockerRuntime;
 use serde_json::Value;
 
@@ -341,8 +341,8 @@ async fn up(args: UpArgs, role: NodeRole, data_dir: PathBuf, token: Option<Strin
     )
     .await?;
     let address = platform.api_address();
-    let advertiser = match (is_worker || no_discovery, platform.join_token()) {
-        (false, Some(_)) => {
+    let advertiser = match (is_worker || no_discovery, platform.joinable()) {
+        (false, true) => {
             let ad = kraken_lib::discovery::Advertisement {
                 node_id: platform.node_id().to_string(),
                 node_name: node_name.clone(),
@@ -370,12 +370,23 @@ async fn up(args: UpArgs, role: NodeRole, data_dir: PathBuf, token: Option<Strin
     } else {
         println!("Kraken is up.");
         println!("  UI and API:  {address}/");
-        println!("  token:       {}", platform.token());
-        match platform.join_token() {
-            Some(j) => {
+        match platform.token() {
+            Some(t) => println!("  token:       {t}"),
+            None => println!(
+                "  token:       kept only as a hash, and {} is gone; the old token still works; \
+                 start with --token <new token> to set a new one",
+                data_dir.join(TOKEN_FILE).display()
+            ),
+        }
+        match (platform.joinable(), platform.join_token()) {
+            (true, Some(j)) => {
                 println!("  join token:  {j}   (other machines: kraken up --join {address} --join-token {j})")
             }
-            None => println!(
+            (true, None) => println!(
+                "  join token:  kept only as a hash, and {} is gone; start with --join-token <new token> to set a new one",
+                data_dir.join(JOIN_TOKEN_FILE).display()
+            ),
+            (false, _) => println!(
                 "  single machine (no message broker): start with --amqp-url to let other machines join"
             ),
         }

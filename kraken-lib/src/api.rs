@@ -27,6 +27,7 @@ use tokio::sync::{broadcast, mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::{error, warn};
 
+use crate::auth::TokenHash;
 use crate::builder::BuilderRegistry;
 use crate::deployment::{Desired, Status};
 use crate::node::GenericNode;
@@ -45,8 +46,8 @@ pub struct ApiContext {
     pub registry: BuilderRegistry,
     /// The node serving the API.
     pub node: GenericNode,
-    /// The platform token.
-    pub token: Arc<str>,
+    /// The hash of the platform token (the API never holds the token itself).
+    pub token: TokenHash,
     /// How other nodes join; `None` when the platform has no broker.
     pub join: Option<JoinInfo>,
     validations: Arc<Semaphore>,
@@ -55,8 +56,8 @@ pub struct ApiContext {
 /// What a joining node needs, and the token that lets it have it.
 #[derive(Clone)]
 pub struct JoinInfo {
-    /// The join token.
-    pub token: Arc<str>,
+    /// The hash of the join token.
+    pub token: TokenHash,
     /// The broker URL handed to joining nodes (it carries the platform's credentials).
     pub amqp_url: Arc<str>,
 }
@@ -95,16 +96,10 @@ pub struct JoinAnswer {
 }
 
 impl ApiContext {
-    /// The context of an API served by `node`.
-    pub fn new(state: State, registry: BuilderRegistry, node: GenericNode, token: &str) -> Self {
-        Self {
-            state,
-            registry,
-            node,
-            token: Arc::from(token),
-            join: None,
-            validations: Arc::new(Semaphore::new(2)),
-        }
+    /// The context of an API served by `node`, accepting the platform token
+    /// whose hash is `token`.
+    pub fn new(state: State, registry: BuilderRegistry, node: GenericNode, token: TokenHash) -> Self {
+        Self { state, registry, node, token, join: None, validations: Arc::new(Semaphore::new(2)) }
     }
 
     /// Lets nodes join with `info`.
@@ -293,11 +288,6 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-fn same(a: &[u8], b: &[u8]) -> bool {
-    // Constant time in the length of the expected token.
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 async fn require_token(
     AxumState(ctx): AxumState<ApiContext>,
     headers: HeaderMap,
@@ -305,7 +295,7 @@ async fn require_token(
     next: Next,
 ) -> Response {
     match bearer(&headers) {
-        Some(t) if same(t.as_bytes(), ctx.token.as_bytes()) => next.run(request).await,
+        Some(t) if ctx.token.matches(t) => next.run(request).await,
         Some(_) => ApiError::new(
             StatusCode::UNAUTHORIZED,
             "the platform token is wrong; `kraken up` printed the right one",
@@ -345,7 +335,7 @@ async fn join(
             "this platform runs on one machine without a message broker; restart its orchestrator with --amqp-url to let other machines join",
         ));
     };
-    if !same(req.join_token.trim().as_bytes(), info.token.as_bytes()) {
+    if !info.token.matches(req.join_token.trim()) {
         warn!(node = %req.node_id, address = %req.address, "a node with a wrong join token was refused");
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -368,10 +358,10 @@ pub struct Snapshot {
     pub epoch: u64,
     /// The orchestrator's node id.
     pub orchestrator_id: String,
-    /// The platform token.
-    pub token: String,
-    /// The join token.
-    pub join_token: String,
+    /// The hash of the platform token (enough to check it, not to learn it).
+    pub token_hash: TokenHash,
+    /// The hash of the join token.
+    pub join_token_hash: TokenHash,
     /// Every deployment, with its status history.
     pub deployments: Vec<crate::deployment::Deployment>,
     /// Every node.
@@ -402,7 +392,7 @@ async fn replica(AxumState(ctx): AxumState<ApiContext>, headers: HeaderMap) -> A
             "this platform has one machine; there is nothing to replicate to",
         ));
     };
-    if !same(bearer(&headers).unwrap_or_default().as_bytes(), info.token.as_bytes()) {
+    if !info.token.matches(bearer(&headers).unwrap_or_default()) {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "the replica stream needs the join token as `Authorization: Bearer <join token>`",
@@ -413,8 +403,8 @@ async fn replica(AxumState(ctx): AxumState<ApiContext>, headers: HeaderMap) -> A
     let snapshot = Snapshot {
         epoch: ctx.node.epoch(),
         orchestrator_id: ctx.node.id.clone(),
-        token: ctx.token.to_string(),
-        join_token: info.token.to_string(),
+        token_hash: ctx.token.clone(),
+        join_token_hash: info.token.clone(),
         deployments: ctx.state.deployments(),
         nodes: ctx.state.nodes(),
         broker: broker_info(&ctx.state),

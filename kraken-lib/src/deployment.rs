@@ -311,11 +311,15 @@ pub struct DeploymentSummary {
     pub updated_at: DateTime<Utc>,
 }
 
-/// A fresh random id of `bytes` bytes in lowercase hex.
+/// A fresh random id of `bytes` bytes in lowercase hex, for names that need
+/// to be unique but not secret (deployments, nodes). Secrets (tokens, keys)
+/// come from [`crate::auth`], which refuses to make one without the system's
+/// random source.
 pub fn random_id(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     // getrandom only fails when the OS has no entropy source at all, which a
-    // Linux machine always has; fall back to time-derived bytes rather than panic.
+    // Linux machine always has; an id (never a secret) then falls back to
+    // time-derived bytes rather than a panic.
     if getrandom::getrandom(&mut buf).is_err() {
         let nanos = Utc::now().timestamp_nanos_opt().unwrap_or_default() as u128;
         for (i, b) in buf.iter_mut().enumerate() {

@@ -25,6 +25,7 @@
 //! - [`orchestrator`]: the orchestration executor: lifecycle, placement, reconciliation.
 //! - [`worker`]: the worker executor: build, run, re-adopt, report.
 //! - [`discovery`]: find an orchestrator on the LAN: `--join`, mDNS, or a subnet scan.
+//! - [`auth`]: tokens and their hashes, node keys, files private from creation.
 //! - [`api`]: the HTTP API (axum) under `/api/v1`, with its OpenAPI document.
 //! - [`rollover`]: the primary candidate's replica, takeover and fencing.
 //! - [`platform`]: one entry point that starts an agent (combined, orchestrator-only
@@ -46,13 +47,14 @@
 //! let registry = BuilderRegistry::with_builtins(BaseImages::defaults());
 //! let runtime = Arc::new(DockerRuntime::connect().await?);
 //! let platform = Platform::start(PlatformOptions::combined(config, registry), runtime).await?;
-//! println!("token: {}", platform.token());
+//! println!("token: {}", platform.token().unwrap_or("(kept only as a hash)"));
 //! platform.run(async { let _ = tokio::signal::ctrl_c().await; }).await?;
 //! # Ok(())
 //! # }
 //! ```
 
 pub mod api;
+pub mod auth;
 pub mod builder;
 pub mod bus;
 pub mod deployment;

@@ -19,6 +19,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::auth::{NodeKey, PublicKey};
 use crate::bus::{Body, Bus, BusError, Channel, Envelope};
 use crate::deployment::{random_id, NodeId};
 use crate::executor::{ExecutionFailure, Executor, SetupFailure};
@@ -132,8 +133,20 @@ pub struct GenericNode {
     orchestrator: Arc<RwLock<Option<String>>>,
     rollover_priority: Arc<AtomicU32>,
     replica_ready: Arc<std::sync::atomic::AtomicBool>,
+    key: Option<Arc<NodeKey>>,
+    trust: Arc<RwLock<Trust>>,
     /// Cancelled when the node stops.
     pub shutdown: CancellationToken,
+}
+
+/// Whose signatures a node believes, besides its own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Trust {
+    /// The key of the orchestrator this node takes work from.
+    pub orchestrator: Option<PublicKey>,
+    /// The rollover candidate the orchestrator named, with its key: the only
+    /// node whose promotion to orchestrator this node accepts.
+    pub candidate: Option<(NodeId, PublicKey)>,
 }
 
 impl std::fmt::Debug for GenericNode {
@@ -154,7 +167,39 @@ impl GenericNode {
             orchestrator: Arc::new(RwLock::new(None)),
             rollover_priority: Arc::new(AtomicU32::new(0)),
             replica_ready: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            key: None,
+            trust: Arc::default(),
             shutdown: CancellationToken::new(),
+        }
+    }
+
+    /// This node with `key`, which signs what it sends on a broker and names
+    /// it when it joins.
+    pub fn with_key(mut self, key: Arc<NodeKey>) -> Self {
+        self.key = Some(key);
+        self
+    }
+
+    /// The node's key, when it has one.
+    pub fn key(&self) -> Option<&NodeKey> {
+        self.key.as_deref()
+    }
+
+    /// The public half of the node's key.
+    pub fn public_key(&self) -> Option<PublicKey> {
+        self.key.as_ref().map(|k| k.public())
+    }
+
+    /// Whose signatures this node believes.
+    pub fn trust(&self) -> Trust {
+        self.trust.read().map(|g| g.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Changes whose signatures this node believes.
+    pub fn update_trust(&self, f: impl FnOnce(&mut Trust)) {
+        match self.trust.write() {
+            Ok(mut g) => f(&mut g),
+            Err(p) => f(&mut p.into_inner()),
         }
     }
 

@@ -36,6 +36,7 @@ use tower::ServiceExt as _;
 use tracing::{info, warn};
 
 use crate::api::{self, ApiContext, JoinInfo, Snapshot, SseDecoder, SseMessage};
+use crate::auth::TokenHash;
 use crate::builder::BuilderRegistry;
 use crate::bus::{Body, Channel, WorkRequest};
 use crate::deployment::{Deployment, NodeId};
@@ -90,8 +91,12 @@ pub struct TakeoverKit {
     pub switch: SwitchRouter,
     /// The web interface, merged beside the API after a takeover.
     pub ui: Option<Router>,
-    /// The join token and broker URL (the new orchestrator lets nodes join too).
-    pub join: JoinInfo,
+    /// This node's join token, presented when it joins again or asks for the
+    /// replica.
+    pub join_token: Arc<str>,
+    /// The broker URL joining nodes are given (a new orchestrator lets nodes
+    /// join too).
+    pub amqp_url: Arc<str>,
     /// The node's broker connection, to point it at a broker that moved.
     pub amqp: Option<crate::bus::amqp::AmqpBus>,
     /// The container engine (a new orchestrator may have to start the broker again).
@@ -152,6 +157,11 @@ impl RolloverExecutor {
         if self.replica.is_none() {
             let state = State::open(&node.config.data_dir.join("replica"), node.config.state_limits)
                 .map_err(|e| e.to_string())?;
+            // An older version kept the tokens in clear here; the next
+            // snapshot brings their hashes.
+            for legacy in ["token", "join_token"] {
+                state.remove_meta(legacy).map_err(|e| e.to_string())?;
+            }
             self.replica = Some(Replica { state, task: None });
         }
         let Some(replica) = self.replica.as_mut() else { return Ok(()) };
@@ -160,7 +170,7 @@ impl RolloverExecutor {
                 node.clone(),
                 replica.state.clone(),
                 self.http.clone(),
-                self.kit.join.token.to_string(),
+                self.kit.join_token.to_string(),
             ));
             replica.task = Some(task);
         }
@@ -212,9 +222,17 @@ impl RolloverExecutor {
             .setup(node)
             .await
             .map_err(|e| ExecutionFailure::Transient(format!("starting the orchestrator: {e}")))?;
-        let token = state.meta("token").map_err(persist)?.unwrap_or_default();
-        let ctx = ApiContext::new(state.clone(), self.kit.registry.clone(), node.clone(), &token)
-            .with_join(self.kit.join.clone());
+        // The replica holds the tokens' hashes only: enough to check them.
+        let hash = |key: &str| -> Result<TokenHash, ExecutionFailure> {
+            let text = state.meta(key).map_err(persist)?.ok_or_else(|| {
+                ExecutionFailure::Transient(format!("the replica has no {key}; waiting for a snapshot"))
+            })?;
+            text.parse().map_err(|e| ExecutionFailure::Transient(format!("the replica's {key}: {e}")))
+        };
+        let join = JoinInfo { token: hash("join_token_hash")?, amqp_url: self.kit.amqp_url.clone() };
+        let ctx =
+            ApiContext::new(state.clone(), self.kit.registry.clone(), node.clone(), hash("token_hash")?)
+                .with_join(join);
         let mut app = api::router(ctx);
         if let Some(ui) = self.kit.ui.clone() {
             app = app.merge(ui);
@@ -272,7 +290,7 @@ impl RolloverExecutor {
                     warn!(error = %e, "could not switch to the new broker");
                     return;
                 }
-                self.kit.join.amqp_url = Arc::from(advertised.as_str());
+                self.kit.amqp_url = Arc::from(advertised.as_str());
                 let deadline = Instant::now() + Duration::from_secs(90);
                 while !amqp.is_connected() && Instant::now() < deadline {
                     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -287,12 +305,12 @@ impl RolloverExecutor {
     async fn rejoin(&mut self, node: &GenericNode, orchestrator: &str) {
         let Some(amqp) = self.kit.amqp.clone() else { return };
         let identity = crate::node::NodeIdentity { id: node.id.clone(), name: node.name.clone() };
-        let token = self.kit.join.token.to_string();
+        let token = self.kit.join_token.to_string();
         match crate::platform::join_platform(orchestrator, &identity, &node.config, Some(&token)).await {
-            Ok(answer) if *answer.amqp_url != *self.kit.join.amqp_url => {
+            Ok(answer) if *answer.amqp_url != *self.kit.amqp_url => {
                 info!("the platform's broker moved; following it");
                 if amqp.redirect(&answer.amqp_url).await.is_ok() {
-                    self.kit.join.amqp_url = Arc::from(answer.amqp_url.as_str());
+                    self.kit.amqp_url = Arc::from(answer.amqp_url.as_str());
                 }
             }
             Ok(_) => {}
@@ -339,8 +357,8 @@ fn apply_event(node: &GenericNode, state: &State, message: &SseMessage) {
             for n in &s.nodes {
                 state.import_node(n).map_err(|e| e.to_string())?;
             }
-            state.set_meta("token", &s.token).map_err(|e| e.to_string())?;
-            state.set_meta("join_token", &s.join_token).map_err(|e| e.to_string())?;
+            state.set_meta("token_hash", &s.token_hash.to_string()).map_err(|e| e.to_string())?;
+            state.set_meta("join_token_hash", &s.join_token_hash.to_string()).map_err(|e| e.to_string())?;
             state.set_meta("epoch", &s.epoch.to_string()).map_err(|e| e.to_string())?;
             state.set_meta("orchestrator_id", &s.orchestrator_id).map_err(|e| e.to_string())?;
             if let Some((image, port, user, password)) = &s.broker {

@@ -7,6 +7,7 @@ use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use kraken_lib::api::{self, ApiContext};
+use kraken_lib::auth::TokenHash;
 use kraken_lib::builder::{BaseImages, BuilderRegistry};
 use kraken_lib::bus::memory::MemoryBus;
 use kraken_lib::bus::LogEntry;
@@ -33,7 +34,8 @@ fn fixture() -> Fixture {
         Arc::new(MemoryBus::new()),
     );
     let registry = BuilderRegistry::with_builtins(BaseImages::defaults());
-    let app = api::router(ApiContext::new(state.clone(), registry, node, TOKEN));
+    let hash = TokenHash::of(TOKEN).expect("hash");
+    let app = api::router(ApiContext::new(state.clone(), registry, node, hash));
     Fixture { _dir: dir, state, app }
 }
 

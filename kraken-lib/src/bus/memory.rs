@@ -11,7 +11,7 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
-use super::{Bus, BusError, Channel, Delivery, Envelope, Subscription};
+use super::{Bus, BusError, Channel, Delivery, Envelope, Origin, Subscription};
 
 struct Slot {
     tx: mpsc::UnboundedSender<Envelope>,
@@ -61,7 +61,9 @@ impl Bus for MemoryBus {
         let rx = self
             .with_slot(channel, |slot| slot.rx.take())
             .ok_or_else(|| BusError::AlreadySubscribed(channel.to_string()))?;
-        Ok(UnboundedReceiverStream::new(rx).map(|envelope| Delivery::new(envelope, None)).boxed())
+        Ok(UnboundedReceiverStream::new(rx)
+            .map(|envelope| Delivery::new(envelope, None).with_origin(Origin::InProcess))
+            .boxed())
     }
 }
 

@@ -21,6 +21,7 @@ use futures::future::BoxFuture;
 use futures::Stream;
 use serde::{Deserialize, Serialize};
 
+use crate::auth::PublicKey;
 use crate::deployment::{DeploymentId, NodeId, Status};
 use crate::runtime::ContainerStats;
 use crate::shipwreck::Manifest;
@@ -223,17 +224,38 @@ impl WorkRequest {
 /// Acknowledges a delivery to its transport.
 pub type Acker = Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send>;
 
+/// Who vouches for a received message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// It came from this very process (the in-process bus): nobody else can
+    /// have sent it.
+    InProcess,
+    /// It was signed with this key and the signature checked.
+    Signed(PublicKey),
+    /// Nothing vouches for it: whoever reaches the transport could have sent it.
+    Unsigned,
+}
+
 /// A received message.
 pub struct Delivery {
     /// The message.
     pub envelope: Envelope,
+    /// Who vouches for it; handlers act only on messages from whom they expect.
+    pub origin: Origin,
     acker: Option<Acker>,
 }
 
 impl Delivery {
-    /// A delivery that `acker` acknowledges (none: nothing to acknowledge).
+    /// A delivery that `acker` acknowledges (none: nothing to acknowledge),
+    /// with nothing vouching for it ([`Origin::Unsigned`]).
     pub fn new(envelope: Envelope, acker: Option<Acker>) -> Self {
-        Self { envelope, acker }
+        Self { envelope, origin: Origin::Unsigned, acker }
+    }
+
+    /// The same delivery, vouched for by `origin`.
+    pub fn with_origin(mut self, origin: Origin) -> Self {
+        self.origin = origin;
+        self
     }
 
     /// Tells the transport the message was handled, so it is not redelivered.
@@ -246,7 +268,10 @@ impl Delivery {
 
 impl fmt::Debug for Delivery {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Delivery").field("envelope", &self.envelope).finish_non_exhaustive()
+        f.debug_struct("Delivery")
+            .field("envelope", &self.envelope)
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
     }
 }
 
