@@ -27,12 +27,12 @@ use tokio::sync::{broadcast, mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::{error, warn};
 
-use crate::auth::TokenHash;
+use crate::auth::{proof, PublicKey, TokenHash};
 use crate::builder::BuilderRegistry;
-use crate::deployment::{Desired, Status};
+use crate::deployment::{is_web_address, Desired, Status};
 use crate::node::GenericNode;
 use crate::orchestrator::{check_request, retrieve};
-use crate::state::{Event, State};
+use crate::state::{Event, KeyConflict, Role, State};
 
 /// The largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -80,6 +80,9 @@ pub struct JoinRequest {
     pub address: String,
     /// The platform's join token.
     pub join_token: String,
+    /// The key it signs its messages with; the orchestrator believes only
+    /// messages from this node that carry its signature.
+    pub public_key: PublicKey,
 }
 
 /// The answer to a successful join.
@@ -93,6 +96,10 @@ pub struct JoinAnswer {
     pub orchestrator_id: String,
     /// The orchestrator's API address.
     pub orchestrator_address: String,
+    /// The key the orchestrator signs work with; workers act only on work
+    /// signed with it.
+    #[serde(default)]
+    pub orchestrator_key: Option<PublicKey>,
 }
 
 impl ApiContext {
@@ -342,13 +349,55 @@ async fn join(
             "the join token is wrong; the orchestrator printed it when it started (pass it with --join-token)",
         ));
     }
+    check_joining_node(&req)?;
+    let registered =
+        ctx.state.register_node_key(&req.node_id, &req.name, &req.address, Role::Worker, req.public_key);
+    match registered {
+        Ok(_) => {}
+        Err(KeyConflict::Other) => {
+            warn!(node = %req.node_id, address = %req.address, "a node tried to join with another node's id");
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "node `{}` joined this platform before with another key; a node's key is kept in its data \
+                     directory beside its node-id: start it with that data directory, or remove node-id and \
+                     node-key there to join as a new node",
+                    req.node_id
+                ),
+            ));
+        }
+        Err(KeyConflict::State(e)) => {
+            return Err(ApiError::internal("the joining node could not be stored", e))
+        }
+    }
     tracing::info!(node = %req.node_id, name = %req.name, address = %req.address, "a node joined");
     Ok(Json(JoinAnswer {
         amqp_url: info.amqp_url.to_string(),
         epoch: ctx.node.epoch(),
         orchestrator_id: ctx.node.id.clone(),
         orchestrator_address: ctx.node.api_address(),
+        orchestrator_key: ctx.node.public_key(),
     }))
+}
+
+/// Checks the fields a joining node gives about itself: they are shown to
+/// people and used by other nodes to reach it.
+fn check_joining_node(req: &JoinRequest) -> ApiResult<()> {
+    let bad = |m: String| Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, m));
+    let id_ok = (1..=64).contains(&req.node_id.len())
+        && req.node_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !id_ok {
+        return bad("the node id must be 1 to 64 letters, digits, `-` or `_`".into());
+    }
+    if req.name.trim().is_empty() || req.name.chars().count() > 64 || req.name.chars().any(char::is_control) {
+        return bad("the node name must be 1 to 64 characters without control characters".into());
+    }
+    if !is_web_address(&req.address) {
+        return bad(
+            "the node address must be an http:// or https:// address such as http://192.168.1.20:8000".into(),
+        );
+    }
+    Ok(())
 }
 
 /// The first event of the replica stream: everything a rollover candidate needs.
@@ -396,6 +445,26 @@ async fn replica(AxumState(ctx): AxumState<ApiContext>, headers: HeaderMap) -> A
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "the replica stream needs the join token as `Authorization: Bearer <join token>`",
+        ));
+    }
+    // Every joined machine holds the join token: the replica goes only to the
+    // rollover candidate this orchestrator named, proven with its node key.
+    let proof = headers.get(proof::HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let state = &ctx.state;
+    let asking = proof::check_replica_proof(proof, Utc::now().timestamp(), |id| {
+        state.node(id).and_then(|n| n.public_key)
+    })
+    .map_err(|why| {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("the replica goes only to the rollover candidate: {why}"),
+        )
+    })?;
+    if state.node(&asking).is_none_or(|n| n.rollover_priority != 1) {
+        warn!(node = %asking, "a node that is not the rollover candidate asked for the replica");
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("node `{asking}` is not this platform's rollover candidate; the replica goes only to the candidate"),
         ));
     }
     let (tx, rx) = mpsc::channel::<Result<SseEvent, Infallible>>(1024);

@@ -19,7 +19,7 @@ use tracing::{debug, info, warn};
 
 use crate::builder::{AppFiles, BuilderRegistry, Detection};
 use crate::bus::{Body, Channel, DeploySpec, DeploymentReport, Subscription, WorkRequest};
-use crate::deployment::{Deployment, DeploymentId, Desired, Status};
+use crate::deployment::{is_web_address, Deployment, DeploymentId, Desired, Status};
 use crate::executor::{ExecutionFailure, Executor, SetupFailure};
 use crate::node::GenericNode;
 use crate::shipwreck::{Manifest, FILE_NAME};
@@ -158,6 +158,24 @@ impl OrchestrationExecutor {
                     .unwrap_or_else(|e| Err(format!("the fetch task failed: {e}")));
             let _ = tx.send(RetrievalDone { deployment, update, result });
         });
+    }
+
+    /// Whether `d` is signed by the key registered for the node it names as
+    /// sender (this node's own key for its own reports).
+    fn signed_by_its_sender(&self, node: &GenericNode, d: &crate::bus::Delivery) -> bool {
+        let from = &d.envelope.from;
+        let expected = if *from == node.id {
+            node.public_key()
+        } else {
+            self.state.node(from).and_then(|n| n.public_key)
+        };
+        crate::bus::trust::from_sender(d, expected)
+    }
+
+    /// Whether `id` is the rollover candidate this orchestrator named: the
+    /// only node whose newer epoch makes it step down.
+    fn is_candidate(&self, id: &str) -> bool {
+        self.state.node(id).is_some_and(|n| n.rollover_priority == 1)
     }
 
     /// Chooses the node for new work: the least loaded of the nodes that are up
@@ -363,6 +381,9 @@ impl OrchestrationExecutor {
         if d.status == r.status && d.status_history.last().is_some_and(|c| c.message == r.message) {
             return;
         }
+        if r.address.as_ref().is_some_and(|a| !is_web_address(a)) {
+            warn!(deployment = %d.id, node = %from, "ignoring an app address that is not an http(s) address");
+        }
         self.sent.remove(&d.id);
         let _ = self.state.update_deployment(&d.id, |d| {
             if let Some(c) = &r.container_id {
@@ -371,7 +392,7 @@ impl OrchestrationExecutor {
             if let Some(p) = r.host_port {
                 d.host_port = Some(p);
             }
-            if let Some(a) = &r.address {
+            if let Some(a) = r.address.as_ref().filter(|a| is_web_address(a)) {
                 d.address = Some(a.clone());
             }
             if let Some(c) = &r.commit {
@@ -391,6 +412,10 @@ impl OrchestrationExecutor {
     }
 
     async fn on_node_report(&mut self, node: &GenericNode, from: &str, report: crate::bus::NodeReport) {
+        if report.node != from || !is_web_address(&report.address) {
+            warn!(from, about = %report.node, "ignoring a node report about another node or with a bad address");
+            return;
+        }
         let role = if report.node == node.id { Role::Orchestrator } else { Role::Worker };
         if let Err(e) = self.state.record_report(&report, role, Utc::now()) {
             warn!(node = %report.node, error = %e, "could not store a node report");
@@ -674,6 +699,26 @@ impl Executor for OrchestrationExecutor {
                 return Err(ExecutionFailure::Reset("a bus subscription closed".into()));
             }
             Wake::Deployment(Some(d)) | Wake::Log(Some(d)) | Wake::Sysinfo(Some(d))
+                if !self.signed_by_its_sender(node, &d) =>
+            {
+                warn!(
+                    from = %d.envelope.from,
+                    origin = ?d.origin,
+                    "dropping a message not signed by the node it names as sender"
+                );
+                d.ack().await;
+            }
+            Wake::Deployment(Some(d)) | Wake::Log(Some(d)) | Wake::Sysinfo(Some(d))
+                if d.envelope.epoch > node.epoch() && !self.is_candidate(&d.envelope.from) =>
+            {
+                warn!(
+                    from = %d.envelope.from,
+                    epoch = d.envelope.epoch,
+                    "dropping a message of a newer epoch from a node that is not the rollover candidate"
+                );
+                d.ack().await;
+            }
+            Wake::Deployment(Some(d)) | Wake::Log(Some(d)) | Wake::Sysinfo(Some(d))
                 if d.envelope.epoch > node.epoch() =>
             {
                 let epoch = d.envelope.epoch;
@@ -696,11 +741,9 @@ impl Executor for OrchestrationExecutor {
             Wake::Log(Some(d)) => {
                 match &d.envelope.body {
                     Body::Log(batch) => {
+                        // Only the node running the deployment writes to its log.
                         let current = self.state.deployment(&batch.deployment);
-                        if current.is_some_and(|c| {
-                            c.generation <= batch.generation
-                                || c.node.as_deref() == Some(d.envelope.from.as_str())
-                        }) {
+                        if current.is_some_and(|c| c.node.as_deref() == Some(d.envelope.from.as_str())) {
                             if let Err(e) = self.state.append_logs(&batch.deployment, &batch.lines) {
                                 warn!(error = %e, "could not store log lines");
                             }

@@ -17,7 +17,7 @@ use tracing::info;
 
 use crate::api::{self, ApiContext, JoinAnswer, JoinInfo, JoinRequest};
 use crate::auth::settle::{settle, Settled, Slot};
-use crate::auth::{AuthError, NodeKey};
+use crate::auth::{AuthError, NodeKey, PublicKey};
 use crate::builder::BuilderRegistry;
 use crate::bus::amqp::{AmqpBus, AmqpOptions};
 use crate::bus::memory::MemoryBus;
@@ -26,7 +26,7 @@ use crate::node::{GenericNode, NodeConfig, NodeError, NodeIdentity, NodeRunner};
 use crate::orchestrator::OrchestrationExecutor;
 use crate::rollover::{newer_orchestrator, RolloverExecutor, SwitchRouter, TakeoverKit};
 use crate::runtime::Runtime;
-use crate::state::{State, StateError};
+use crate::state::{KeyConflict, Role, State, StateError};
 use crate::worker::{PresenceExecutor, WorkerExecutor};
 
 /// The file in the data directory that holds the platform token (mode 0600).
@@ -241,10 +241,21 @@ impl Platform {
             }
         }
         if let NodeRole::Worker { orchestrator } = &role {
-            let answer = join_platform(orchestrator, &identity, &config, join_token.as_deref()).await?;
+            let answer =
+                join_platform(orchestrator, &identity, &config, join_token.as_deref(), key.public()).await?;
+            let Some(orchestrator_key) = answer.orchestrator_key else {
+                return Err(PlatformError::Join {
+                    address: orchestrator.clone(),
+                    reason: "the orchestrator sent no key to check its work with; it runs an older Kraken: \
+                             upgrade it first"
+                        .into(),
+                });
+            };
             let amqp = AmqpBus::connect(&answer.amqp_url, AmqpOptions::default()).await?;
+            amqp.sign_with(key.clone());
             let bus: Arc<dyn Bus> = Arc::new(amqp.clone());
             let node = GenericNode::new(identity, config, bus).with_key(key);
+            node.update_trust(|t| t.orchestrator = Some(orchestrator_key));
             node.set_epoch(answer.epoch);
             node.set_orchestrator(Some(answer.orchestrator_address.clone()));
             node.set_rollover_priority(u32::MAX);
@@ -291,6 +302,7 @@ impl Platform {
         let (bus, join): (Arc<dyn Bus>, Option<JoinInfo>) = match &amqp_url {
             Some(url) => {
                 let bus = connect_patiently(url).await?;
+                bus.sign_with(key.clone());
                 let join = settle_token(&state, join_token_slot(&data_dir), options.join_token)?;
                 join_token = join.clear.clone();
                 let advertised = amqp_advertise_url.clone().unwrap_or_else(|| url.clone());
@@ -301,7 +313,10 @@ impl Platform {
                 (Arc::new(MemoryBus::new()), None)
             }
         };
-        let node = GenericNode::new(identity, config, bus).with_key(key);
+        register_own_key(&state, &identity, &config, &key)?;
+        let node = GenericNode::new(identity, config, bus).with_key(key.clone());
+        // Its own worker takes work from it.
+        node.update_trust(|t| t.orchestrator = Some(key.public()));
         node.set_epoch(epoch);
         let mut runner = NodeRunner::new(node.clone())
             .with(OrchestrationExecutor::new(state.clone(), options.registry.clone()));
@@ -385,12 +400,43 @@ impl Platform {
     }
 }
 
+/// Registers the orchestrator's own key in its state, so its own reports
+/// (signed on a broker) are believed. A key that changed (the node-key file
+/// was replaced) replaces the stored one: it is this node's own record.
+fn register_own_key(
+    state: &State,
+    identity: &NodeIdentity,
+    config: &NodeConfig,
+    key: &NodeKey,
+) -> Result<(), PlatformError> {
+    let public = key.public();
+    match state.register_node_key(
+        &identity.id,
+        &identity.name,
+        &config.api_address(),
+        Role::Orchestrator,
+        public,
+    ) {
+        Ok(_) => Ok(()),
+        Err(KeyConflict::Other) => {
+            tracing::warn!("this node's key changed; workers have to join again to take work from it");
+            state.update_node(&identity.id, |n| {
+                n.public_key = Some(public);
+                true
+            })?;
+            Ok(())
+        }
+        Err(KeyConflict::State(e)) => Err(e.into()),
+    }
+}
+
 /// Asks the orchestrator at `address` to let this node join.
 pub(crate) async fn join_platform(
     address: &str,
     identity: &NodeIdentity,
     config: &NodeConfig,
     join_token: Option<&str>,
+    key: PublicKey,
 ) -> Result<JoinAnswer, PlatformError> {
     let address = address.trim_end_matches('/').to_string();
     let failed = |reason: String| PlatformError::Join { address: address.clone(), reason };
@@ -409,6 +455,7 @@ pub(crate) async fn join_platform(
         name: identity.name.clone(),
         address: config.api_address(),
         join_token: join_token.to_string(),
+        public_key: key,
     };
     let response = client
         .post(format!("{address}/api/v1/join"))
@@ -448,10 +495,16 @@ async fn fenced_by_newer(
     };
     let join_token =
         std::fs::read_to_string(data_dir.join(JOIN_TOKEN_FILE)).ok().map(|t| t.trim().to_string());
-    if nodes.iter().all(|n| n.id == identity.id) {
+    // Only the rollover candidate this orchestrator named can have taken over
+    // (any other node claiming so is not believed).
+    let known: Vec<_> = nodes
+        .into_iter()
+        .filter(|n| n.id != identity.id && n.rollover_priority == 1)
+        .map(|n| (n.id, n.address))
+        .collect();
+    if known.is_empty() {
         return Ok(None);
     }
-    let known = nodes.into_iter().map(|n| (n.id, n.address)).collect();
     Ok(newer_orchestrator(known, identity.id.clone(), epoch).await.map(|(address, _)| (address, join_token)))
 }
 

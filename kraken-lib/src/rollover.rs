@@ -238,6 +238,11 @@ impl RolloverExecutor {
             app = app.merge(ui);
         }
         self.kit.switch.set(app);
+        // This node's worker takes work from this node from now on.
+        node.update_trust(|t| {
+            t.orchestrator = node.public_key();
+            t.candidate = None;
+        });
         node.set_orchestrator(Some(node.api_address()));
         node.set_rollover_priority(0);
         node.set_replica_ready(false);
@@ -306,7 +311,8 @@ impl RolloverExecutor {
         let Some(amqp) = self.kit.amqp.clone() else { return };
         let identity = crate::node::NodeIdentity { id: node.id.clone(), name: node.name.clone() };
         let token = self.kit.join_token.to_string();
-        match crate::platform::join_platform(orchestrator, &identity, &node.config, Some(&token)).await {
+        let Some(key) = node.public_key() else { return };
+        match crate::platform::join_platform(orchestrator, &identity, &node.config, Some(&token), key).await {
             Ok(answer) if *answer.amqp_url != *self.kit.amqp_url => {
                 info!("the platform's broker moved; following it");
                 if amqp.redirect(&answer.amqp_url).await.is_ok() {
@@ -328,8 +334,14 @@ async fn follow_replica(node: GenericNode, state: State, http: reqwest::Client, 
             tokio::time::sleep(POLL).await;
             continue;
         };
-        let response =
-            streaming.get(format!("{orchestrator}/api/v1/replica")).bearer_auth(&join_token).send().await;
+        let Some(key) = node.key() else { return };
+        let proof = crate::auth::proof::replica_proof(key, &node.id, chrono::Utc::now().timestamp());
+        let response = streaming
+            .get(format!("{orchestrator}/api/v1/replica"))
+            .bearer_auth(&join_token)
+            .header(crate::auth::proof::HEADER, proof)
+            .send()
+            .await;
         match response {
             Ok(r) if r.status().is_success() => {
                 let mut body = r.bytes_stream();
@@ -413,6 +425,13 @@ impl Executor for RolloverExecutor {
             Ok(nodes) => {
                 self.last_ok = Instant::now();
                 self.known = nodes.iter().map(|n| (n.id.clone(), n.address.clone())).collect();
+                // The candidate the orchestrator names is the only node whose
+                // promotion this node will believe.
+                let candidate = nodes
+                    .iter()
+                    .find(|n| n.rollover_priority == 1 && n.id != node.id)
+                    .and_then(|n| n.public_key.map(|k| (n.id.clone(), k)));
+                node.update_trust(|t| t.candidate = candidate);
                 let mine = nodes.iter().find(|n| n.id == node.id).map(|n| n.rollover_priority);
                 if let Some(p) = mine {
                     node.set_rollover_priority(p);
@@ -430,11 +449,18 @@ impl Executor for RolloverExecutor {
                     warn!(%orchestrator, %why, "the orchestrator is gone; taking over");
                     return self.take_over(node).await;
                 }
-                let search = newer_orchestrator(self.known.clone(), node.id.clone(), node.epoch());
+                // Only the candidate the orchestrator named may have taken over.
+                let Some((candidate, key)) = node.trust().candidate else { return Ok(()) };
+                let known: Vec<_> = self.known.iter().filter(|(id, _)| *id == candidate).cloned().collect();
+                let search = newer_orchestrator(known, node.id.clone(), node.epoch());
                 if let Some((address, epoch)) = search.await {
                     info!(%address, epoch, "following the new orchestrator");
                     node.set_epoch(epoch);
                     node.set_orchestrator(Some(address.clone()));
+                    node.update_trust(|t| {
+                        t.orchestrator = Some(key);
+                        t.candidate = None;
+                    });
                     self.rejoin(node, &address).await;
                     self.last_ok = Instant::now();
                 }
@@ -462,9 +488,13 @@ pub async fn newer_orchestrator(
     epoch: u64,
 ) -> Option<(String, u64)> {
     let mut best: Option<(String, u64)> = None;
-    for (_, address) in known.iter().filter(|(id, _)| *id != own_id) {
+    for (id, address) in known.iter().filter(|(id, _)| *id != own_id) {
         let Ok(found) = crate::discovery::probe(address, Duration::from_secs(1)).await else { continue };
-        if found.is_orchestrator() && found.epoch > epoch && best.as_ref().is_none_or(|b| found.epoch > b.1) {
+        if found.node_id == *id
+            && found.is_orchestrator()
+            && found.epoch > epoch
+            && best.as_ref().is_none_or(|b| found.epoch > b.1)
+        {
             best = Some((found.address, found.epoch));
         }
     }

@@ -21,8 +21,8 @@ use tracing::{debug, info, warn};
 
 use crate::builder::BuilderRegistry;
 use crate::bus::{
-    Body, Channel, DeploySpec, DeploymentReport, LogBatch, LogEntry, NodeReport, Subscription, WorkRequest,
-    WorkerDeployment,
+    trust, Body, Channel, DeploySpec, DeploymentReport, LogBatch, LogEntry, NodeReport, Subscription,
+    WorkRequest, WorkerDeployment,
 };
 use crate::deployment::{DeploymentId, Status};
 use crate::executor::{ExecutionFailure, Executor, SetupFailure};
@@ -227,6 +227,45 @@ impl Executor for WorkerExecutor {
         let Some(delivery) = delivery else {
             return Err(ExecutionFailure::Reset("the work queue closed".into()));
         };
+        if let Body::Work(WorkRequest::Orchestrator { epoch, address }) = &delivery.envelope.body {
+            // A promotion: believed from the candidate the orchestrator named
+            // (or from the orchestrator itself), and only forward in epochs.
+            let signer = match trust::from_candidate(node, &delivery) {
+                Some(key) => Some(Some(key)),
+                None if trust::from_orchestrator(node, &delivery) => Some(None),
+                None => None,
+            };
+            match signer {
+                Some(candidate) if *epoch > node.epoch() => {
+                    info!(%address, epoch, "following the new orchestrator");
+                    node.set_epoch(*epoch);
+                    node.set_orchestrator(Some(address.clone()));
+                    if let Some(key) = candidate {
+                        node.update_trust(|t| {
+                            t.orchestrator = Some(key);
+                            t.candidate = None;
+                        });
+                    }
+                }
+                Some(_) => debug!(epoch, "a promotion that is not newer than this node's epoch"),
+                None => warn!(
+                    from = %delivery.envelope.from,
+                    epoch,
+                    "ignoring a promotion: only the rollover candidate the orchestrator named can take over"
+                ),
+            }
+            delivery.ack().await;
+            return Ok(());
+        }
+        if !trust::from_orchestrator(node, &delivery) {
+            warn!(
+                from = %delivery.envelope.from,
+                origin = ?delivery.origin,
+                "ignoring work not signed by this node's orchestrator"
+            );
+            delivery.ack().await;
+            return Ok(());
+        }
         if delivery.envelope.epoch < node.epoch() {
             warn!(from = %delivery.envelope.from, epoch = delivery.envelope.epoch, "ignoring work from an older epoch");
             delivery.ack().await;
@@ -240,13 +279,6 @@ impl Executor for WorkerExecutor {
         if delivery.envelope.epoch > node.epoch() {
             info!(epoch = delivery.envelope.epoch, "a newer orchestrator epoch");
             node.set_epoch(delivery.envelope.epoch);
-        }
-        if let WorkRequest::Orchestrator { epoch, address } = &request {
-            info!(%address, epoch, "following the new orchestrator");
-            node.set_epoch((*epoch).max(node.epoch()));
-            node.set_orchestrator(Some(address.clone()));
-            delivery.ack().await;
-            return Ok(());
         }
         accept(shared, request);
         delivery.ack().await;

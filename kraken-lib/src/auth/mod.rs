@@ -8,6 +8,8 @@
 //!   signs what it sends on a broker with it; the orchestrator knows every
 //!   node's public key from its join, and workers know the orchestrator's
 //!   key from the join answer.
+//! - [`proof`]: a node proving who it is in an HTTP request (the rollover
+//!   candidate asking for the replica).
 //! - [`settle`]: the platform's tokens at an orchestrator's start: hashes in
 //!   the state, the tokens themselves only in the files of the agent that
 //!   made them.
@@ -18,6 +20,7 @@
 
 pub mod files;
 pub mod keys;
+pub mod proof;
 pub mod settle;
 pub mod token;
 

@@ -8,11 +8,15 @@
 //! that names its sender and the orchestrator epoch it belongs to.
 //!
 //! Transports implement [`Bus`]: [`memory::MemoryBus`] for a single combined
-//! node (no broker needed). Handling is idempotent: work and reports carry the
+//! node (no broker needed), [`amqp::AmqpBus`] across machines, where every
+//! message is signed with its sender's node key ([`wire`]) and handlers act
+//! only on messages from whom they expect ([`trust`]). Handling is idempotent: work and reports carry the
 //! deployment's generation, so a duplicated or replayed message changes nothing.
 
 pub mod amqp;
 pub mod memory;
+pub mod trust;
+pub mod wire;
 
 use std::fmt;
 use std::pin::Pin;
