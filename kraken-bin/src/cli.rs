@@ -160,6 +160,11 @@ struct UpArgs {
     /// The host port of the broker container.
     #[arg(long, default_value_t = 5672)]
     broker_port: u16,
+    /// Also deploy and check repositories on this machine's disk (local paths
+    /// and file:// URLs); off by default, since anyone with the token could
+    /// then make the agent read its own disk.
+    #[arg(long, env = "KRAKEN_ALLOW_LOCAL_SOURCES")]
+    allow_local_sources: bool,
 }
 
 /// A failure with an exit code of its own.
@@ -315,6 +320,7 @@ async fn up(args: UpArgs, role: NodeRole, data_dir: PathBuf, token: Option<Strin
     }
     config.publish_ip = args.publish_ip;
     config.node_grace = Duration::from_secs(args.node_grace.max(1));
+    config.allow_local_sources = args.allow_local_sources;
     let runtime = DockerRuntime::connect().await.context(
         "Kraken runs apps in Docker containers; install Docker (Debian: apt-get install docker.io) and start it",
     )?;

@@ -211,6 +211,7 @@ pub struct LogQuery {
 pub fn router(ctx: ApiContext) -> Router {
     let guarded = Router::new()
         .route("/api/v1/deployments", post(create_deployment))
+        .route("/api/v1/validate", post(validate))
         .route("/api/v1/deployments/{id}", axum::routing::delete(destroy_deployment))
         .route("/api/v1/deployments/{id}/update", post(update_deployment))
         .route("/api/v1/nodes/{id}/drain", post(drain_node))
@@ -222,7 +223,6 @@ pub fn router(ctx: ApiContext) -> Router {
         .route("/api/v1/platform", get(platform))
         .route("/api/v1/builders", get(builders))
         .route("/api/v1/nodes", get(nodes))
-        .route("/api/v1/validate", post(validate))
         .route("/api/v1/join", post(join))
         .route("/api/v1/replica", get(replica))
         .route("/health", get(health))
@@ -615,7 +615,8 @@ async fn validate(
     body: Result<Json<SourceRequest>, JsonRejection>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let Json(req) = body?;
-    check_request(&req.url, &req.branch).map_err(|m| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, m))?;
+    check_request(&req.url, &req.branch, ctx.node.config.allow_local_sources)
+        .map_err(|m| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, m))?;
     let _permit = ctx
         .validations
         .clone()
@@ -643,7 +644,8 @@ async fn create_deployment(
     body: Result<Json<SourceRequest>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
     let Json(req) = body?;
-    check_request(&req.url, &req.branch).map_err(|m| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, m))?;
+    check_request(&req.url, &req.branch, ctx.node.config.allow_local_sources)
+        .map_err(|m| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, m))?;
     let d = ctx
         .state
         .create_deployment(req.url.trim(), req.branch.trim())

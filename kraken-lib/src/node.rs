@@ -47,6 +47,9 @@ pub struct NodeConfig {
     pub state_limits: StateLimits,
     /// How long a manifest's `test` command may run.
     pub test_timeout: Duration,
+    /// Whether local sources (paths and `file://` URLs) may be deployed and
+    /// validated; off by default, since they read this machine's own disk.
+    pub allow_local_sources: bool,
 }
 
 impl NodeConfig {
@@ -68,6 +71,7 @@ impl NodeConfig {
             fetch_limits: FetchLimits::default(),
             state_limits: StateLimits::default(),
             test_timeout: Duration::from_secs(600),
+            allow_local_sources: false,
         }
     }
 

@@ -65,17 +65,19 @@ pub fn retrieve(
     Ok(Retrieved { commit: checkout.commit, manifest, detection })
 }
 
-/// Checks a deployment request's fields before anything is fetched.
+/// Checks a deployment request's fields before anything is fetched; local
+/// sources (paths, `file://`) only when `allow_local`.
 ///
 /// # Errors
 /// What is wrong and what would be right.
-pub fn check_request(url: &str, branch: &str) -> Result<(), String> {
+pub fn check_request(url: &str, branch: &str, allow_local: bool) -> Result<(), String> {
     if url.trim().is_empty() {
-        return Err("the git URL is empty; give an https://, git://, file:// URL or a local path".into());
+        return Err("the git URL is empty; give an https://, http:// or git:// URL".into());
     }
     if url.len() > 2048 {
         return Err("the git URL is longer than 2048 characters".into());
     }
+    source::check_allowed(url.trim(), allow_local).map_err(|e| e.to_string())?;
     if branch.trim().is_empty() {
         return Err("the branch is empty; give a branch name such as main".into());
     }
@@ -534,7 +536,7 @@ impl OrchestrationExecutor {
             match (d.desired, d.status) {
                 (Desired::Running, Status::DeploymentRequested) => {
                     self.transition(&d.id, Status::ValidatingDeploymentData, "checking the URL and branch");
-                    match check_request(&d.url, &d.branch) {
+                    match check_request(&d.url, &d.branch, node.config.allow_local_sources) {
                         Ok(()) => {
                             self.transition(
                                 &d.id,
@@ -772,10 +774,15 @@ mod tests {
 
     #[test]
     fn requests_are_checked_before_fetching() {
-        assert!(check_request("https://example.org/app.git", "main").is_ok());
-        assert!(check_request("", "main").unwrap_err().contains("empty"));
-        assert!(check_request("/srv/app", "").unwrap_err().contains("branch"));
-        assert!(check_request("/srv/app", "bad..name").unwrap_err().contains("not a valid branch"));
-        assert!(check_request(&"x".repeat(3000), "main").unwrap_err().contains("2048"));
+        assert!(check_request("https://example.org/app.git", "main", false).is_ok());
+        assert!(check_request("", "main", false).unwrap_err().contains("empty"));
+        assert!(check_request("/srv/app", "", true).unwrap_err().contains("branch"));
+        assert!(check_request("/srv/app", "bad..name", true).unwrap_err().contains("not a valid branch"));
+        assert!(check_request(&"x".repeat(3000), "main", false).unwrap_err().contains("2048"));
+        assert!(check_request("/srv/app", "main", false).unwrap_err().contains("--allow-local-sources"));
+        assert!(check_request("file:///srv/app", "main", false)
+            .unwrap_err()
+            .contains("--allow-local-sources"));
+        assert!(check_request("/srv/app", "main", true).is_ok());
     }
 }

@@ -4,6 +4,9 @@
 //! Public `https://` and `http://` URLs, `git://` URLs, `file://` URLs and
 //! local paths (absolute, or relative to the working directory) are accepted;
 //! ssh and every other form are refused up front with [`SourceError::InvalidUrl`].
+//! Whether local sources may be read at all is the caller's policy
+//! ([`check_allowed`]; an agent reads them only when started with
+//! `--allow-local-sources`).
 //! Only the asked-for branch is fetched, shallowly (depth 1) where the
 //! transport supports it, and fully otherwise. A repository larger than the
 //! configured limit is refused while it downloads, and its checked-out tree is
@@ -150,6 +153,17 @@ pub enum SourceError {
         /// The branch's newest commit.
         tip: String,
     },
+    /// The URL names something on this machine (a path or a `file://` URL)
+    /// and the agent was not started to fetch such sources.
+    #[error(
+        "`{url}` is on this machine (a local path or file:// URL), and this platform fetches only \
+         https://, http:// and git:// repositories; publish the repository on a git server, or start \
+         the agent with --allow-local-sources to let it read repositories on its own disk"
+    )]
+    LocalRefused {
+        /// The URL given.
+        url: String,
+    },
     /// `shipwreck.toml` is not UTF-8 text.
     #[error("shipwreck.toml on branch `{branch}` of `{url}` is not UTF-8 text; save it as UTF-8")]
     ManifestNotUtf8 {
@@ -222,6 +236,25 @@ fn classify(url: &str) -> Result<UrlKind, String> {
         }
     }
     Ok(UrlKind::LocalPath)
+}
+
+/// Whether `url` names something on this machine (a `file://` URL or a
+/// path) rather than a network location. Decided from the text alone.
+pub fn is_local(url: &str) -> bool {
+    matches!(classify(url), Ok(UrlKind::FileUrl | UrlKind::LocalPath))
+}
+
+/// Refuses a local source (a path or `file://` URL) unless `allow_local`,
+/// without touching the disk, so the answer never tells whether a path
+/// exists on this machine.
+///
+/// # Errors
+/// [`SourceError::LocalRefused`] for a local source that is not allowed.
+pub fn check_allowed(url: &str, allow_local: bool) -> Result<(), SourceError> {
+    if !allow_local && is_local(url) {
+        return Err(SourceError::LocalRefused { url: url.to_string() });
+    }
+    Ok(())
 }
 
 /// Checks that `url` is a URL or path Kraken can fetch, without contacting it
@@ -672,6 +705,24 @@ mod tests {
         assert!(reason.contains("file://"), "{reason}");
         let reason = classify("ftp://example.com/app").expect_err("ftp");
         assert!(reason.contains("`ftp`"), "{reason}");
+    }
+
+    #[test]
+    fn local_sources_are_refused_unless_allowed_without_looking_at_the_disk() {
+        for url in ["/etc", "/does/not/exist", "./repo", "file:///srv/git/app", "FILE:///x"] {
+            let err = check_allowed(url, false).expect_err(url);
+            assert!(matches!(err, SourceError::LocalRefused { .. }), "{url}: {err}");
+            assert!(err.to_string().contains("--allow-local-sources"), "{err}");
+            assert!(check_allowed(url, true).is_ok(), "{url}");
+        }
+        // The same answer whether the path exists or not.
+        assert_eq!(
+            check_allowed("/etc", false).expect_err("refused").to_string().replace("/etc", "P"),
+            check_allowed("/nope", false).expect_err("refused").to_string().replace("/nope", "P")
+        );
+        for url in ["https://example.com/app.git", "git://127.0.0.1/app", "http://10.0.0.1/a"] {
+            assert!(check_allowed(url, false).is_ok(), "{url}");
+        }
     }
 
     #[test]

@@ -69,7 +69,7 @@ impl Agent {
             ])
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--token", TOKEN, "--base-image", &base_image()])
+            .args(["--token", TOKEN, "--base-image", &base_image(), "--allow-local-sources"])
             .args(extra)
             // No discovery on the machine's real network in tests, unless a test scans loopback itself.
             .args(if extra.iter().any(|a| a == "--scan-subnet") { None } else { Some("--no-discovery") })
