@@ -13,7 +13,7 @@ use futures::StreamExt;
 use kraken_lib::builder::{BaseImages, BuilderRegistry};
 use kraken_lib::node::NodeConfig;
 use kraken_lib::platform::{NodeRole, Platform, PlatformOptions, JOIN_TOKEN_FILE, TOKEN_FILE};
-use kraken_lib::runtime::DockerRuntime;
+use kraken_lib::runtime::{AppLimits, DockerRuntime, LogRotation};
 use serde_json::Value;
 
 /// Turn the spare machines on your network into one small app platform.
@@ -165,6 +165,15 @@ struct UpArgs {
     /// then make the agent read its own disk.
     #[arg(long, env = "KRAKEN_ALLOW_LOCAL_SOURCES")]
     allow_local_sources: bool,
+    /// How many processes and threads each app may run (0: no limit).
+    #[arg(long, default_value_t = 512)]
+    app_pids_limit: i64,
+    /// The size in MiB of one file of an app's output that Docker keeps on this machine.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    app_log_file_mib: u64,
+    /// How many such files Docker keeps per app (the oldest output is dropped).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    app_log_files: u32,
 }
 
 /// A failure with an exit code of its own.
@@ -321,6 +330,13 @@ async fn up(args: UpArgs, role: NodeRole, data_dir: PathBuf, token: Option<Strin
     config.publish_ip = args.publish_ip;
     config.node_grace = Duration::from_secs(args.node_grace.max(1));
     config.allow_local_sources = args.allow_local_sources;
+    config.app_limits = AppLimits {
+        pids: args.app_pids_limit.max(0),
+        log_rotation: LogRotation {
+            max_file_bytes: args.app_log_file_mib * 1024 * 1024,
+            max_files: args.app_log_files,
+        },
+    };
     let runtime = DockerRuntime::connect().await.context(
         "Kraken runs apps in Docker containers; install Docker (Debian: apt-get install docker.io) and start it",
     )?;

@@ -23,7 +23,7 @@ use axum::{Json, Router};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio::sync::{broadcast, mpsc, Semaphore};
+use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::{error, warn};
 
@@ -31,7 +31,7 @@ use crate::auth::{proof, PublicKey, TokenHash};
 use crate::builder::BuilderRegistry;
 use crate::deployment::{is_web_address, Desired, Status};
 use crate::node::GenericNode;
-use crate::orchestrator::{check_request, retrieve};
+use crate::orchestrator::{check_request, retrieve, RetrieveError};
 use crate::state::{Event, KeyConflict, Role, State};
 
 /// The largest request body accepted.
@@ -50,7 +50,6 @@ pub struct ApiContext {
     pub token: TokenHash,
     /// How other nodes join; `None` when the platform has no broker.
     pub join: Option<JoinInfo>,
-    validations: Arc<Semaphore>,
 }
 
 /// What a joining node needs, and the token that lets it have it.
@@ -106,7 +105,7 @@ impl ApiContext {
     /// The context of an API served by `node`, accepting the platform token
     /// whose hash is `token`.
     pub fn new(state: State, registry: BuilderRegistry, node: GenericNode, token: TokenHash) -> Self {
-        Self { state, registry, node, token, join: None, validations: Arc::new(Semaphore::new(2)) }
+        Self { state, registry, node, token, join: None }
     }
 
     /// Lets nodes join with `info`.
@@ -152,7 +151,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": self.message }))).into_response()
+        let mut response = (self.status, Json(json!({ "error": self.message }))).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+        }
+        response
     }
 }
 
@@ -249,41 +252,86 @@ pub struct SseMessage {
 
 /// Splits a server-sent event stream into messages, chunk by chunk. Bytes are
 /// kept until a message is complete, so a character split across chunks
-/// arrives whole.
-#[derive(Debug, Default)]
+/// arrives whole. Each byte is searched once for the end of its message, and
+/// a message larger than the decoder's limit ([`SseDecoder::MAX_MESSAGE_BYTES`]
+/// by default) is dropped rather than kept growing.
+#[derive(Debug)]
 pub struct SseDecoder {
     pending: Vec<u8>,
+    /// Where in `pending` the search for the end of a message goes on.
+    searched: usize,
+    /// Whether the current message went over the limit (it is skipped up to its end).
+    skipping: bool,
+    limit: usize,
+}
+
+impl Default for SseDecoder {
+    fn default() -> Self {
+        Self::with_limit(Self::MAX_MESSAGE_BYTES)
+    }
 }
 
 impl SseDecoder {
+    /// The largest message kept by default (a replica snapshot included).
+    pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
     /// A decoder with nothing pending.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A decoder that drops messages larger than `limit` bytes.
+    pub fn with_limit(limit: usize) -> Self {
+        Self { pending: Vec::new(), searched: 0, skipping: false, limit: limit.max(2) }
     }
 
     /// Adds `chunk` and returns the messages it completed.
     pub fn push(&mut self, chunk: &[u8]) -> Vec<SseMessage> {
         self.pending.extend_from_slice(chunk);
         let mut messages = Vec::new();
-        while let Some(end) = self.pending.windows(2).position(|w| w == b"\n\n") {
-            let block: Vec<u8> = self.pending.drain(..end + 2).collect();
-            let text = String::from_utf8_lossy(&block);
-            let mut message = SseMessage::default();
-            let mut data = Vec::new();
-            for line in text.lines() {
-                if let Some(v) = line.strip_prefix("event:") {
-                    message.event = v.trim().to_string();
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    data.push(v.strip_prefix(' ').unwrap_or(v));
+        let mut start = 0;
+        // Resume one byte back: a "\n\n" may straddle two chunks.
+        let mut at = self.searched.saturating_sub(1).max(start);
+        while let Some(found) = self.pending[at..].windows(2).position(|w| w == b"\n\n") {
+            let end = at + found + 2;
+            if !self.skipping {
+                if let Some(message) = parse_sse_block(&self.pending[start..end]) {
+                    messages.push(message);
                 }
             }
-            if !data.is_empty() {
-                message.data = data.join("\n");
-                messages.push(message);
-            }
+            self.skipping = false;
+            start = end;
+            at = end;
+        }
+        self.pending.drain(..start);
+        self.searched = self.pending.len();
+        if self.pending.len() > self.limit {
+            // Too large to be one of ours: skip the rest of this message.
+            self.pending.clear();
+            self.searched = 0;
+            self.skipping = true;
         }
         messages
     }
+}
+
+/// The message in one block of an event stream (up to and with its blank line).
+fn parse_sse_block(block: &[u8]) -> Option<SseMessage> {
+    let text = String::from_utf8_lossy(block);
+    let mut message = SseMessage::default();
+    let mut data = Vec::new();
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("event:") {
+            message.event = v.trim().to_string();
+        } else if let Some(v) = line.strip_prefix("data:") {
+            data.push(v.strip_prefix(' ').unwrap_or(v));
+        }
+    }
+    if data.is_empty() {
+        return None;
+    }
+    message.data = data.join("\n");
+    Some(message)
 }
 
 /// The token of an `Authorization: Bearer <token>` header.
@@ -617,20 +665,15 @@ async fn validate(
     let Json(req) = body?;
     check_request(&req.url, &req.branch, ctx.node.config.allow_local_sources)
         .map_err(|m| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, m))?;
-    let _permit = ctx
-        .validations
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(|e| ApiError::internal("the validation queue is closed", e))?;
-    let registry = ctx.registry.clone();
-    let limits = ctx.node.config.fetch_limits;
     let root = ctx.node.config.data_dir.join("validate");
-    let (url, branch) = (req.url.clone(), req.branch.clone());
-    let found = tokio::task::spawn_blocking(move || retrieve(&url, &branch, &registry, limits, &root))
+    // A check waits in the fetch queue only while there is room; else it is
+    // refused at once (503), so checks can never pile up.
+    let found = retrieve(&ctx.node.fetcher, false, req.url.trim(), req.branch.trim(), &ctx.registry, &root)
         .await
-        .map_err(|e| ApiError::internal("the validation task failed", e))?
-        .map_err(|m| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, m))?;
+        .map_err(|e| match e {
+            RetrieveError::Busy(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m),
+            other => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, other.to_string()),
+        })?;
     Ok(Json(json!({
         "manifest": found.manifest,
         "builder": found.detection.builder,

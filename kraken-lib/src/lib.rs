@@ -15,6 +15,9 @@
 //! - [`shipwreck`]: parse and validate `shipwreck.toml`.
 //! - [`builder`]: the `Builder` trait, the registry, and one file per built-in builder.
 //! - [`source`]: fetch a git URL + branch with `git2`.
+//! - [`fetcher`]: bounded fetching: each fetch in a child process with time limits, a queue.
+//! - [`log_sink`]: a deployment's log lines batched onto the bus through a bounded queue.
+//! - [`output`]: what containers print, split into lines in bounded memory and linear time.
 //! - [`runtime`]: the Docker engine through `bollard`, behind a mockable trait.
 //! - [`deployment`]: deployment records and the lifecycle's statuses.
 //! - [`bus`]: messages between orchestrator and workers; in-process and RabbitMQ transports.
@@ -60,8 +63,11 @@ pub mod bus;
 pub mod deployment;
 pub mod discovery;
 pub mod executor;
+pub mod fetcher;
+pub mod log_sink;
 pub mod node;
 pub mod orchestrator;
+pub mod output;
 pub mod platform;
 pub mod rollover;
 pub mod runtime;

@@ -23,6 +23,8 @@ use crate::auth::{NodeKey, PublicKey};
 use crate::bus::{Body, Bus, BusError, Channel, Envelope};
 use crate::deployment::{random_id, NodeId};
 use crate::executor::{ExecutionFailure, Executor, SetupFailure};
+use crate::fetcher::{FetchProgram, Fetcher};
+use crate::runtime::AppLimits;
 use crate::source::FetchLimits;
 use crate::state::StateLimits;
 
@@ -47,6 +49,11 @@ pub struct NodeConfig {
     pub state_limits: StateLimits,
     /// How long a manifest's `test` command may run.
     pub test_timeout: Duration,
+    /// Limits every app container gets (processes, output kept on disk).
+    pub app_limits: AppLimits,
+    /// Which program runs fetches (by default this executable again; see
+    /// [`crate::fetcher`]).
+    pub fetch_program: FetchProgram,
     /// Whether local sources (paths and `file://` URLs) may be deployed and
     /// validated; off by default, since they read this machine's own disk.
     pub allow_local_sources: bool,
@@ -71,7 +78,9 @@ impl NodeConfig {
             fetch_limits: FetchLimits::default(),
             state_limits: StateLimits::default(),
             test_timeout: Duration::from_secs(600),
+            app_limits: AppLimits::default(),
             allow_local_sources: false,
+            fetch_program: FetchProgram::default(),
         }
     }
 
@@ -139,6 +148,8 @@ pub struct GenericNode {
     replica_ready: Arc<std::sync::atomic::AtomicBool>,
     key: Option<Arc<NodeKey>>,
     trust: Arc<RwLock<Trust>>,
+    /// Runs this node's fetches under its limits (one queue for the whole agent).
+    pub fetcher: Fetcher,
     /// Cancelled when the node stops.
     pub shutdown: CancellationToken,
 }
@@ -162,6 +173,12 @@ impl std::fmt::Debug for GenericNode {
 impl GenericNode {
     /// A node with `identity`, `config` and `bus`, at epoch 1.
     pub fn new(identity: NodeIdentity, config: NodeConfig, bus: Arc<dyn Bus>) -> Self {
+        let fetcher = Fetcher::new(
+            config.fetch_program.clone(),
+            config.fetch_limits,
+            config.allow_local_sources,
+            &config.data_dir,
+        );
         Self {
             id: identity.id,
             name: identity.name,
@@ -173,6 +190,7 @@ impl GenericNode {
             replica_ready: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             key: None,
             trust: Arc::default(),
+            fetcher,
             shutdown: CancellationToken::new(),
         }
     }

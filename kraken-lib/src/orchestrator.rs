@@ -21,9 +21,10 @@ use crate::builder::{AppFiles, BuilderRegistry, Detection};
 use crate::bus::{Body, Channel, DeploySpec, DeploymentReport, Subscription, WorkRequest};
 use crate::deployment::{is_web_address, Deployment, DeploymentId, Desired, Status};
 use crate::executor::{ExecutionFailure, Executor, SetupFailure};
+use crate::fetcher::Fetcher;
 use crate::node::GenericNode;
 use crate::shipwreck::{Manifest, FILE_NAME};
-use crate::source::{self, FetchLimits};
+use crate::source;
 use crate::state::{NodeRecord, Role, State};
 
 /// How long a worker may hold work without mentioning it before it is sent again.
@@ -40,29 +41,70 @@ pub struct Retrieved {
     pub detection: Detection,
 }
 
-/// Fetches `branch` of `url` into a temporary directory under `work_root`,
-/// validates its `shipwreck.toml` and chooses its builder. Blocking.
+/// Why reading a repository failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RetrieveError {
+    /// Too many repositories are being fetched; asking again later may succeed.
+    #[error("{0}")]
+    Busy(String),
+    /// The repository or its manifest cannot be deployed; the message says why.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Fetches `branch` of `url` with `fetcher` into a temporary directory under
+/// `work_root`, validates its `shipwreck.toml` and chooses its builder. With
+/// `wait`, waits for a place in the fetch queue; without, is refused with
+/// [`RetrieveError::Busy`] when the queue is full.
 ///
 /// # Errors
-/// A message a person can act on.
-pub fn retrieve(
+/// [`RetrieveError`] with a message a person can act on (naming no path of
+/// this machine beyond what was given).
+pub async fn retrieve(
+    fetcher: &Fetcher,
+    wait: bool,
     url: &str,
     branch: &str,
     registry: &BuilderRegistry,
-    limits: FetchLimits,
     work_root: &std::path::Path,
-) -> Result<Retrieved, String> {
-    std::fs::create_dir_all(work_root).map_err(|e| format!("cannot create {}: {e}", work_root.display()))?;
-    let dir = tempfile::Builder::new()
-        .prefix("fetch-")
-        .tempdir_in(work_root)
-        .map_err(|e| format!("cannot create a directory in {}: {e}", work_root.display()))?;
+) -> Result<Retrieved, RetrieveError> {
+    let refused = RetrieveError::Refused;
+    let dir = crate::auth::files::private_dir(work_root)
+        .and_then(|()| tempfile::Builder::new().prefix("fetch-").tempdir_in(work_root))
+        .map_err(|e| {
+            warn!(root = %work_root.display(), error = %e, "cannot make a directory for a checkout");
+            refused(format!(
+                "this machine cannot make a directory for the checkout ({e}); its log has the details"
+            ))
+        })?;
     let dest = dir.path().join("src");
-    let checkout = source::fetch(url, branch, &dest, limits).map_err(|e| e.to_string())?;
-    let manifest =
-        Manifest::parse(FILE_NAME, &checkout.manifest_text, &registry.names()).map_err(|e| e.to_string())?;
-    let detection = registry.choose(&AppFiles::new(&checkout.dir), &manifest).map_err(|e| e.to_string())?;
-    Ok(Retrieved { commit: checkout.commit, manifest, detection })
+    let fetched = if wait {
+        fetcher.fetch(url, branch, None, &dest).await
+    } else {
+        fetcher.try_fetch(url, branch, None, &dest).await
+    };
+    let checkout = fetched.map_err(|e| {
+        if e.is_busy() {
+            RetrieveError::Busy(e.to_string())
+        } else {
+            refused(e.to_string())
+        }
+    })?;
+    let registry = registry.clone();
+    let hide = fetcher.clone();
+    tokio::task::spawn_blocking(move || {
+        let refused = |e: String| refused(hide.hide_paths(&e, &dest));
+        let manifest = Manifest::parse(FILE_NAME, &checkout.manifest_text, &registry.names())
+            .map_err(|e| refused(e.to_string()))?;
+        let detection =
+            registry.choose(&AppFiles::new(&checkout.dir), &manifest).map_err(|e| refused(e.to_string()))?;
+        // The checkout goes with `dir`, here, once it was read.
+        drop(dir);
+        Ok(Retrieved { commit: checkout.commit, manifest, detection })
+    })
+    .await
+    .map_err(|e| refused(format!("reading the checkout failed: {e}")))?
 }
 
 /// Checks a deployment request's fields before anything is fetched; local
@@ -149,15 +191,14 @@ impl OrchestrationExecutor {
             return;
         }
         let (url, branch, registry) = (d.url.clone(), d.branch.clone(), self.registry.clone());
-        let limits = node.config.fetch_limits;
+        let fetcher = node.fetcher.clone();
         let root: PathBuf = node.config.data_dir.join("fetch");
         let tx = self.done_tx.clone();
         let deployment = d.id.clone();
         tokio::spawn(async move {
+            // The platform's own work waits its turn in the fetch queue.
             let result =
-                tokio::task::spawn_blocking(move || retrieve(&url, &branch, &registry, limits, &root))
-                    .await
-                    .unwrap_or_else(|e| Err(format!("the fetch task failed: {e}")));
+                retrieve(&fetcher, true, &url, &branch, &registry, &root).await.map_err(|e| e.to_string());
             let _ = tx.send(RetrievalDone { deployment, update, result });
         });
     }

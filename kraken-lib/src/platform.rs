@@ -570,6 +570,9 @@ pub(crate) async fn start_broker(
                 host_port: port,
                 host_ip: config.publish_ip.clone(),
                 memory_limit: 0,
+                // RabbitMQ runs many threads; its output is rotated like an app's.
+                pids_limit: 0,
+                log_rotation: Some(crate::runtime::LogRotation::default()),
             };
             let (id, _) = runtime.run_container(&spec).await.map_err(|e| {
                 PlatformError::Broker(format!("could not start the broker container from image {image}: {e}"))

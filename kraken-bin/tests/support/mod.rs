@@ -106,6 +106,11 @@ impl Agent {
         }
     }
 
+    /// The agent's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn server(&self) -> String {
         format!("http://{}:{}", self.ip, self.port)
     }
