@@ -171,6 +171,15 @@ struct UpArgs {
     /// The size in MiB of one file of an app's output that Docker keeps on this machine.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     app_log_file_mib: u64,
+    /// Seconds a fetch may go without progress (no connection, no data) before it is stopped.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    fetch_idle_timeout: u64,
+    /// Seconds a whole fetch may take.
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    fetch_timeout: u64,
+    /// The most MiB a repository may download and check out, together.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
+    max_repository_mib: u64,
     /// How many such files Docker keeps per app (the oldest output is dropped).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     app_log_files: u32,
@@ -330,6 +339,9 @@ async fn up(args: UpArgs, role: NodeRole, data_dir: PathBuf, token: Option<Strin
     config.publish_ip = args.publish_ip;
     config.node_grace = Duration::from_secs(args.node_grace.max(1));
     config.allow_local_sources = args.allow_local_sources;
+    config.fetch_limits.idle_timeout = Duration::from_secs(args.fetch_idle_timeout);
+    config.fetch_limits.timeout = Duration::from_secs(args.fetch_timeout);
+    config.fetch_limits.max_bytes = args.max_repository_mib * 1024 * 1024;
     config.app_limits = AppLimits {
         pids: args.app_pids_limit.max(0),
         log_rotation: LogRotation {
