@@ -79,9 +79,9 @@ pub struct JoinRequest {
     pub address: String,
     /// The platform's join token.
     pub join_token: String,
-    /// The key it signs its messages with; the orchestrator believes only
-    /// messages from this node that carry its signature.
-    pub public_key: PublicKey,
+    /// The key it signs its messages with (64 hex digits); the orchestrator
+    /// believes only messages from this node that carry its signature.
+    pub public_key: String,
 }
 
 /// The answer to a successful join.
@@ -398,8 +398,13 @@ async fn join(
         ));
     }
     check_joining_node(&req)?;
-    let registered =
-        ctx.state.register_node_key(&req.node_id, &req.name, &req.address, Role::Worker, req.public_key);
+    let key: PublicKey = req.public_key.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "the public key is not an ed25519 public key (64 hex digits); the node makes its key itself",
+        )
+    })?;
+    let registered = ctx.state.register_node_key(&req.node_id, &req.name, &req.address, Role::Worker, key);
     match registered {
         Ok(_) => {}
         Err(KeyConflict::Other) => {
@@ -775,7 +780,13 @@ async fn logs(
     if ctx.state.deployment(&id).is_none() {
         return Err(ApiError::not_found(&id));
     }
-    let limit = q.limit.unwrap_or(1000).clamp(1, 5000);
+    let limit = q.limit.unwrap_or(1000);
+    if !(1..=5000).contains(&limit) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("limit={limit} is out of range; ask for 1 to 5000 lines"),
+        ));
+    }
     if !q.follow {
         let (lines, next) = ctx
             .state
@@ -858,69 +869,9 @@ async fn openapi() -> Json<serde_json::Value> {
     Json(openapi_document())
 }
 
-/// The OpenAPI 3.1 description of this API.
+/// The OpenAPI 3.1 description of this API (see [`crate::openapi`]).
 pub fn openapi_document() -> serde_json::Value {
-    let error = json!({ "description": "an error", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } });
-    let id_param = json!([{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }]);
-    let source_body = json!({ "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/SourceRequest" } } } });
-    let statuses: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
-    json!({
-        "openapi": "3.1.0",
-        "info": { "title": "Kraken API", "version": env!("CARGO_PKG_VERSION"),
-                  "description": "Deploy apps from git to the machines of a LAN. Calls that change anything need `Authorization: Bearer <platform token>`." },
-        "components": {
-            "securitySchemes": { "token": { "type": "http", "scheme": "bearer" } },
-            "schemas": {
-                "Error": { "type": "object", "required": ["error"], "properties": { "error": { "type": "string" } } },
-                "SourceRequest": { "type": "object", "required": ["url"], "additionalProperties": false,
-                    "properties": { "url": { "type": "string" }, "branch": { "type": "string", "default": "main" } } },
-                "Status": { "type": "string", "enum": statuses },
-                "DeploymentSummary": { "type": "object", "properties": {
-                    "id": { "type": "string" }, "name": { "type": ["string", "null"] }, "url": { "type": "string" },
-                    "branch": { "type": "string" }, "commit": { "type": ["string", "null"] },
-                    "status": { "$ref": "#/components/schemas/Status" }, "node": { "type": ["string", "null"] },
-                    "address": { "type": ["string", "null"] }, "created_at": { "type": "string", "format": "date-time" },
-                    "updated_at": { "type": "string", "format": "date-time" } } },
-                "LogLine": { "type": "object", "properties": { "seq": { "type": "integer" }, "at": { "type": "string" },
-                    "stream": { "type": "string", "enum": ["build", "stdout", "stderr", "platform"] }, "line": { "type": "string" } } }
-            }
-        },
-        "paths": {
-            "/ping": { "get": { "summary": "Health and discovery", "responses": { "200": { "description": "the node answers" } } } },
-            "/api/v1/platform": { "get": { "summary": "The platform at a glance", "responses": { "200": { "description": "orchestrator, node and deployment counts" } } } },
-            "/api/v1/builders": { "get": { "summary": "The languages this platform builds, with an example manifest each", "responses": { "200": { "description": "builders" } } } },
-            "/api/v1/nodes": { "get": { "summary": "Nodes with role, address, stats, history, deployments, heartbeat and rollover priority", "responses": { "200": { "description": "nodes" } } } },
-            "/api/v1/validate": { "post": { "summary": "Fetch a repository and check its shipwreck.toml", "requestBody": source_body,
-                "responses": { "200": { "description": "the manifest, builder and commit" }, "422": error, "400": error } } },
-            "/api/v1/deployments": {
-                "get": { "summary": "All deployments", "responses": { "200": { "description": "a list",
-                    "content": { "application/json": { "schema": { "type": "array", "items": { "$ref": "#/components/schemas/DeploymentSummary" } } } } } } },
-                "post": { "summary": "Deploy a branch of a git repository", "security": [{ "token": [] }], "requestBody": source_body,
-                    "responses": { "202": { "description": "accepted: {id}" }, "401": error, "422": error, "400": error } } },
-            "/api/v1/deployments/{id}": {
-                "get": { "summary": "One deployment with its status history and resource use", "parameters": id_param,
-                    "responses": { "200": { "description": "the deployment" }, "404": error } },
-                "delete": { "summary": "Destroy a deployment", "security": [{ "token": [] }], "parameters": id_param,
-                    "responses": { "202": { "description": "destruction requested" }, "401": error, "404": error } } },
-            "/api/v1/deployments/{id}/update": { "post": { "summary": "Redeploy the newest commit of the branch", "security": [{ "token": [] }],
-                "parameters": id_param, "responses": { "202": { "description": "update requested" }, "401": error, "404": error, "409": error } } },
-            "/api/v1/deployments/{id}/logs": { "get": { "summary": "Log lines from an offset; with follow=true a stream of server-sent `log` events",
-                "parameters": [ { "name": "id", "in": "path", "required": true, "schema": { "type": "string" } },
-                    { "name": "offset", "in": "query", "schema": { "type": "integer", "minimum": 0 } },
-                    { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 5000 } },
-                    { "name": "follow", "in": "query", "schema": { "type": "boolean" } } ],
-                "responses": { "200": { "description": "{lines, next_offset} or text/event-stream" }, "404": error } } },
-            "/api/v1/join": { "post": { "summary": "Join the platform as a worker (needs the join token in the body)",
-                "responses": { "200": { "description": "the broker URL and the orchestrator" }, "401": error, "409": error } } },
-            "/api/v1/nodes/{id}/drain": { "post": { "summary": "Place nothing new on a node and move its deployments elsewhere", "security": [{ "token": [] }],
-                "parameters": id_param, "responses": { "202": { "description": "drained" }, "401": error, "404": error } } },
-            "/api/v1/nodes/{id}/undrain": { "post": { "summary": "Let a drained node take deployments again", "security": [{ "token": [] }],
-                "parameters": id_param, "responses": { "202": { "description": "undrained" }, "401": error, "404": error } } },
-            "/health": { "get": { "summary": "Liveness of this node", "responses": { "200": { "description": "alive" } } } },
-            "/api/v1/events": { "get": { "summary": "Server-sent `deployment` and `node` events", "responses": { "200": { "description": "text/event-stream" } } } },
-            "/api/v1/openapi.json": { "get": { "summary": "This document", "responses": { "200": { "description": "OpenAPI 3.1" } } } }
-        }
-    })
+    crate::openapi::document()
 }
 
 #[cfg(test)]

@@ -29,7 +29,8 @@
 //! - [`worker`]: the worker executor: build, run, re-adopt, report.
 //! - [`discovery`]: find an orchestrator on the LAN: `--join`, mDNS, or a subnet scan.
 //! - [`auth`]: tokens and their hashes, node keys, files private from creation.
-//! - [`api`]: the HTTP API (axum) under `/api/v1`, with its OpenAPI document.
+//! - [`api`]: the HTTP API (axum) under `/api/v1`.
+//! - [`openapi`]: the API's OpenAPI document.
 //! - [`rollover`]: the primary candidate's replica, takeover and fencing.
 //! - [`platform`]: one entry point that starts an agent (combined, orchestrator-only
 //!   or worker-only) with its bus and its API.
@@ -66,6 +67,7 @@ pub mod executor;
 pub mod fetcher;
 pub mod log_sink;
 pub mod node;
+pub mod openapi;
 pub mod orchestrator;
 pub mod output;
 pub mod platform;

@@ -123,6 +123,9 @@ pub fn check_request(url: &str, branch: &str, allow_local: bool) -> Result<(), S
     if branch.trim().is_empty() {
         return Err("the branch is empty; give a branch name such as main".into());
     }
+    if branch.chars().count() > 255 {
+        return Err("the branch name is longer than 255 characters".into());
+    }
     if !git2::Reference::is_valid_name(&format!("refs/heads/{branch}")) {
         return Err(format!("`{branch}` is not a valid branch name"));
     }

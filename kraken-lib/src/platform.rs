@@ -455,7 +455,7 @@ pub(crate) async fn join_platform(
         name: identity.name.clone(),
         address: config.api_address(),
         join_token: join_token.to_string(),
-        public_key: key,
+        public_key: key.to_string(),
     };
     let response = client
         .post(format!("{address}/api/v1/join"))
