@@ -122,3 +122,107 @@ fn a_joined_machine_holds_no_token_and_secrets_are_private() {
     let (status, v) = call(orchestrator.port, "GET", "/api/v1/replica", None, Some(JOIN_TOKEN));
     assert_eq!(status, 403, "{v}");
 }
+
+/// Waits until the agent's log contains `needle`.
+fn wait_for_log(agent: &Agent, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !agent.log().contains(needle) {
+        assert!(Instant::now() < deadline, "the log never said {needle:?}:\n{}", agent.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_machine_with_the_join_token_cannot_command_the_others_on_the_bus() {
+    use kraken_lib::auth::NodeKey;
+    use kraken_lib::bus::amqp::{AmqpBus, AmqpOptions};
+    use kraken_lib::bus::{Body, Bus, Channel, DeploySpec, Envelope, NodeReport, WorkRequest};
+    use kraken_lib::shipwreck::Manifest;
+
+    let account = BrokerAccount::new();
+    let dir = tempfile::Builder::new().prefix("kraken-e2e-").tempdir().expect("tempdir");
+    let orchestrator = Agent::spawn(
+        "up",
+        &dir.path().join("o"),
+        "127.0.0.1",
+        free_port(),
+        &["--amqp-url", &account.url(), "--join-token", JOIN_TOKEN].map(String::from),
+    )
+    .expect("orchestrator starts");
+    let worker = Agent::spawn(
+        "worker",
+        &dir.path().join("w"),
+        "127.0.0.2",
+        free_port(),
+        &["--join", &orchestrator.server(), "--join-token", JOIN_TOKEN].map(String::from),
+    )
+    .expect("worker joins");
+    let (o_id, w_id) = (orchestrator.node_id(), worker.node_id());
+
+    // The intruder joins with the join token: a node of its own, with the broker's URL.
+    let key = std::sync::Arc::new(NodeKey::generate().expect("key"));
+    let (status, answer) = call(
+        orchestrator.port,
+        "POST",
+        "/api/v1/join",
+        Some(json!({"node_id": "intruder", "name": "intruder", "address": "http://127.0.0.9:8000",
+                    "join_token": JOIN_TOKEN, "public_key": key.public().to_string()})),
+        None,
+    );
+    assert_eq!(status, 200, "{answer}");
+    let amqp_url = answer["amqp_url"].as_str().expect("the broker URL").to_string();
+    let epoch = answer["epoch"].as_u64().expect("epoch");
+
+    let repo = tempfile::tempdir().expect("tempdir");
+    std::fs::write(repo.path().join("index.html"), "<h1>not yours</h1>").expect("write");
+    let manifest = Manifest::parse(
+        "shipwreck.toml",
+        "[app]\nname = \"forged\"\n[config]\nport = 8080\nlang = \"static\"\n",
+        &["static".to_string()],
+    )
+    .expect("manifest");
+    let forged = DeploySpec {
+        deployment: "f0f0f0f0f0f0".into(),
+        generation: 1,
+        url: repo.path().display().to_string(),
+        branch: "main".into(),
+        commit: "0".repeat(40),
+        manifest,
+        builder: "static".into(),
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let bus = AmqpBus::connect(&amqp_url, AmqpOptions::default()).await.expect("the intruder connects");
+        bus.sign_with(key.clone());
+        let envelope = |from: &str, epoch: u64, body: Body| Envelope { epoch, from: from.into(), body };
+        let work = Channel::Work(w_id.clone());
+        // Work in the orchestrator's name, and a promotion of itself.
+        bus.publish(&work, &envelope(&o_id, epoch, Body::Work(WorkRequest::Deploy(forged))))
+            .await
+            .expect("publish");
+        let promote =
+            WorkRequest::Orchestrator { epoch: epoch + 10, address: "http://127.0.0.9:8000".into() };
+        bus.publish(&work, &envelope("intruder", epoch + 10, Body::Work(promote))).await.expect("publish");
+        // A newer epoch, to make the orchestrator step down.
+        let report: NodeReport = serde_json::from_value(json!({
+            "node": "intruder", "name": "intruder", "address": "http://127.0.0.9:8000",
+            "stats": {"cpu_percent": 0.0, "memory_used_bytes": 0, "memory_total_bytes": 0,
+                      "load": [0.0, 0.0, 0.0], "uptime_secs": 0, "cpus": 1},
+            "deployments": [],
+        }))
+        .expect("a node report");
+        bus.publish(&Channel::Sysinfo, &envelope("intruder", epoch + 10, Body::Sysinfo(report)))
+            .await
+            .expect("publish");
+    });
+
+    wait_for_log(&worker, "ignoring work not signed by this node's orchestrator");
+    wait_for_log(&worker, "ignoring a promotion");
+    wait_for_log(&orchestrator, "a newer epoch from a node that is not the rollover candidate");
+    assert!(containers_of("f0f0f0f0f0f0").is_empty(), "the forged work was not started");
+    let ping = get_json_at(&worker.ip, worker.port, "/ping").expect("ping");
+    assert_eq!(ping["orchestrator"], orchestrator.server().as_str(), "{ping}");
+    assert_eq!(ping["epoch"], epoch, "{ping}");
+    let ping = get_json(orchestrator.port, "/ping").expect("the orchestrator still answers");
+    assert_eq!(ping["role"], "orchestrator");
+}

@@ -12,8 +12,10 @@
 //! configured limit is refused while it downloads, and its checked-out tree is
 //! measured again before anything is written to the work tree.
 //!
-//! Every function here blocks on disk and network: async callers run them with
-//! `tokio::task::spawn_blocking`.
+//! Every function here blocks on disk and network, with no time limit of its
+//! own (libgit2 has none): the agent runs fetches through [`crate::fetcher`],
+//! in a helper process it stops when a fetch hangs. Use these functions
+//! directly only for sources you trust.
 //!
 //! A fetch never leaves a checkout that looks complete behind it: on any error,
 //! what was written in the destination is removed again.
