@@ -92,7 +92,16 @@ fn mib(bytes: u64) -> f64 {
 
 /// Deploys `fixture` on a fresh agent, waits with `finished`, and checks the
 /// agent's peak memory; returns the deployment id and the agent for more checks.
-fn measure(case: &str, fixture: &str, finished: impl FnOnce(&Agent, &str)) -> (Agent, String, TempDir) {
+/// A measured deployment. Its fields drop in order: the agent (which removes
+/// its containers, finding its node id in its data directory) before that
+/// directory.
+struct Measured {
+    agent: Agent,
+    id: String,
+    _dir: TempDir,
+}
+
+fn measure(case: &str, fixture: &str, finished: impl FnOnce(&Agent, &str)) -> Measured {
     measure_with(case, fixture, &[], |_| {}, finished)
 }
 
@@ -104,7 +113,7 @@ fn measure_with(
     agent_args: &[&str],
     prepare: impl FnOnce(&AppRepo),
     finished: impl FnOnce(&Agent, &str),
-) -> (Agent, String, TempDir) {
+) -> Measured {
     let dir = tempfile::Builder::new().prefix("kraken-e2e-").tempdir().expect("tempdir");
     let args: Vec<String> = agent_args.iter().map(|a| a.to_string()).collect();
     let agent =
@@ -151,7 +160,7 @@ fn measure_with(
         mib(peak)
     );
     drop(repo);
-    (agent, id, dir)
+    Measured { agent, id, _dir: dir }
 }
 
 #[test]
@@ -161,7 +170,7 @@ fn an_app_printing_a_flood_of_lines() {
     // Docker keeps all of this flood (about 26 MB of its JSON log): the lines
     // missing at the end are the ones Kraken dropped, and must be counted.
     // (With the default 3 x 10 MiB, the engine itself drops some first.)
-    let (agent, id, _dir) = measure_with(
+    let run = measure_with(
         "200,000 lines",
         "flood-lines",
         &["--app-log-file-mib", "100"],
@@ -182,7 +191,7 @@ fn an_app_printing_a_flood_of_lines() {
     // The store keeps the newest lines (10,000). Among them, the end of the
     // flood: its last line, or, when it was dropped on the way, the note
     // saying so after the last line kept.
-    let kept = kept_log(&agent, &id);
+    let kept = kept_log(&run.agent, &run.id);
     let last_flood = kept.iter().rposition(|l| l.starts_with("flood line "));
     let note_after = kept.iter().enumerate().any(|(i, l)| {
         l.starts_with("[kraken] ") && l.contains("dropped") && last_flood.is_none_or(|f| i > f)
@@ -211,10 +220,10 @@ fn an_app_printing_one_huge_line() {
 #[test]
 fn a_test_command_printing_200_mb() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let (agent, id, _dir) = measure("a test command printing 200 MB", "flood-test-output", |agent, id| {
+    let run = measure("a test command printing 200 MB", "flood-test-output", |agent, id| {
         wait_status(agent, id, "Running", FLOOD);
     });
-    let log = log_text(&agent, &id);
+    let log = log_text(&run.agent, &run.id);
     assert!(log.contains("[… the first "), "only the end of the test's output is kept");
 }
 
@@ -222,7 +231,7 @@ fn a_test_command_printing_200_mb() {
 fn a_build_printing_100_mb() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let nonce = format!("{}-{}", std::process::id(), rand_u32());
-    let (agent, id, _dir) = measure_with(
+    let run = measure_with(
         "a build printing 100 MB",
         "flood-build",
         &[],
@@ -233,7 +242,7 @@ fn a_build_printing_100_mb() {
             wait_status(agent, id, "Running", FLOOD);
         },
     );
-    let kept = kept_log(&agent, &id);
+    let kept = kept_log(&run.agent, &run.id);
     assert!(
         kept.iter().filter(|l| l.starts_with("ffff")).count() > 1000,
         "the build's output reached the log"
