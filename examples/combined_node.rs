@@ -3,7 +3,9 @@
 //! A whole platform on one machine, built from the library: an orchestrator
 //! and a worker in one process, the in-process bus, the API and the web
 //! interface on `LISTEN` (default `127.0.0.1:8000`). Set `KRAKEN_BASE_IMAGE`
-//! to build every app on one local image instead of the official ones.
+//! to build every app on one local image instead of the official ones, and
+//! `KRAKEN_ALLOW_LOCAL_SOURCES=1` to deploy repositories from this machine's
+//! disk (paths, `file://` URLs).
 
 use std::sync::Arc;
 
@@ -15,6 +17,9 @@ use kraken_lib::runtime::DockerRuntime;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Every fetch runs in this program started again as a helper (so that it
+    // can be stopped); this line serves those runs.
+    kraken_lib::fetcher::run_child_if_asked();
     tracing_subscriber::fmt().with_env_filter("info").init();
     let mut args = std::env::args().skip(1);
     let data_dir = args.next().unwrap_or_else(|| "kraken-data".to_string());
@@ -26,18 +31,22 @@ async fn main() -> anyhow::Result<()> {
         Err(_) => BaseImages::defaults(),
     };
     let runtime = DockerRuntime::connect().await.context("a Docker engine is needed")?;
+    let mut config = NodeConfig::new(data_dir, listen);
+    // Repositories on this machine's disk only when asked for.
+    config.allow_local_sources = std::env::var_os("KRAKEN_ALLOW_LOCAL_SOURCES").is_some();
     let platform = Platform::start(
         PlatformOptions {
             ui: Some(kraken_ui::router()),
-            ..PlatformOptions::combined(
-                NodeConfig::new(data_dir, listen),
-                BuilderRegistry::with_builtins(images),
-            )
+            ..PlatformOptions::combined(config, BuilderRegistry::with_builtins(images))
         },
         Arc::new(runtime),
     )
     .await?;
-    println!("platform at {} — token {}", platform.api_address(), platform.token());
+    println!(
+        "platform at {} — token {}",
+        platform.api_address(),
+        platform.token().unwrap_or("(kept only as a hash; see the data directory's token file)")
+    );
     platform
         .run(async {
             let _ = tokio::signal::ctrl_c().await;

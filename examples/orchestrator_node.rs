@@ -15,6 +15,9 @@ use kraken_lib::runtime::DockerRuntime;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Every fetch runs in this program started again as a helper (so that it
+    // can be stopped); this line serves those runs.
+    kraken_lib::fetcher::run_child_if_asked();
     tracing_subscriber::fmt().with_env_filter("info").init();
     let mut args = std::env::args().skip(1);
     let amqp_url = args.next().context("usage: orchestrator_node AMQP_URL [DATA_DIR] [LISTEN]")?;
@@ -35,8 +38,15 @@ async fn main() -> anyhow::Result<()> {
         Arc::new(runtime),
     )
     .await?;
-    println!("orchestrator at {} — token {}", platform.api_address(), platform.token());
-    println!("workers join with --join-token {}", platform.join_token().unwrap_or_default());
+    println!(
+        "orchestrator at {} — token {}",
+        platform.api_address(),
+        platform.token().unwrap_or("(kept only as a hash; see the data directory's token file)")
+    );
+    println!(
+        "workers join with --join-token {}",
+        platform.join_token().unwrap_or("(see the join-token file)")
+    );
     platform
         .run(async {
             let _ = tokio::signal::ctrl_c().await;

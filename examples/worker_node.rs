@@ -16,6 +16,9 @@ use kraken_lib::runtime::DockerRuntime;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Every fetch runs in this program started again as a helper (so that it
+    // can be stopped); this line serves those runs.
+    kraken_lib::fetcher::run_child_if_asked();
     tracing_subscriber::fmt().with_env_filter("info").init();
     let mut args = std::env::args().skip(1);
     let usage = "usage: worker_node ORCHESTRATOR JOIN_TOKEN [DATA_DIR] [LISTEN]";

@@ -8,6 +8,8 @@
 #     (no registry is reachable, so it is made with debootstrap and cached):
 #     Debian bookworm with nodejs and npm, python3 with pip and venv, busybox
 #     and ca-certificates, so builds really install dependencies
+#   - schemathesis (from PyPI, in a venv under the cache directory), which
+#     checks the API against its OpenAPI document
 # Usage: scripts/test-env.sh        (run as root)
 set -euo pipefail
 
@@ -26,6 +28,9 @@ command -v chromedriver >/dev/null || need+=(chromium-driver)
 command -v pkg-config >/dev/null || need+=(pkg-config)
 [ -f /usr/include/openssl/ssl.h ] || need+=(libssl-dev)
 command -v git >/dev/null || need+=(git)
+command -v unshare >/dev/null || need+=(util-linux)
+[ -x /usr/bin/python3 ] || need+=(python3)
+/usr/bin/python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
 if [ "${#need[@]}" -gt 0 ]; then
   log "installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -114,6 +119,22 @@ SH
   fi
   log "importing $BROKER_IMAGE"
   docker import --change 'CMD ["/usr/local/bin/kraken-test-broker"]' --change 'EXPOSE 5672' "$tarball" "$BROKER_IMAGE" >/dev/null
+fi
+
+# schemathesis checks the running API against its OpenAPI document
+# (kraken-bin/tests/api_schema_e2e.rs finds it here).
+SCHEMATHESIS_VERSION=4.32.5
+venv="$CACHE_DIR/schemathesis"
+if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+  log "installing schemathesis $SCHEMATHESIS_VERSION into $venv"
+  rm -rf "$venv"
+  mkdir -p "$CACHE_DIR"
+  /usr/bin/python3 -m venv "$venv"
+  cert=()
+  # TLS to PyPI may go through a proxy that only the system's CA bundle trusts.
+  [ -f /etc/ssl/certs/ca-certificates.crt ] && cert=(--cert /etc/ssl/certs/ca-certificates.crt)
+  "$venv/bin/pip" install -q "${cert[@]}" "schemathesis==$SCHEMATHESIS_VERSION" >"$CACHE_DIR/schemathesis-install.log" 2>&1 \
+    || { log "installing schemathesis failed; see $CACHE_DIR/schemathesis-install.log"; tail -20 "$CACHE_DIR/schemathesis-install.log" >&2; exit 1; }
 fi
 
 if [ "${KRAKEN_NEED_RABBITMQ:-0}" = 1 ]; then

@@ -12,8 +12,8 @@ use clap::{Args, Parser, Subcommand};
 use futures::StreamExt;
 use kraken_lib::builder::{BaseImages, BuilderRegistry};
 use kraken_lib::node::NodeConfig;
-use kraken_lib::platform::{NodeRole, Platform, PlatformOptions, TOKEN_FILE};
-use kraken_lib::runtime::DockerRuntime;
+use kraken_lib::platform::{NodeRole, Platform, PlatformOptions, JOIN_TOKEN_FILE, TOKEN_FILE};
+use kraken_lib::runtime::{AppLimits, DockerRuntime, LogRotation};
 use serde_json::Value;
 
 /// Turn the spare machines on your network into one small app platform.
@@ -167,6 +167,29 @@ struct UpArgs {
     /// The host port of the broker container.
     #[arg(long, default_value_t = 5672)]
     broker_port: u16,
+    /// Also deploy and check repositories on this machine's disk (local paths
+    /// and file:// URLs); off by default, since anyone with the token could
+    /// then make the agent read its own disk.
+    #[arg(long, env = "KRAKEN_ALLOW_LOCAL_SOURCES")]
+    allow_local_sources: bool,
+    /// How many processes and threads each app may run (0: no limit).
+    #[arg(long, default_value_t = 512)]
+    app_pids_limit: i64,
+    /// The size in MiB of one file of an app's output that Docker keeps on this machine.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    app_log_file_mib: u64,
+    /// Seconds a fetch may go without progress (no connection, no data) before it is stopped.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    fetch_idle_timeout: u64,
+    /// Seconds a whole fetch may take.
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    fetch_timeout: u64,
+    /// The most MiB a repository may download and check out, together.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
+    max_repository_mib: u64,
+    /// How many such files Docker keeps per app (the oldest output is dropped).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    app_log_files: u32,
 }
 
 /// Prints a build plan: the base image and each step with why it was chosen.
@@ -339,6 +362,17 @@ async fn up(args: UpArgs, role: NodeRole, data_dir: PathBuf, token: Option<Strin
     }
     config.node_grace = Duration::from_secs_f64(args.node_grace);
     config.build_ca = args.build_ca;
+    config.allow_local_sources = args.allow_local_sources;
+    config.fetch_limits.idle_timeout = Duration::from_secs(args.fetch_idle_timeout);
+    config.fetch_limits.timeout = Duration::from_secs(args.fetch_timeout);
+    config.fetch_limits.max_bytes = args.max_repository_mib * 1024 * 1024;
+    config.app_limits = AppLimits {
+        pids: args.app_pids_limit.max(0),
+        log_rotation: LogRotation {
+            max_file_bytes: args.app_log_file_mib * 1024 * 1024,
+            max_files: args.app_log_files,
+        },
+    };
     let runtime = DockerRuntime::connect().await.context(
         "Kraken runs apps in Docker containers; install Docker (Debian: apt-get install docker.io) and start it",
     )?;
@@ -375,12 +409,23 @@ async fn up(args: UpArgs, role: NodeRole, data_dir: PathBuf, token: Option<Strin
     } else {
         println!("Kraken is up.");
         println!("  UI and API:  {address}/");
-        println!("  token:       {}", platform.token());
-        match platform.join_token() {
-            Some(j) => {
+        match platform.token() {
+            Some(t) => println!("  token:       {t}"),
+            None => println!(
+                "  token:       kept only as a hash, and {} is gone; the old token still works; \
+                 start with --token <new token> to set a new one",
+                data_dir.join(TOKEN_FILE).display()
+            ),
+        }
+        match (platform.joinable(), platform.join_token()) {
+            (true, Some(j)) => {
                 println!("  join token:  {j}   (other machines: kraken up --join {address} --join-token {j})")
             }
-            None => println!(
+            (true, None) => println!(
+                "  join token:  kept only as a hash, and {} is gone; start with --join-token <new token> to set a new one",
+                data_dir.join(JOIN_TOKEN_FILE).display()
+            ),
+            (false, _) => println!(
                 "  single machine (no message broker): start with --amqp-url to let other machines join"
             ),
         }

@@ -21,7 +21,7 @@ use support::*;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 const DEPLOY: Duration = Duration::from_secs(240);
-const JOIN_TOKEN: &str = "e2e-join-token";
+const JOIN_TOKEN: &str = "e2e-join-token-0123";
 
 struct Cluster {
     orchestrator: Agent,

@@ -163,14 +163,23 @@ fn an_agent_started_again_resumes_or_settles_a_deployment_in_every_status_and_cl
     let node = identity.id.clone();
     let repo = AppRepo::new("static-site");
     let registry = BuilderRegistry::with_builtins(BaseImages::uniform(&base_image()));
-    let retrieved = kraken_lib::orchestrator::retrieve(
-        &repo.url(),
-        "main",
-        &registry,
+    let fetcher = kraken_lib::fetcher::Fetcher::new(
+        kraken_lib::fetcher::FetchProgram::Program(env!("CARGO_BIN_EXE_kraken").into()),
         Default::default(),
-        &dir.path().join("fetch"),
-    )
-    .expect("the fixture reads");
+        true,
+        dir.path(),
+    );
+    let retrieved = tokio::runtime::Runtime::new()
+        .expect("a runtime")
+        .block_on(kraken_lib::orchestrator::retrieve(
+            &fetcher,
+            true,
+            &repo.url(),
+            "main",
+            &registry,
+            &dir.path().join("fetch"),
+        ))
+        .expect("the fixture reads");
     // An image of this test's own, so that removing a deployment's image never
     // touches the shared base image.
     let image = format!("kraken-restart-test:{}", rand_u32());
@@ -262,6 +271,7 @@ fn an_agent_started_again_resumes_or_settles_a_deployment_in_every_status_and_cl
                 deployments: Vec::new(),
                 stats: Default::default(),
                 history: Default::default(),
+                public_key: None,
             })
             .expect("store the node");
     }

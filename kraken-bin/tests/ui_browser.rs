@@ -219,6 +219,9 @@ fn bad_url_and_branch_without_manifest_show_the_error_and_keep_create_disabled()
     let _one_at_a_time = serial();
     let fixture = Fixture::create();
     runtime().block_on(run_ui_test("validation", |ui| async move {
+        // Checking a repository needs the platform token, as creating does.
+        ui.open("#/").await;
+        ui.js(&format!("localStorage.setItem('kraken.token', {:?}); return true", ui.token)).await;
         ui.open("#/deployments").await;
         let create = ui.element("#create-button", SHORT).await;
         assert!(!create.is_enabled().await.expect("create state"), "Create starts disabled");

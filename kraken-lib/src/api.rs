@@ -23,21 +23,22 @@ use axum::{Json, Router};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio::sync::{broadcast, mpsc, Semaphore};
+use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::{error, warn};
 
+use crate::auth::{PublicKey, TokenHash};
 use crate::builder::BuilderRegistry;
-use crate::deployment::{Desired, Status};
+use crate::deployment::{is_web_address, Desired, Status};
 use crate::node::GenericNode;
-use crate::orchestrator::{check_request, retrieve};
+use crate::orchestrator::{check_request, retrieve, RetrieveError};
 use crate::rollover::replication::Replication;
-use crate::state::{Change, Event, State};
+use crate::state::{Change, Event, KeyConflict, Role, State};
 
 mod replication;
 
 pub use replication::ReplicaAck;
-use replication::{join_token_checked, replica_ack, replicated, replication_status};
+use replication::{candidate_checked, replica_ack, replicated, replication_status};
 
 /// The largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -51,20 +52,19 @@ pub struct ApiContext {
     pub registry: BuilderRegistry,
     /// The node serving the API.
     pub node: GenericNode,
-    /// The platform token.
-    pub token: Arc<str>,
+    /// The hash of the platform token (the API never holds the token itself).
+    pub token: TokenHash,
     /// How other nodes join; `None` when the platform has no broker.
     pub join: Option<JoinInfo>,
     /// The copies of the state and how far they confirmed.
     pub replication: Replication,
-    validations: Arc<Semaphore>,
 }
 
 /// What a joining node needs, and the token that lets it have it.
 #[derive(Clone)]
 pub struct JoinInfo {
-    /// The join token.
-    pub token: Arc<str>,
+    /// The hash of the join token.
+    pub token: TokenHash,
     /// The broker URL handed to joining nodes (it carries the platform's credentials).
     pub amqp_url: Arc<str>,
 }
@@ -87,6 +87,9 @@ pub struct JoinRequest {
     pub address: String,
     /// The platform's join token.
     pub join_token: String,
+    /// The key it signs its messages with (64 hex digits); the orchestrator
+    /// believes only messages from this node that carry its signature.
+    pub public_key: String,
 }
 
 /// The answer to a successful join.
@@ -100,21 +103,18 @@ pub struct JoinAnswer {
     pub orchestrator_id: String,
     /// The orchestrator's API address.
     pub orchestrator_address: String,
+    /// The key the orchestrator signs work with; workers act only on work
+    /// signed with it.
+    #[serde(default)]
+    pub orchestrator_key: Option<PublicKey>,
 }
 
 impl ApiContext {
-    /// The context of an API served by `node`.
-    pub fn new(state: State, registry: BuilderRegistry, node: GenericNode, token: &str) -> Self {
+    /// The context of an API served by `node`, accepting the platform token
+    /// whose hash is `token`.
+    pub fn new(state: State, registry: BuilderRegistry, node: GenericNode, token: TokenHash) -> Self {
         let replication = Replication::new(node.config.replication_timeout);
-        Self {
-            state,
-            registry,
-            node,
-            token: Arc::from(token),
-            join: None,
-            replication,
-            validations: Arc::new(Semaphore::new(2)),
-        }
+        Self { state, registry, node, token, join: None, replication }
     }
 
     /// Lets nodes join with `info`.
@@ -160,7 +160,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": self.message }))).into_response()
+        let mut response = (self.status, Json(json!({ "error": self.message }))).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+        }
+        response
     }
 }
 
@@ -219,6 +223,7 @@ pub struct LogQuery {
 pub fn router(ctx: ApiContext) -> Router {
     let guarded = Router::new()
         .route("/api/v1/deployments", post(create_deployment))
+        .route("/api/v1/validate", post(validate))
         .route("/api/v1/deployments/{id}", axum::routing::delete(destroy_deployment))
         .route("/api/v1/deployments/{id}/update", post(update_deployment))
         .route("/api/v1/nodes/{id}/drain", post(drain_node))
@@ -230,7 +235,6 @@ pub fn router(ctx: ApiContext) -> Router {
         .route("/api/v1/platform", get(platform))
         .route("/api/v1/builders", get(builders))
         .route("/api/v1/nodes", get(nodes))
-        .route("/api/v1/validate", post(validate))
         .route("/api/v1/join", post(join))
         .route("/api/v1/replica", get(replica))
         .route("/api/v1/replica/ack", post(replica_ack))
@@ -260,43 +264,88 @@ pub struct SseMessage {
 
 /// Splits a server-sent event stream into messages, chunk by chunk. Bytes are
 /// kept until a message is complete, so a character split across chunks
-/// arrives whole.
-#[derive(Debug, Default)]
+/// arrives whole. Each byte is searched once for the end of its message, and
+/// a message larger than the decoder's limit ([`SseDecoder::MAX_MESSAGE_BYTES`]
+/// by default) is dropped rather than kept growing.
+#[derive(Debug)]
 pub struct SseDecoder {
     pending: Vec<u8>,
+    /// Where in `pending` the search for the end of a message goes on.
+    searched: usize,
+    /// Whether the current message went over the limit (it is skipped up to its end).
+    skipping: bool,
+    limit: usize,
+}
+
+impl Default for SseDecoder {
+    fn default() -> Self {
+        Self::with_limit(Self::MAX_MESSAGE_BYTES)
+    }
 }
 
 impl SseDecoder {
+    /// The largest message kept by default (a replica snapshot included).
+    pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
     /// A decoder with nothing pending.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A decoder that drops messages larger than `limit` bytes.
+    pub fn with_limit(limit: usize) -> Self {
+        Self { pending: Vec::new(), searched: 0, skipping: false, limit: limit.max(2) }
     }
 
     /// Adds `chunk` and returns the messages it completed.
     pub fn push(&mut self, chunk: &[u8]) -> Vec<SseMessage> {
         self.pending.extend_from_slice(chunk);
         let mut messages = Vec::new();
-        while let Some(end) = self.pending.windows(2).position(|w| w == b"\n\n") {
-            let block: Vec<u8> = self.pending.drain(..end + 2).collect();
-            let text = String::from_utf8_lossy(&block);
-            let mut message = SseMessage::default();
-            let mut data = Vec::new();
-            for line in text.lines() {
-                if let Some(v) = line.strip_prefix("event:") {
-                    message.event = v.trim().to_string();
-                } else if let Some(v) = line.strip_prefix("id:") {
-                    message.id = Some(v.trim().to_string());
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    data.push(v.strip_prefix(' ').unwrap_or(v));
+        let mut start = 0;
+        // Resume one byte back: a "\n\n" may straddle two chunks.
+        let mut at = self.searched.saturating_sub(1).max(start);
+        while let Some(found) = self.pending[at..].windows(2).position(|w| w == b"\n\n") {
+            let end = at + found + 2;
+            if !self.skipping {
+                if let Some(message) = parse_sse_block(&self.pending[start..end]) {
+                    messages.push(message);
                 }
             }
-            if !data.is_empty() {
-                message.data = data.join("\n");
-                messages.push(message);
-            }
+            self.skipping = false;
+            start = end;
+            at = end;
+        }
+        self.pending.drain(..start);
+        self.searched = self.pending.len();
+        if self.pending.len() > self.limit {
+            // Too large to be one of ours: skip the rest of this message.
+            self.pending.clear();
+            self.searched = 0;
+            self.skipping = true;
         }
         messages
     }
+}
+
+/// The message in one block of an event stream (up to and with its blank line).
+fn parse_sse_block(block: &[u8]) -> Option<SseMessage> {
+    let text = String::from_utf8_lossy(block);
+    let mut message = SseMessage::default();
+    let mut data = Vec::new();
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("event:") {
+            message.event = v.trim().to_string();
+        } else if let Some(v) = line.strip_prefix("id:") {
+            message.id = Some(v.trim().to_string());
+        } else if let Some(v) = line.strip_prefix("data:") {
+            data.push(v.strip_prefix(' ').unwrap_or(v));
+        }
+    }
+    if data.is_empty() {
+        return None;
+    }
+    message.data = data.join("\n");
+    Some(message)
 }
 
 /// The token of an `Authorization: Bearer <token>` header.
@@ -308,11 +357,6 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-fn same(a: &[u8], b: &[u8]) -> bool {
-    // Constant time in the length of the expected token.
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 async fn require_token(
     AxumState(ctx): AxumState<ApiContext>,
     headers: HeaderMap,
@@ -320,7 +364,7 @@ async fn require_token(
     next: Next,
 ) -> Response {
     match bearer(&headers) {
-        Some(t) if same(t.as_bytes(), ctx.token.as_bytes()) => next.run(request).await,
+        Some(t) if ctx.token.matches(t) => next.run(request).await,
         Some(_) => ApiError::new(
             StatusCode::UNAUTHORIZED,
             "the platform token is wrong; `kraken up` printed the right one",
@@ -360,12 +404,38 @@ async fn join(
             "this platform runs on one machine without a message broker; restart its orchestrator with --amqp-url to let other machines join",
         ));
     };
-    if !same(req.join_token.trim().as_bytes(), info.token.as_bytes()) {
+    if !info.token.matches(req.join_token.trim()) {
         warn!(node = %req.node_id, address = %req.address, "a node with a wrong join token was refused");
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "the join token is wrong; the orchestrator printed it when it started (pass it with --join-token)",
         ));
+    }
+    check_joining_node(&req)?;
+    let key: PublicKey = req.public_key.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "the public key is not an ed25519 public key (64 hex digits); the node makes its key itself",
+        )
+    })?;
+    let registered = ctx.state.register_node_key(&req.node_id, &req.name, &req.address, Role::Worker, key);
+    match registered {
+        Ok(_) => {}
+        Err(KeyConflict::Other) => {
+            warn!(node = %req.node_id, address = %req.address, "a node tried to join with another node's id");
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "node `{}` joined this platform before with another key; a node's key is kept in its data \
+                     directory beside its node-id: start it with that data directory, or remove node-id and \
+                     node-key there to join as a new node",
+                    req.node_id
+                ),
+            ));
+        }
+        Err(KeyConflict::State(e)) => {
+            return Err(ApiError::internal("the joining node could not be stored", e))
+        }
     }
     tracing::info!(node = %req.node_id, name = %req.name, address = %req.address, "a node joined");
     Ok(Json(JoinAnswer {
@@ -373,7 +443,28 @@ async fn join(
         epoch: ctx.node.epoch(),
         orchestrator_id: ctx.node.id.clone(),
         orchestrator_address: ctx.node.api_address(),
+        orchestrator_key: ctx.node.public_key(),
     }))
+}
+
+/// Checks the fields a joining node gives about itself: they are shown to
+/// people and used by other nodes to reach it.
+fn check_joining_node(req: &JoinRequest) -> ApiResult<()> {
+    let bad = |m: String| Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, m));
+    let id_ok = (1..=64).contains(&req.node_id.len())
+        && req.node_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !id_ok {
+        return bad("the node id must be 1 to 64 letters, digits, `-` or `_`".into());
+    }
+    if req.name.trim().is_empty() || req.name.chars().count() > 64 || req.name.chars().any(char::is_control) {
+        return bad("the node name must be 1 to 64 characters without control characters".into());
+    }
+    if !is_web_address(&req.address) {
+        return bad(
+            "the node address must be an http:// or https:// address such as http://192.168.1.20:8000".into(),
+        );
+    }
+    Ok(())
 }
 
 /// The first event of the replica stream: everything a rollover candidate needs.
@@ -383,10 +474,10 @@ pub struct Snapshot {
     pub epoch: u64,
     /// The orchestrator's node id.
     pub orchestrator_id: String,
-    /// The platform token.
-    pub token: String,
-    /// The join token.
-    pub join_token: String,
+    /// The hash of the platform token (enough to check it, not to learn it).
+    pub token_hash: TokenHash,
+    /// The hash of the join token.
+    pub join_token_hash: TokenHash,
     /// Every deployment, with its status history.
     pub deployments: Vec<crate::deployment::Deployment>,
     /// Every node.
@@ -426,22 +517,28 @@ pub struct ReplicaQuery {
 /// `deployment` or `node` event with the full record for every durable
 /// change, its version as the event's `id`. The candidate confirms what it
 /// stored with `POST /api/v1/replica/ack`. Needs the join token as the bearer
-/// token.
+/// token and the proof that the caller is the rollover candidate this
+/// orchestrator named (every joined machine holds the join token).
 async fn replica(
     AxumState(ctx): AxumState<ApiContext>,
     headers: HeaderMap,
     Query(query): Query<ReplicaQuery>,
 ) -> ApiResult<Response> {
-    join_token_checked(&ctx, &headers)?;
-    let join_token = ctx.join.as_ref().map(|j| j.token.to_string()).unwrap_or_default();
+    let (asking, join_token_hash) = candidate_checked(&ctx, &headers)?;
+    if !query.node.is_empty() && query.node != asking {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("the replica was asked for node `{}` with the proof of node `{asking}`", query.node),
+        ));
+    }
     let (tx, rx) = mpsc::channel::<Result<SseEvent, Infallible>>(1024);
     let mut feed = ctx.state.replica_feed();
-    let session = ctx.replication.open(&query.node);
+    let session = ctx.replication.open(&asking);
     let snapshot = Snapshot {
         epoch: ctx.node.epoch(),
         orchestrator_id: ctx.node.id.clone(),
-        token: ctx.token.to_string(),
-        join_token,
+        token_hash: ctx.token.clone(),
+        join_token_hash,
         deployments: std::mem::take(&mut feed.deployments),
         nodes: std::mem::take(&mut feed.nodes),
         broker: broker_info(&ctx.state),
@@ -593,21 +690,17 @@ async fn validate(
     body: Result<Json<SourceRequest>, JsonRejection>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let Json(req) = body?;
-    check_request(&req.url, &req.branch).map_err(|m| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, m))?;
-    let _permit = ctx
-        .validations
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(|e| ApiError::internal("the validation queue is closed", e))?;
-    let registry = ctx.registry.clone();
-    let limits = ctx.node.config.fetch_limits;
-    let root = ctx.node.config.data_dir.join("validate");
-    let (url, branch) = (req.url.clone(), req.branch.clone());
-    let found = tokio::task::spawn_blocking(move || retrieve(&url, &branch, &registry, limits, &root))
-        .await
-        .map_err(|e| ApiError::internal("the validation task failed", e))?
+    check_request(&req.url, &req.branch, ctx.node.config.allow_local_sources)
         .map_err(|m| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, m))?;
+    let root = ctx.node.config.data_dir.join("validate");
+    // A check waits in the fetch queue only while there is room; else it is
+    // refused at once (503), so checks can never pile up.
+    let found = retrieve(&ctx.node.fetcher, false, req.url.trim(), req.branch.trim(), &ctx.registry, &root)
+        .await
+        .map_err(|e| match e {
+            RetrieveError::Busy(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m),
+            other => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, other.to_string()),
+        })?;
     Ok(Json(json!({
         "manifest": found.manifest,
         "builder": found.detection.builder,
@@ -622,7 +715,8 @@ async fn create_deployment(
     body: Result<Json<SourceRequest>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
     let Json(req) = body?;
-    check_request(&req.url, &req.branch).map_err(|m| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, m))?;
+    check_request(&req.url, &req.branch, ctx.node.config.allow_local_sources)
+        .map_err(|m| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, m))?;
     let d = ctx
         .state
         .create_deployment(req.url.trim(), req.branch.trim())
@@ -712,7 +806,13 @@ async fn logs(
     if ctx.state.deployment(&id).is_none() {
         return Err(ApiError::not_found(&id));
     }
-    let limit = q.limit.unwrap_or(1000).clamp(1, 5000);
+    let limit = q.limit.unwrap_or(1000);
+    if !(1..=5000).contains(&limit) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("limit={limit} is out of range; ask for 1 to 5000 lines"),
+        ));
+    }
     if !q.follow {
         let (lines, next) = ctx
             .state
@@ -822,74 +922,9 @@ async fn openapi() -> Json<serde_json::Value> {
     Json(openapi_document())
 }
 
-/// The OpenAPI 3.1 description of this API.
+/// The OpenAPI 3.1 description of this API (see [`crate::openapi`]).
 pub fn openapi_document() -> serde_json::Value {
-    let error = json!({ "description": "an error", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } });
-    let id_param = json!([{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }]);
-    let source_body = json!({ "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/SourceRequest" } } } });
-    let statuses: Vec<&str> = Status::ALL.iter().map(|s| s.as_str()).collect();
-    json!({
-        "openapi": "3.1.0",
-        "info": { "title": "Kraken API", "version": env!("CARGO_PKG_VERSION"),
-                  "description": "Deploy apps from git to the machines of a LAN. Calls that change anything need `Authorization: Bearer <platform token>`." },
-        "components": {
-            "securitySchemes": { "token": { "type": "http", "scheme": "bearer" } },
-            "schemas": {
-                "Error": { "type": "object", "required": ["error"], "properties": { "error": { "type": "string" } } },
-                "SourceRequest": { "type": "object", "required": ["url"], "additionalProperties": false,
-                    "properties": { "url": { "type": "string" }, "branch": { "type": "string", "default": "main" } } },
-                "Status": { "type": "string", "enum": statuses },
-                "DeploymentSummary": { "type": "object", "properties": {
-                    "id": { "type": "string" }, "name": { "type": ["string", "null"] }, "url": { "type": "string" },
-                    "branch": { "type": "string" }, "commit": { "type": ["string", "null"] },
-                    "status": { "$ref": "#/components/schemas/Status" }, "node": { "type": ["string", "null"] },
-                    "address": { "type": ["string", "null"] }, "created_at": { "type": "string", "format": "date-time" },
-                    "updated_at": { "type": "string", "format": "date-time" } } },
-                "LogLine": { "type": "object", "properties": { "seq": { "type": "integer" }, "at": { "type": "string" },
-                    "stream": { "type": "string", "enum": ["build", "stdout", "stderr", "platform"] }, "line": { "type": "string" } } }
-            }
-        },
-        "paths": {
-            "/ping": { "get": { "summary": "Health and discovery", "responses": { "200": { "description": "the node answers" } } } },
-            "/api/v1/platform": { "get": { "summary": "The platform at a glance", "responses": { "200": { "description": "orchestrator, node and deployment counts, and the replication status (`synchronous`, `degraded` or `off`)" } } } },
-            "/api/v1/builders": { "get": { "summary": "The languages this platform builds, with an example manifest each", "responses": { "200": { "description": "builders" } } } },
-            "/api/v1/nodes": { "get": { "summary": "Nodes with role, address, stats, history, deployments, heartbeat and rollover priority", "responses": { "200": { "description": "nodes" } } } },
-            "/api/v1/validate": { "post": { "summary": "Fetch a repository, check its shipwreck.toml and make the whole build plan", "requestBody": source_body,
-                "responses": { "200": { "description": "the manifest, builder, commit and build plan (base image, install, build and start steps with their reasons, Dockerfile)" }, "422": error, "400": error } } },
-            "/api/v1/deployments": {
-                "get": { "summary": "All deployments", "responses": { "200": { "description": "a list",
-                    "content": { "application/json": { "schema": { "type": "array", "items": { "$ref": "#/components/schemas/DeploymentSummary" } } } } } } },
-                "post": { "summary": "Deploy a branch of a git repository", "security": [{ "token": [] }], "requestBody": source_body,
-                    "responses": { "202": { "description": "accepted: {id}" }, "401": error, "422": error, "400": error } } },
-            "/api/v1/deployments/{id}": {
-                "get": { "summary": "One deployment with its status history and resource use", "parameters": id_param,
-                    "responses": { "200": { "description": "the deployment" }, "404": error } },
-                "delete": { "summary": "Destroy a deployment", "security": [{ "token": [] }], "parameters": id_param,
-                    "responses": { "202": { "description": "destruction requested" }, "401": error, "404": error } } },
-            "/api/v1/deployments/{id}/update": { "post": { "summary": "Redeploy the newest commit of the branch", "security": [{ "token": [] }],
-                "parameters": id_param, "responses": { "202": { "description": "update requested" }, "401": error, "404": error, "409": error } } },
-            "/api/v1/deployments/{id}/logs": { "get": { "summary": "Log lines from an offset; with follow=true a stream of server-sent `log` events",
-                "parameters": [ { "name": "id", "in": "path", "required": true, "schema": { "type": "string" } },
-                    { "name": "offset", "in": "query", "schema": { "type": "integer", "minimum": 0 } },
-                    { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 5000 } },
-                    { "name": "follow", "in": "query", "schema": { "type": "boolean" } } ],
-                "responses": { "200": { "description": "{lines, next_offset} or text/event-stream" }, "404": error } } },
-            "/api/v1/join": { "post": { "summary": "Join the platform as a worker (needs the join token in the body)",
-                "responses": { "200": { "description": "the broker URL and the orchestrator" }, "401": error, "409": error } } },
-            "/api/v1/nodes/{id}/drain": { "post": { "summary": "Place nothing new on a node and move its deployments elsewhere", "security": [{ "token": [] }],
-                "parameters": id_param, "responses": { "202": { "description": "drained" }, "401": error, "404": error } } },
-            "/api/v1/nodes/{id}/undrain": { "post": { "summary": "Let a drained node take deployments again", "security": [{ "token": [] }],
-                "parameters": id_param, "responses": { "202": { "description": "undrained" }, "401": error, "404": error } } },
-            "/api/v1/replica": { "get": { "summary": "The state stream for the rollover candidate (join token as the bearer token): a `snapshot` event, then `deployment` and `node` events whose `id` is the state's version",
-                "parameters": [ { "name": "node", "in": "query", "schema": { "type": "string" } } ],
-                "responses": { "200": { "description": "text/event-stream" }, "401": error, "409": error } } },
-            "/api/v1/replica/ack": { "post": { "summary": "The rollover candidate confirms it stored every change up to a version (join token as the bearer token)",
-                "responses": { "204": { "description": "recorded" }, "401": error, "404": error } } },
-            "/health": { "get": { "summary": "Liveness of this node", "responses": { "200": { "description": "alive" } } } },
-            "/api/v1/events": { "get": { "summary": "Server-sent `deployment`, `node` and `replication` events", "responses": { "200": { "description": "text/event-stream" } } } },
-            "/api/v1/openapi.json": { "get": { "summary": "This document", "responses": { "200": { "description": "OpenAPI 3.1" } } } }
-        }
-    })
+    crate::openapi::document()
 }
 
 #[cfg(test)]

@@ -311,11 +311,34 @@ pub struct DeploymentSummary {
     pub updated_at: DateTime<Utc>,
 }
 
-/// A fresh random id of `bytes` bytes in lowercase hex.
+/// Whether `address` is an `http://` or `https://` address that may be shown
+/// as a link: a host after the scheme, no spaces or control characters, at
+/// most 2048 bytes. Anything else a node reports (say `javascript:…`) is not
+/// kept as an app's or a node's address.
+pub fn is_web_address(address: &str) -> bool {
+    let lower = address.get(..8).unwrap_or(address).to_ascii_lowercase();
+    let rest = if lower.starts_with("https://") {
+        &address[8..]
+    } else if lower.starts_with("http://") {
+        &address[7..]
+    } else {
+        return false;
+    };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    address.len() <= 2048
+        && !host.is_empty()
+        && !address.chars().any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '<' || c == '>')
+}
+
+/// A fresh random id of `bytes` bytes in lowercase hex, for names that need
+/// to be unique but not secret (deployments, nodes). Secrets (tokens, keys)
+/// come from [`crate::auth`], which refuses to make one without the system's
+/// random source.
 pub fn random_id(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     // getrandom only fails when the OS has no entropy source at all, which a
-    // Linux machine always has; fall back to time-derived bytes rather than panic.
+    // Linux machine always has; an id (never a secret) then falls back to
+    // time-derived bytes rather than a panic.
     if getrandom::getrandom(&mut buf).is_err() {
         let nanos = Utc::now().timestamp_nanos_opt().unwrap_or_default() as u128;
         for (i, b) in buf.iter_mut().enumerate() {
@@ -366,6 +389,28 @@ mod tests {
             let back: Status = serde_json::from_str(&json).expect("parses");
             assert_eq!(back, s);
         }
+    }
+
+    #[test]
+    fn only_http_addresses_count_as_web_addresses() {
+        for ok in ["http://192.168.1.20:5000", "https://pi.local/", "HTTP://host:1/path?q#f"] {
+            assert!(is_web_address(ok), "{ok}");
+        }
+        for bad in [
+            "javascript:alert(1)",
+            "JavaScript://%0aalert(1)",
+            "data:text/html,<b>x</b>",
+            "http://",
+            "http:///x",
+            "http://a b",
+            "http://x\n",
+            "ftp://host/",
+            "//host/x",
+            "",
+        ] {
+            assert!(!is_web_address(bad), "{bad:?}");
+        }
+        assert!(!is_web_address(&format!("http://h/{}", "a".repeat(3000))));
     }
 
     #[test]

@@ -15,6 +15,9 @@
 //! - [`shipwreck`]: parse and validate `shipwreck.toml`.
 //! - [`builder`]: the `Builder` trait, the registry, build plans as data, and one module per built-in builder.
 //! - [`source`]: fetch a git URL + branch with `git2`.
+//! - [`fetcher`]: bounded fetching: each fetch in a child process with time limits, a queue.
+//! - [`log_sink`]: a deployment's log lines batched onto the bus through a bounded queue.
+//! - [`output`]: what containers print, split into lines in bounded memory and linear time.
 //! - [`runtime`]: the Docker engine through `bollard`, behind a mockable trait.
 //! - [`deployment`]: deployment records and the lifecycle's statuses.
 //! - [`bus`]: messages between orchestrator and workers; in-process and RabbitMQ transports.
@@ -25,7 +28,9 @@
 //! - [`orchestrator`]: the orchestration executor: lifecycle, placement, reconciliation.
 //! - [`worker`]: the worker executor: build, run, re-adopt, report.
 //! - [`discovery`]: find an orchestrator on the LAN: `--join`, mDNS, or a subnet scan.
-//! - [`api`]: the HTTP API (axum) under `/api/v1`, with its OpenAPI document.
+//! - [`auth`]: tokens and their hashes, node keys, files private from creation.
+//! - [`api`]: the HTTP API (axum) under `/api/v1`.
+//! - [`openapi`]: the API's OpenAPI document.
 //! - [`rollover`]: the primary candidate's replica, takeover and fencing.
 //! - [`platform`]: one entry point that starts an agent (combined, orchestrator-only
 //!   or worker-only) with its bus and its API.
@@ -46,20 +51,25 @@
 //! let registry = BuilderRegistry::with_builtins(BaseImages::defaults());
 //! let runtime = Arc::new(DockerRuntime::connect().await?);
 //! let platform = Platform::start(PlatformOptions::combined(config, registry), runtime).await?;
-//! println!("token: {}", platform.token());
+//! println!("token: {}", platform.token().unwrap_or("(kept only as a hash)"));
 //! platform.run(async { let _ = tokio::signal::ctrl_c().await; }).await?;
 //! # Ok(())
 //! # }
 //! ```
 
 pub mod api;
+pub mod auth;
 pub mod builder;
 pub mod bus;
 pub mod deployment;
 pub mod discovery;
 pub mod executor;
+pub mod fetcher;
+pub mod log_sink;
 pub mod node;
+pub mod openapi;
 pub mod orchestrator;
+pub mod output;
 pub mod platform;
 pub mod rollover;
 pub mod runtime;

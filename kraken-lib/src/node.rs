@@ -19,9 +19,12 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::auth::{NodeKey, PublicKey};
 use crate::bus::{Body, Bus, BusError, Channel, Envelope};
 use crate::deployment::{random_id, NodeId};
 use crate::executor::{ExecutionFailure, Executor, SetupFailure};
+use crate::fetcher::{FetchProgram, Fetcher};
+use crate::runtime::AppLimits;
 use crate::source::FetchLimits;
 use crate::state::StateLimits;
 
@@ -53,6 +56,14 @@ pub struct NodeConfig {
     /// How long a change waits for the rollover candidate's confirmation
     /// before it is acknowledged anyway (the platform then runs degraded).
     pub replication_timeout: Duration,
+    /// Limits every app container gets (processes, output kept on disk).
+    pub app_limits: AppLimits,
+    /// Which program runs fetches (by default this executable again; see
+    /// [`crate::fetcher`]).
+    pub fetch_program: FetchProgram,
+    /// Whether local sources (paths and `file://` URLs) may be deployed and
+    /// validated; off by default, since they read this machine's own disk.
+    pub allow_local_sources: bool,
 }
 
 impl NodeConfig {
@@ -76,6 +87,9 @@ impl NodeConfig {
             test_timeout: Duration::from_secs(600),
             build_ca: Vec::new(),
             replication_timeout: Duration::from_secs(2),
+            app_limits: AppLimits::default(),
+            allow_local_sources: false,
+            fetch_program: FetchProgram::default(),
         }
     }
 
@@ -143,8 +157,22 @@ pub struct GenericNode {
     replica_ready: Arc<std::sync::atomic::AtomicBool>,
     /// Bumped whenever the epoch or the orchestrator changes.
     leadership: Arc<tokio::sync::watch::Sender<u64>>,
+    key: Option<Arc<NodeKey>>,
+    trust: Arc<RwLock<Trust>>,
+    /// Runs this node's fetches under its limits (one queue for the whole agent).
+    pub fetcher: Fetcher,
     /// Cancelled when the node stops.
     pub shutdown: CancellationToken,
+}
+
+/// Whose signatures a node believes, besides its own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Trust {
+    /// The key of the orchestrator this node takes work from.
+    pub orchestrator: Option<PublicKey>,
+    /// The rollover candidate the orchestrator named, with its key: the only
+    /// node whose promotion to orchestrator this node accepts.
+    pub candidate: Option<(NodeId, PublicKey)>,
 }
 
 impl std::fmt::Debug for GenericNode {
@@ -156,6 +184,12 @@ impl std::fmt::Debug for GenericNode {
 impl GenericNode {
     /// A node with `identity`, `config` and `bus`, at epoch 1.
     pub fn new(identity: NodeIdentity, config: NodeConfig, bus: Arc<dyn Bus>) -> Self {
+        let fetcher = Fetcher::new(
+            config.fetch_program.clone(),
+            config.fetch_limits,
+            config.allow_local_sources,
+            &config.data_dir,
+        );
         Self {
             id: identity.id,
             name: identity.name,
@@ -166,7 +200,40 @@ impl GenericNode {
             rollover_priority: Arc::new(AtomicU32::new(0)),
             replica_ready: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             leadership: Arc::new(tokio::sync::watch::channel(0).0),
+            key: None,
+            trust: Arc::default(),
+            fetcher,
             shutdown: CancellationToken::new(),
+        }
+    }
+
+    /// This node with `key`, which signs what it sends on a broker and names
+    /// it when it joins.
+    pub fn with_key(mut self, key: Arc<NodeKey>) -> Self {
+        self.key = Some(key);
+        self
+    }
+
+    /// The node's key, when it has one.
+    pub fn key(&self) -> Option<&NodeKey> {
+        self.key.as_deref()
+    }
+
+    /// The public half of the node's key.
+    pub fn public_key(&self) -> Option<PublicKey> {
+        self.key.as_ref().map(|k| k.public())
+    }
+
+    /// Whose signatures this node believes.
+    pub fn trust(&self) -> Trust {
+        self.trust.read().map(|g| g.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Changes whose signatures this node believes.
+    pub fn update_trust(&self, f: impl FnOnce(&mut Trust)) {
+        match self.trust.write() {
+            Ok(mut g) => f(&mut g),
+            Err(p) => f(&mut p.into_inner()),
         }
     }
 

@@ -19,11 +19,12 @@ use tracing::{debug, info, warn};
 
 use crate::builder::{BuildPlan, BuilderRegistry, Detection};
 use crate::bus::{Body, Channel, DeploySpec, DeploymentReport, Subscription, WorkRequest};
-use crate::deployment::{Deployment, DeploymentId, Desired, Status};
+use crate::deployment::{is_web_address, Deployment, DeploymentId, Desired, Status};
 use crate::executor::{ExecutionFailure, Executor, SetupFailure};
+use crate::fetcher::Fetcher;
 use crate::node::GenericNode;
 use crate::shipwreck::{Manifest, FILE_NAME};
-use crate::source::{self, FetchLimits};
+use crate::source;
 use crate::state::{NodeRecord, Role, State};
 
 mod resume;
@@ -57,46 +58,93 @@ pub struct Retrieved {
     pub plan: Box<BuildPlan>,
 }
 
-/// Fetches `branch` of `url` into a temporary directory under `work_root`,
-/// validates its `shipwreck.toml`, chooses its builder and makes the whole
-/// build plan. Blocking.
+/// Why reading a repository failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RetrieveError {
+    /// Too many repositories are being fetched; asking again later may succeed.
+    #[error("{0}")]
+    Busy(String),
+    /// The repository or its manifest cannot be deployed; the message says why.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Fetches `branch` of `url` with `fetcher` into a temporary directory under
+/// `work_root`, validates its `shipwreck.toml`, chooses its builder and makes
+/// the whole build plan. With
+/// `wait`, waits for a place in the fetch queue; without, is refused with
+/// [`RetrieveError::Busy`] when the queue is full.
 ///
 /// # Errors
-/// A message a person can act on.
-pub fn retrieve(
+/// [`RetrieveError`] with a message a person can act on (naming no path of
+/// this machine beyond what was given).
+pub async fn retrieve(
+    fetcher: &Fetcher,
+    wait: bool,
     url: &str,
     branch: &str,
     registry: &BuilderRegistry,
-    limits: FetchLimits,
     work_root: &std::path::Path,
-) -> Result<Retrieved, String> {
-    std::fs::create_dir_all(work_root).map_err(|e| format!("cannot create {}: {e}", work_root.display()))?;
-    let dir = tempfile::Builder::new()
-        .prefix("fetch-")
-        .tempdir_in(work_root)
-        .map_err(|e| format!("cannot create a directory in {}: {e}", work_root.display()))?;
+) -> Result<Retrieved, RetrieveError> {
+    let refused = RetrieveError::Refused;
+    let dir = crate::auth::files::private_dir(work_root)
+        .and_then(|()| tempfile::Builder::new().prefix("fetch-").tempdir_in(work_root))
+        .map_err(|e| {
+            warn!(root = %work_root.display(), error = %e, "cannot make a directory for a checkout");
+            refused(format!(
+                "this machine cannot make a directory for the checkout ({e}); its log has the details"
+            ))
+        })?;
     let dest = dir.path().join("src");
-    let checkout = source::fetch(url, branch, &dest, limits).map_err(|e| e.to_string())?;
-    let manifest =
-        Manifest::parse(FILE_NAME, &checkout.manifest_text, &registry.names()).map_err(|e| e.to_string())?;
-    let (plan, detection) =
-        registry.plan(&checkout.dir, &manifest).map_err(|e| format!("could not prepare the build: {e}"))?;
-    Ok(Retrieved { commit: checkout.commit, manifest, detection, plan: Box::new(plan) })
+    let fetched = if wait {
+        fetcher.fetch(url, branch, None, &dest).await
+    } else {
+        fetcher.try_fetch(url, branch, None, &dest).await
+    };
+    let checkout = fetched.map_err(|e| {
+        if e.is_busy() {
+            RetrieveError::Busy(e.to_string())
+        } else {
+            refused(e.to_string())
+        }
+    })?;
+    let registry = registry.clone();
+    let hide = fetcher.clone();
+    tokio::task::spawn_blocking(move || {
+        let refused = |e: String| refused(hide.hide_paths(&e, &dest));
+        let manifest = Manifest::parse(FILE_NAME, &checkout.manifest_text, &registry.names())
+            .map_err(|e| refused(e.to_string()))?;
+        let (plan, detection) = registry
+            .plan(&checkout.dir, &manifest)
+            .map_err(|e| refused(format!("could not prepare the build: {e}")))?;
+        // The checkout goes with `dir`, here, once it was read; the plan is
+        // kept as data (what validate shows and the history records).
+        drop(dir);
+        Ok(Retrieved { commit: checkout.commit, manifest, detection, plan: Box::new(plan) })
+    })
+    .await
+    .map_err(|e| refused(format!("reading the checkout failed: {e}")))?
 }
 
-/// Checks a deployment request's fields before anything is fetched.
+/// Checks a deployment request's fields before anything is fetched; local
+/// sources (paths, `file://`) only when `allow_local`.
 ///
 /// # Errors
 /// What is wrong and what would be right.
-pub fn check_request(url: &str, branch: &str) -> Result<(), String> {
+pub fn check_request(url: &str, branch: &str, allow_local: bool) -> Result<(), String> {
     if url.trim().is_empty() {
-        return Err("the git URL is empty; give an https://, git://, file:// URL or a local path".into());
+        return Err("the git URL is empty; give an https://, http:// or git:// URL".into());
     }
     if url.len() > 2048 {
         return Err("the git URL is longer than 2048 characters".into());
     }
+    source::check_allowed(url.trim(), allow_local).map_err(|e| e.to_string())?;
     if branch.trim().is_empty() {
         return Err("the branch is empty; give a branch name such as main".into());
+    }
+    if branch.chars().count() > 255 {
+        return Err("the branch name is longer than 255 characters".into());
     }
     if !git2::Reference::is_valid_name(&format!("refs/heads/{branch}")) {
         return Err(format!("`{branch}` is not a valid branch name"));
@@ -182,17 +230,34 @@ impl OrchestrationExecutor {
             return;
         }
         let (url, branch, registry) = (d.url.clone(), d.branch.clone(), self.registry.clone());
-        let limits = node.config.fetch_limits;
+        let fetcher = node.fetcher.clone();
         let root: PathBuf = node.config.data_dir.join("fetch");
         let tx = self.done_tx.clone();
         let deployment = d.id.clone();
         tokio::spawn(async move {
+            // The platform's own work waits its turn in the fetch queue.
             let result =
-                tokio::task::spawn_blocking(move || retrieve(&url, &branch, &registry, limits, &root))
-                    .await
-                    .unwrap_or_else(|e| Err(format!("the fetch task failed: {e}")));
+                retrieve(&fetcher, true, &url, &branch, &registry, &root).await.map_err(|e| e.to_string());
             let _ = tx.send(RetrievalDone { deployment, update, result });
         });
+    }
+
+    /// Whether `d` is signed by the key registered for the node it names as
+    /// sender (this node's own key for its own reports).
+    fn signed_by_its_sender(&self, node: &GenericNode, d: &crate::bus::Delivery) -> bool {
+        let from = &d.envelope.from;
+        let expected = if *from == node.id {
+            node.public_key()
+        } else {
+            self.state.node(from).and_then(|n| n.public_key)
+        };
+        crate::bus::trust::from_sender(d, expected)
+    }
+
+    /// Whether `id` is the rollover candidate this orchestrator named: the
+    /// only node whose newer epoch makes it step down.
+    fn is_candidate(&self, id: &str) -> bool {
+        self.state.node(id).is_some_and(|n| n.rollover_priority == 1)
     }
 
     /// Chooses the node for new work: the least loaded of the nodes that are up
@@ -407,6 +472,9 @@ impl OrchestrationExecutor {
         if d.status == r.status && d.status_history.last().is_some_and(|c| c.message == r.message) {
             return;
         }
+        if r.address.as_ref().is_some_and(|a| !is_web_address(a)) {
+            warn!(deployment = %d.id, node = %from, "ignoring an app address that is not an http(s) address");
+        }
         self.sent.remove(&d.id);
         let _ = self.state.update_deployment(&d.id, |d| {
             if let Some(c) = &r.container_id {
@@ -415,7 +483,7 @@ impl OrchestrationExecutor {
             if let Some(p) = r.host_port {
                 d.host_port = Some(p);
             }
-            if let Some(a) = &r.address {
+            if let Some(a) = r.address.as_ref().filter(|a| is_web_address(a)) {
                 d.address = Some(a.clone());
             }
             if let Some(c) = &r.commit {
@@ -435,6 +503,10 @@ impl OrchestrationExecutor {
     }
 
     async fn on_node_report(&mut self, node: &GenericNode, from: &str, report: crate::bus::NodeReport) {
+        if report.node != from || !is_web_address(&report.address) {
+            warn!(from, about = %report.node, "ignoring a node report about another node or with a bad address");
+            return;
+        }
         let role = if report.node == node.id { Role::Orchestrator } else { Role::Worker };
         if let Err(e) = self.state.record_report(&report, role, Utc::now()) {
             warn!(node = %report.node, error = %e, "could not store a node report");
@@ -579,7 +651,7 @@ impl OrchestrationExecutor {
             match (d.desired, d.status) {
                 (Desired::Running, Status::DeploymentRequested) => {
                     self.transition(&d.id, Status::ValidatingDeploymentData, "checking the URL and branch");
-                    match check_request(&d.url, &d.branch) {
+                    match check_request(&d.url, &d.branch, node.config.allow_local_sources) {
                         Ok(()) => {
                             self.transition(
                                 &d.id,
@@ -745,6 +817,26 @@ impl Executor for OrchestrationExecutor {
                 return Err(ExecutionFailure::Reset("a bus subscription closed".into()));
             }
             Wake::Deployment(Some(d)) | Wake::Log(Some(d)) | Wake::Sysinfo(Some(d))
+                if !self.signed_by_its_sender(node, &d) =>
+            {
+                warn!(
+                    from = %d.envelope.from,
+                    origin = ?d.origin,
+                    "dropping a message not signed by the node it names as sender"
+                );
+                d.ack().await;
+            }
+            Wake::Deployment(Some(d)) | Wake::Log(Some(d)) | Wake::Sysinfo(Some(d))
+                if d.envelope.epoch > node.epoch() && !self.is_candidate(&d.envelope.from) =>
+            {
+                warn!(
+                    from = %d.envelope.from,
+                    epoch = d.envelope.epoch,
+                    "dropping a message of a newer epoch from a node that is not the rollover candidate"
+                );
+                d.ack().await;
+            }
+            Wake::Deployment(Some(d)) | Wake::Log(Some(d)) | Wake::Sysinfo(Some(d))
                 if d.envelope.epoch > node.epoch() =>
             {
                 let epoch = d.envelope.epoch;
@@ -767,11 +859,9 @@ impl Executor for OrchestrationExecutor {
             Wake::Log(Some(d)) => {
                 match &d.envelope.body {
                     Body::Log(batch) => {
+                        // Only the node running the deployment writes to its log.
                         let current = self.state.deployment(&batch.deployment);
-                        if current.is_some_and(|c| {
-                            c.generation <= batch.generation
-                                || c.node.as_deref() == Some(d.envelope.from.as_str())
-                        }) {
+                        if current.is_some_and(|c| c.node.as_deref() == Some(d.envelope.from.as_str())) {
                             if let Err(e) = self.state.append_logs(&batch.deployment, &batch.lines) {
                                 warn!(error = %e, "could not store log lines");
                             }
@@ -800,10 +890,15 @@ mod tests {
 
     #[test]
     fn requests_are_checked_before_fetching() {
-        assert!(check_request("https://example.org/app.git", "main").is_ok());
-        assert!(check_request("", "main").unwrap_err().contains("empty"));
-        assert!(check_request("/srv/app", "").unwrap_err().contains("branch"));
-        assert!(check_request("/srv/app", "bad..name").unwrap_err().contains("not a valid branch"));
-        assert!(check_request(&"x".repeat(3000), "main").unwrap_err().contains("2048"));
+        assert!(check_request("https://example.org/app.git", "main", false).is_ok());
+        assert!(check_request("", "main", false).unwrap_err().contains("empty"));
+        assert!(check_request("/srv/app", "", true).unwrap_err().contains("branch"));
+        assert!(check_request("/srv/app", "bad..name", true).unwrap_err().contains("not a valid branch"));
+        assert!(check_request(&"x".repeat(3000), "main", false).unwrap_err().contains("2048"));
+        assert!(check_request("/srv/app", "main", false).unwrap_err().contains("--allow-local-sources"));
+        assert!(check_request("file:///srv/app", "main", false)
+            .unwrap_err()
+            .contains("--allow-local-sources"));
+        assert!(check_request("/srv/app", "main", true).is_ok());
     }
 }

@@ -16,20 +16,23 @@ use axum::Router;
 use tracing::info;
 
 use crate::api::{self, ApiContext, JoinAnswer, JoinInfo, JoinRequest};
+use crate::auth::settle::{settle, Settled, Slot};
+use crate::auth::{AuthError, NodeKey, PublicKey};
 use crate::builder::BuilderRegistry;
 use crate::bus::amqp::{AmqpBus, AmqpOptions};
 use crate::bus::memory::MemoryBus;
 use crate::bus::{Bus, BusError};
-use crate::deployment::random_id;
 use crate::node::{GenericNode, NodeConfig, NodeError, NodeIdentity, NodeRunner};
 use crate::orchestrator::OrchestrationExecutor;
 use crate::rollover::{newer_orchestrator, RolloverExecutor, SwitchRouter, TakeoverKit};
 use crate::runtime::Runtime;
-use crate::state::{State, StateError};
+use crate::state::{KeyConflict, Role, State, StateError};
 use crate::worker::{PresenceExecutor, WorkerExecutor};
 
 /// The file in the data directory that holds the platform token (mode 0600).
 pub const TOKEN_FILE: &str = "token";
+/// The file in the data directory that holds the join token (mode 0600).
+pub const JOIN_TOKEN_FILE: &str = "join-token";
 
 /// Why the platform could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +67,9 @@ pub enum PlatformError {
     /// The build settings (`--build-ca`) could not be used.
     #[error(transparent)]
     BuildEnv(#[from] crate::builder::BuildEnvError),
+    /// A token or key could not be made, read or kept.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
     /// The message broker could not be used.
     #[error("the message broker: {0}")]
     Bus(#[from] BusError),
@@ -166,8 +172,9 @@ pub struct Platform {
     runner: NodeRunner,
     listener: tokio::net::TcpListener,
     app: Router,
-    token: String,
+    token: Option<String>,
     join_token: Option<String>,
+    joinable: bool,
     local_addr: SocketAddr,
     announce: bool,
 }
@@ -181,35 +188,33 @@ impl std::fmt::Debug for Platform {
     }
 }
 
-/// Reads the stored token, or stores `given` or a new one; also writes it to
-/// the token file so the CLI on this machine finds it.
-fn settle_secret(state: &State, key: &str, given: Option<String>) -> Result<String, PlatformError> {
-    let secret = match given.filter(|t| !t.trim().is_empty()) {
-        Some(t) => t.trim().to_string(),
-        None => match state.meta(key)? {
-            Some(t) => t,
-            None => random_id(16),
-        },
-    };
-    state.set_meta(key, &secret)?;
-    Ok(secret)
+/// The platform token's place: its hash in the state, the token in
+/// [`TOKEN_FILE`] (where the CLI on this machine finds it).
+fn token_slot(data_dir: &std::path::Path) -> (PathBuf, &'static str, &'static str, &'static str) {
+    (data_dir.join(TOKEN_FILE), "platform token", "token_hash", "token")
 }
 
+/// The join token's place: its hash in the state, the token in [`JOIN_TOKEN_FILE`].
+fn join_token_slot(data_dir: &std::path::Path) -> (PathBuf, &'static str, &'static str, &'static str) {
+    (data_dir.join(JOIN_TOKEN_FILE), "join token", "join_token_hash", "join_token")
+}
+
+/// Settles one token (see [`crate::auth::settle`]); warns when its file is
+/// gone, since the token itself can then not be shown again.
 fn settle_token(
     state: &State,
-    dir: &std::path::Path,
+    (file, what, hash_key, legacy_key): (PathBuf, &str, &str, &str),
     given: Option<String>,
-) -> Result<String, PlatformError> {
-    let token = settle_secret(state, "token", given)?;
-    let path = dir.join(TOKEN_FILE);
-    let io = |source| PlatformError::Io { path: path.clone(), source };
-    std::fs::write(&path, &token).map_err(io)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+) -> Result<Settled, PlatformError> {
+    let settled = settle(state, Slot { what, hash_key, legacy_key, file: &file }, given)?;
+    if settled.clear.is_none() {
+        tracing::warn!(
+            file = %file.display(),
+            "the {what} is kept only as a hash and its file is gone, so it cannot be shown; \
+             it still works where it is known; start with a new one given on the command line to replace it"
+        );
     }
-    Ok(token)
+    Ok(settled)
 }
 
 impl Platform {
@@ -226,9 +231,13 @@ impl Platform {
         options.registry.set_build_env(crate::builder::BuildEnv::load(&options.config.build_ca)?);
         let mut config = options.config;
         let data_dir = config.data_dir.clone();
+        // Tokens and the node's key live here: nobody else may look in.
+        crate::auth::files::private_dir(&data_dir)
+            .map_err(|source| PlatformError::Io { path: data_dir.clone(), source })?;
         let identity = NodeIdentity::load_or_create(&data_dir, options.name.as_deref())
             .map_err(|source| PlatformError::Io { path: data_dir.join("node-id"), source })?;
         remove_scratch(&data_dir);
+        let key = Arc::new(NodeKey::load_or_create(&data_dir)?);
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| PlatformError::Bind { addr: config.listen, source })?;
@@ -257,10 +266,21 @@ impl Platform {
                 .map_err(|e| PlatformError::Join { address: orchestrator.clone(), reason: e.to_string() })?
                 .address;
             info!(%orchestrator, "joining the platform of this orchestrator");
-            let answer = join_platform(&orchestrator, &identity, &config, join_token.as_deref()).await?;
+            let answer =
+                join_platform(&orchestrator, &identity, &config, join_token.as_deref(), key.public()).await?;
+            let Some(orchestrator_key) = answer.orchestrator_key else {
+                return Err(PlatformError::Join {
+                    address: orchestrator.clone(),
+                    reason: "the orchestrator sent no key to check its work with; it runs an older Kraken: \
+                             upgrade it first"
+                        .into(),
+                });
+            };
             let amqp = AmqpBus::connect(&answer.amqp_url, AmqpOptions::default()).await?;
+            amqp.sign_with(key.clone());
             let bus: Arc<dyn Bus> = Arc::new(amqp.clone());
-            let node = GenericNode::new(identity, config, bus);
+            let node = GenericNode::new(identity, config, bus).with_key(key);
+            node.update_trust(|t| t.orchestrator = Some(orchestrator_key));
             node.set_epoch(answer.epoch);
             node.set_orchestrator(Some(answer.orchestrator_address.clone()));
             node.set_rollover_priority(u32::MAX);
@@ -272,10 +292,8 @@ impl Platform {
                 amqp: Some(amqp.clone()),
                 runtime: runtime.clone(),
                 faults: options.takeover_faults.clone(),
-                join: JoinInfo {
-                    token: Arc::from(join_token.clone().unwrap_or_default().as_str()),
-                    amqp_url: Arc::from(answer.amqp_url.as_str()),
-                },
+                join_token: Arc::from(join_token.clone().unwrap_or_default().as_str()),
+                amqp_url: Arc::from(answer.amqp_url.as_str()),
             };
             let runner = NodeRunner::new(node.clone())
                 .with(WorkerExecutor::new(runtime, options.registry))
@@ -286,15 +304,16 @@ impl Platform {
                 runner,
                 listener,
                 app,
-                token: String::new(),
+                token: None,
                 join_token: None,
+                joinable: false,
                 local_addr,
                 announce: options.announce,
             });
         }
 
         let state = State::open(&data_dir.join("state"), config.state_limits)?;
-        let token = settle_token(&state, &data_dir, options.token)?;
+        let token = settle_token(&state, token_slot(&data_dir), options.token)?;
         let epoch: u64 = state.meta("epoch")?.and_then(|e| e.parse().ok()).unwrap_or(1);
         state.set_meta("epoch", &epoch.to_string())?;
         state.set_meta("orchestrator_id", &identity.id)?;
@@ -310,19 +329,21 @@ impl Platform {
         let (bus, join): (Arc<dyn Bus>, Option<JoinInfo>) = match &amqp_url {
             Some(url) => {
                 let bus = connect_patiently(url).await?;
-                let join_token = settle_secret(&state, "join_token", options.join_token)?;
+                bus.sign_with(key.clone());
+                let join = settle_token(&state, join_token_slot(&data_dir), options.join_token)?;
+                join_token = join.clear.clone();
                 let advertised = amqp_advertise_url.clone().unwrap_or_else(|| url.clone());
-                (
-                    Arc::new(bus),
-                    Some(JoinInfo {
-                        token: Arc::from(join_token.as_str()),
-                        amqp_url: Arc::from(advertised.as_str()),
-                    }),
-                )
+                (Arc::new(bus), Some(JoinInfo { token: join.hash, amqp_url: Arc::from(advertised.as_str()) }))
             }
-            None => (Arc::new(MemoryBus::new()), None),
+            None => {
+                join_token = None;
+                (Arc::new(MemoryBus::new()), None)
+            }
         };
-        let node = GenericNode::new(identity, config, bus);
+        register_own_key(&state, &identity, &config, &key)?;
+        let node = GenericNode::new(identity, config, bus).with_key(key.clone());
+        // Its own worker takes work from it.
+        node.update_trust(|t| t.orchestrator = Some(key.public()));
         node.set_epoch(epoch);
         node.set_orchestrator(Some(node.api_address()));
         let mut runner = NodeRunner::new(node.clone())
@@ -332,8 +353,8 @@ impl Platform {
         } else {
             runner = runner.with(PresenceExecutor::new());
         }
-        let join_token = join.as_ref().map(|j| j.token.to_string());
-        let mut ctx = ApiContext::new(state, options.registry, node.clone(), &token);
+        let joinable = join.is_some();
+        let mut ctx = ApiContext::new(state, options.registry, node.clone(), token.hash);
         if let Some(j) = join {
             ctx = ctx.with_join(j);
         }
@@ -342,13 +363,29 @@ impl Platform {
             app = app.merge(ui);
         }
         // A platform without a broker cannot be joined: nothing to announce.
-        let announce = options.announce && join_token.is_some();
-        Ok(Self { node, runner, listener, app, token, join_token, local_addr, announce })
+        let announce = options.announce && joinable;
+        Ok(Self {
+            node,
+            runner,
+            listener,
+            app,
+            token: token.clear,
+            join_token,
+            joinable,
+            local_addr,
+            announce,
+        })
     }
 
-    /// The join token other machines need, when the platform can be joined.
+    /// The join token other machines need, when the platform can be joined
+    /// and this agent knows it (it keeps it in [`JOIN_TOKEN_FILE`]).
     pub fn join_token(&self) -> Option<&str> {
         self.join_token.as_deref()
+    }
+
+    /// Whether other machines can join this platform (it has a broker).
+    pub fn joinable(&self) -> bool {
+        self.joinable
     }
 
     /// The orchestrator this node answers to (itself for an orchestrator).
@@ -356,9 +393,11 @@ impl Platform {
         self.node.orchestrator()
     }
 
-    /// The platform token.
-    pub fn token(&self) -> &str {
-        &self.token
+    /// The platform token, when this agent knows it: an orchestrator that
+    /// made it or was given it, or read it from its [`TOKEN_FILE`]. The
+    /// platform itself keeps only its hash; a worker never knows it.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
     }
 
     /// The address the API listens on.
@@ -424,12 +463,43 @@ fn remove_scratch(data_dir: &std::path::Path) {
     }
 }
 
+/// Registers the orchestrator's own key in its state, so its own reports
+/// (signed on a broker) are believed. A key that changed (the node-key file
+/// was replaced) replaces the stored one: it is this node's own record.
+fn register_own_key(
+    state: &State,
+    identity: &NodeIdentity,
+    config: &NodeConfig,
+    key: &NodeKey,
+) -> Result<(), PlatformError> {
+    let public = key.public();
+    match state.register_node_key(
+        &identity.id,
+        &identity.name,
+        &config.api_address(),
+        Role::Orchestrator,
+        public,
+    ) {
+        Ok(_) => Ok(()),
+        Err(KeyConflict::Other) => {
+            tracing::warn!("this node's key changed; workers have to join again to take work from it");
+            state.update_node(&identity.id, |n| {
+                n.public_key = Some(public);
+                true
+            })?;
+            Ok(())
+        }
+        Err(KeyConflict::State(e)) => Err(e.into()),
+    }
+}
+
 /// Asks the orchestrator at `address` to let this node join.
 pub(crate) async fn join_platform(
     address: &str,
     identity: &NodeIdentity,
     config: &NodeConfig,
     join_token: Option<&str>,
+    key: PublicKey,
 ) -> Result<JoinAnswer, PlatformError> {
     let address = address.trim_end_matches('/').to_string();
     let failed = |reason: String| PlatformError::Join { address: address.clone(), reason };
@@ -448,6 +518,7 @@ pub(crate) async fn join_platform(
         name: identity.name.clone(),
         address: config.api_address(),
         join_token: join_token.to_string(),
+        public_key: key.to_string(),
     };
     let response = client
         .post(format!("{address}/api/v1/join"))
@@ -480,15 +551,23 @@ async fn fenced_by_newer(
         return Ok(None);
     }
     // Read what is needed and close the database before deciding.
-    let (nodes, epoch, join_token) = {
+    let (nodes, epoch) = {
         let state = State::open(&dir, limits)?;
         let epoch: u64 = state.meta("epoch")?.and_then(|e| e.parse().ok()).unwrap_or(1);
-        (state.nodes(), epoch, state.meta("join_token")?)
+        (state.nodes(), epoch)
     };
-    if nodes.iter().all(|n| n.id == identity.id) {
+    let join_token =
+        std::fs::read_to_string(data_dir.join(JOIN_TOKEN_FILE)).ok().map(|t| t.trim().to_string());
+    // Only the rollover candidate this orchestrator named can have taken over
+    // (any other node claiming so is not believed).
+    let known: Vec<_> = nodes
+        .into_iter()
+        .filter(|n| n.id != identity.id && n.rollover_priority == 1)
+        .map(|n| (n.id, n.address))
+        .collect();
+    if known.is_empty() {
         return Ok(None);
     }
-    let known = nodes.into_iter().map(|n| (n.id, n.address)).collect();
     Ok(newer_orchestrator(known, identity.id.clone(), epoch).await.map(|(address, _)| (address, join_token)))
 }
 
@@ -555,6 +634,9 @@ pub(crate) async fn start_broker(
                 host_port: port,
                 host_ip: config.publish_ip.clone(),
                 memory_limit: 0,
+                // RabbitMQ runs many threads; its output is rotated like an app's.
+                pids_limit: 0,
+                log_rotation: Some(crate::runtime::LogRotation::default()),
             };
             let (id, _) = runtime.run_container(&spec).await.map_err(|e| {
                 PlatformError::Broker(format!("could not start the broker container from image {image}: {e}"))

@@ -28,6 +28,7 @@ pub mod replica;
 pub mod replication;
 pub mod takeover;
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -39,7 +40,7 @@ use tokio::task::JoinHandle;
 use tower::ServiceExt as _;
 use tracing::{info, warn};
 
-use crate::api::JoinInfo;
+use crate::auth::PublicKey;
 use crate::builder::BuilderRegistry;
 use crate::deployment::NodeId;
 use crate::executor::{ExecutionFailure, Executor, SetupFailure};
@@ -94,8 +95,12 @@ pub struct TakeoverKit {
     pub switch: SwitchRouter,
     /// The web interface, merged beside the API after a takeover.
     pub ui: Option<Router>,
-    /// The join token and broker URL (the new orchestrator lets nodes join too).
-    pub join: JoinInfo,
+    /// This node's join token, presented when it joins again or asks for the
+    /// replica.
+    pub join_token: Arc<str>,
+    /// The broker URL joining nodes are given (a new orchestrator lets nodes
+    /// join too).
+    pub amqp_url: Arc<str>,
     /// The node's broker connection, to point it at a broker that moved.
     pub amqp: Option<crate::bus::amqp::AmqpBus>,
     /// The container engine (a new orchestrator may have to start the broker again).
@@ -123,6 +128,8 @@ pub struct RolloverExecutor {
     last_ok: Instant,
     rounds: u64,
     known: Vec<(NodeId, String)>,
+    /// The node keys the orchestrator's node list named, by node id.
+    keys: HashMap<NodeId, PublicKey>,
     replica: Option<Replica>,
     takeover: Option<Takeover>,
     leader: Option<OrchestrationExecutor>,
@@ -156,6 +163,7 @@ impl RolloverExecutor {
             last_ok: Instant::now(),
             rounds: 0,
             known: Vec::new(),
+            keys: HashMap::new(),
             replica: None,
             takeover: None,
             leader: None,
@@ -188,6 +196,11 @@ impl RolloverExecutor {
         if self.replica.is_none() {
             let state = State::open(&node.config.data_dir.join("replica"), node.config.state_limits)
                 .map_err(|e| e.to_string())?;
+            // An older version kept the tokens in clear here; the next
+            // snapshot brings their hashes.
+            for legacy in ["token", "join_token"] {
+                state.remove_meta(legacy).map_err(|e| e.to_string())?;
+            }
             self.replica = Some(Replica { state, task: None });
         }
         let Some(replica) = self.replica.as_mut() else { return Ok(()) };
@@ -195,7 +208,7 @@ impl RolloverExecutor {
             let task = tokio::spawn(replica::follow(
                 node.clone(),
                 replica.state.clone(),
-                self.kit.join.token.to_string(),
+                self.kit.join_token.to_string(),
             ));
             replica.task = Some(task);
         }
@@ -225,11 +238,16 @@ impl RolloverExecutor {
         }
         if takeover.attempts > 0 {
             // While this node failed to take over, another may have.
-            let search = newer_orchestrator(self.known.clone(), node.id.clone(), node.epoch());
-            if let Some((address, epoch)) = search.await {
+            let search = leading_orchestrator(
+                self.known.clone(),
+                node.id.clone(),
+                node.epoch().saturating_add(1),
+                None,
+            );
+            if let Some((id, address, epoch)) = search.await {
                 info!(%address, epoch, "another node took over meanwhile; following it");
                 self.takeover = None;
-                self.follow(node, address, epoch).await;
+                self.follow(node, &id, address, epoch).await;
                 return Ok(());
             }
         }
@@ -244,7 +262,19 @@ impl RolloverExecutor {
         Ok(())
     }
 
-    async fn follow(&mut self, node: &GenericNode, address: String, epoch: u64) {
+    /// Follows node `id`, the orchestrator at `address` since `epoch`: its
+    /// work is taken from now on, signed with the key its node record named.
+    async fn follow(&mut self, node: &GenericNode, id: &str, address: String, epoch: u64) {
+        let key = self.keys.get(id).copied();
+        if key.is_none() {
+            warn!(node = %id, "following an orchestrator whose key this node never saw; its work is refused until it announces itself");
+        }
+        node.update_trust(|t| {
+            if key.is_some() {
+                t.orchestrator = key;
+            }
+            t.candidate = None;
+        });
         node.set_epoch(epoch);
         node.set_orchestrator(Some(address.clone()));
         self.rejoin(node, &address).await;
@@ -255,12 +285,13 @@ impl RolloverExecutor {
     async fn rejoin(&mut self, node: &GenericNode, orchestrator: &str) {
         let Some(amqp) = self.kit.amqp.clone() else { return };
         let identity = crate::node::NodeIdentity { id: node.id.clone(), name: node.name.clone() };
-        let token = self.kit.join.token.to_string();
-        match crate::platform::join_platform(orchestrator, &identity, &node.config, Some(&token)).await {
-            Ok(answer) if *answer.amqp_url != *self.kit.join.amqp_url => {
+        let token = self.kit.join_token.to_string();
+        let Some(key) = node.public_key() else { return };
+        match crate::platform::join_platform(orchestrator, &identity, &node.config, Some(&token), key).await {
+            Ok(answer) if *answer.amqp_url != *self.kit.amqp_url => {
                 info!("the platform's broker moved; following it");
                 if amqp.redirect(&answer.amqp_url).await.is_ok() {
-                    self.kit.join.amqp_url = Arc::from(answer.amqp_url.as_str());
+                    self.kit.amqp_url = Arc::from(answer.amqp_url.as_str());
                 }
             }
             Ok(_) => {}
@@ -306,6 +337,14 @@ impl Executor for RolloverExecutor {
             }
             let Ok(nodes) = Self::nodes(self.http.clone(), &orchestrator).await else { return Ok(()) };
             self.known = nodes.iter().map(|n| (n.id.clone(), n.address.clone())).collect();
+            self.keys = nodes.iter().filter_map(|n| n.public_key.map(|k| (n.id.clone(), k))).collect();
+            // The candidate the orchestrator names is the only node whose
+            // promotion this node believes.
+            let candidate = nodes
+                .iter()
+                .find(|n| n.rollover_priority == 1 && n.id != node.id)
+                .and_then(|n| n.public_key.map(|k| (n.id.clone(), k)));
+            node.update_trust(|t| t.candidate = candidate);
             let mine = nodes.iter().find(|n| n.id == node.id).map(|n| n.rollover_priority);
             if let Some(p) = mine {
                 node.set_rollover_priority(p);
@@ -328,18 +367,15 @@ impl Executor for RolloverExecutor {
             }
             return self.continue_takeover(node).await;
         }
-        // The new orchestrator's epoch may be known already (its work arrived
-        // before its announcement): any other orchestrator at this epoch or
-        // later leads now.
-        let search = leading_orchestrator(
-            self.known.clone(),
-            node.id.clone(),
-            node.epoch(),
-            Some(orchestrator.as_str()),
-        );
-        if let Some((address, epoch)) = search.await {
+        // Only the candidate the orchestrator named may have taken over. Its
+        // epoch may be known here already (its announcement arrived before
+        // this round): an orchestrator at this epoch or later leads now.
+        let Some((candidate, _)) = node.trust().candidate else { return Ok(()) };
+        let known: Vec<_> = self.known.iter().filter(|(id, _)| *id == candidate).cloned().collect();
+        let search = leading_orchestrator(known, node.id.clone(), node.epoch(), Some(orchestrator.as_str()));
+        if let Some((id, address, epoch)) = search.await {
             info!(%address, epoch, "following the new orchestrator");
-            self.follow(node, address, epoch).await;
+            self.follow(node, &id, address, epoch).await;
         }
         Ok(())
     }
@@ -361,27 +397,32 @@ pub async fn newer_orchestrator(
     own_id: NodeId,
     epoch: u64,
 ) -> Option<(String, u64)> {
-    leading_orchestrator(known, own_id, epoch.saturating_add(1), None).await
+    leading_orchestrator(known, own_id, epoch.saturating_add(1), None)
+        .await
+        .map(|(_, address, epoch)| (address, epoch))
 }
 
 /// Asks the nodes at `known` for the orchestrator with the highest epoch, at
-/// least `min_epoch`, other than the one at `lost` (which does not answer).
+/// least `min_epoch`, other than the one at `lost` (which does not answer);
+/// returns its node id, address and epoch.
 async fn leading_orchestrator(
     known: Vec<(NodeId, String)>,
     own_id: NodeId,
     min_epoch: u64,
     lost: Option<&str>,
-) -> Option<(String, u64)> {
-    let mut best: Option<(String, u64)> = None;
-    for (_, address) in known.iter().filter(|(id, _)| *id != own_id) {
+) -> Option<(NodeId, String, u64)> {
+    let mut best: Option<(NodeId, String, u64)> = None;
+    for (id, address) in known.iter().filter(|(id, _)| *id != own_id) {
         let Ok(found) = crate::discovery::probe(address, Duration::from_secs(1)).await else { continue };
-        let newest = best.as_ref().is_none_or(|b| found.epoch > b.1);
-        if found.is_orchestrator()
+        let newest = best.as_ref().is_none_or(|b| found.epoch > b.2);
+        // Only a node's own answer counts (an address may have changed hands).
+        if found.node_id == *id
+            && found.is_orchestrator()
             && found.epoch >= min_epoch
             && Some(found.address.as_str()) != lost
             && newest
         {
-            best = Some((found.address, found.epoch));
+            best = Some((id.clone(), found.address, found.epoch));
         }
     }
     best

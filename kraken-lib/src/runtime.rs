@@ -17,6 +17,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::builder::BuildPlan;
+use crate::output::{Line, LineSplitter, Tail};
+
+/// The most of a `test` command's output kept (its end).
+pub const TEST_OUTPUT_BYTES: usize = 64 * 1024;
 
 mod build_layers;
 
@@ -60,6 +64,56 @@ pub struct ContainerSpec {
     pub host_ip: String,
     /// Memory limit in bytes; 0 for none.
     pub memory_limit: u64,
+    /// How many processes and threads the container may have; 0 for no limit.
+    pub pids_limit: i64,
+    /// How the engine keeps the container's output on disk; `None` for the
+    /// engine's default (which grows without end).
+    pub log_rotation: Option<LogRotation>,
+}
+
+/// The engine keeps a container's output in at most `max_files` files of
+/// `max_file_bytes` each (the `json-file` driver's `max-size` and `max-file`),
+/// dropping the oldest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogRotation {
+    /// The size of one file.
+    pub max_file_bytes: u64,
+    /// How many files.
+    pub max_files: u32,
+}
+
+impl Default for LogRotation {
+    fn default() -> Self {
+        Self { max_file_bytes: 10 * 1024 * 1024, max_files: 3 }
+    }
+}
+
+/// Limits every app container (and `test` command container) gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppLimits {
+    /// How many processes and threads an app may have (default 512; 0: no limit).
+    pub pids: i64,
+    /// How its output is kept on the node's disk (default 3 files of 10 MiB).
+    pub log_rotation: LogRotation,
+}
+
+impl Default for AppLimits {
+    fn default() -> Self {
+        Self { pids: 512, log_rotation: LogRotation::default() }
+    }
+}
+
+/// The engine's log settings for `rotation`.
+fn log_config(rotation: Option<LogRotation>) -> Option<bollard::models::HostConfigLogConfig> {
+    let rotation = rotation?;
+    let config = [
+        ("max-size".to_string(), rotation.max_file_bytes.to_string()),
+        ("max-file".to_string(), rotation.max_files.max(1).to_string()),
+    ];
+    Some(bollard::models::HostConfigLogConfig {
+        typ: Some("json-file".to_string()),
+        config: Some(config.into_iter().collect()),
+    })
 }
 
 /// A container Kraken manages, as the engine reports it.
@@ -369,46 +423,9 @@ fn append_dir_entries(
     Ok(())
 }
 
-/// Splits a container's output frames into lines, per stream, keeping a
-/// partial last line until its end arrives.
-#[derive(Debug, Default)]
-struct LineSplitter {
-    stdout: Vec<u8>,
-    stderr: Vec<u8>,
-}
-
-impl LineSplitter {
-    /// Adds one frame of `stream` (`"stdout"` or `"stderr"`); returns the lines it completed.
-    fn push(&mut self, stream: &'static str, bytes: &[u8]) -> Vec<LogLine> {
-        let buf = if stream == "stderr" { &mut self.stderr } else { &mut self.stdout };
-        buf.extend_from_slice(bytes);
-        let mut lines = Vec::new();
-        while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
-            let rest = buf.split_off(pos + 1);
-            let mut line = std::mem::replace(buf, rest);
-            line.pop();
-            if line.last() == Some(&b'\r') {
-                line.pop();
-            }
-            lines.push(LogLine {
-                stream: stream.to_string(),
-                line: String::from_utf8_lossy(&line).into_owned(),
-            });
-        }
-        lines
-    }
-
-    /// The partial lines still held, once the output has ended.
-    fn finish(&mut self) -> Vec<LogLine> {
-        [("stdout", std::mem::take(&mut self.stdout)), ("stderr", std::mem::take(&mut self.stderr))]
-            .into_iter()
-            .filter(|(_, b)| !b.is_empty())
-            .map(|(stream, b)| LogLine {
-                stream: stream.to_string(),
-                line: String::from_utf8_lossy(&b).into_owned(),
-            })
-            .collect()
-    }
+/// A splitter's line as the trait hands it out.
+fn log_line(line: Line) -> Result<LogLine, RuntimeError> {
+    Ok(LogLine { stream: line.stream.to_string(), line: line.text })
 }
 
 /// The stream name and bytes of one output frame.
@@ -594,13 +611,14 @@ impl DockerRuntime {
             tail: "all".to_string(),
             ..Default::default()
         };
-        let mut output = String::new();
+        // Whatever the command printed, only its end is kept.
+        let mut output = Tail::new(TEST_OUTPUT_BYTES);
         let mut logs = self.docker.logs(id, Some(options));
         while let Some(frame) = logs.next().await {
             let frame = frame.map_err(|e| map_err(&format!("reading the output of container {id}"), e))?;
-            output.push_str(&String::from_utf8_lossy(&log_frame(frame).1));
+            output.push(&log_frame(frame).1);
         }
-        Ok((code, output))
+        Ok((code, output.text()))
     }
 }
 
@@ -661,11 +679,18 @@ impl Runtime for DockerRuntime {
         // The image's labels (deployment, node, generation) are inherited: the
         // role tells this container from the app's.
         let labels = BTreeMap::from([(LABEL_ROLE.to_string(), ROLE_TEST.to_string())]);
+        let limits = AppLimits::default();
+        let host_config = bollard::models::HostConfig {
+            pids_limit: Some(limits.pids),
+            log_config: log_config(Some(limits.log_rotation)),
+            ..Default::default()
+        };
         let config = bollard::container::Config {
             image: Some(image.to_string()),
             cmd: Some(vec!["sh".to_string(), "-c".to_string(), cmd.to_string()]),
             env: Some(env_list(env)),
             labels: Some(managed_labels(&labels)),
+            host_config: Some(host_config),
             ..Default::default()
         };
         let id = self.create(None, config).await?;
@@ -700,6 +725,8 @@ impl Runtime for DockerRuntime {
                 maximum_retry_count: None,
             }),
             memory: (spec.memory_limit > 0).then(|| i64::try_from(spec.memory_limit).unwrap_or(i64::MAX)),
+            pids_limit: (spec.pids_limit > 0).then_some(spec.pids_limit),
+            log_config: log_config(spec.log_rotation),
             ..Default::default()
         };
         let config = bollard::container::Config {
@@ -793,7 +820,7 @@ impl Runtime for DockerRuntime {
         let what = format!("container {id}");
         // State: the engine's frames, the splitter, items ready to hand out,
         // and whether the frames have ended.
-        let state = (frames.boxed(), LineSplitter::default(), VecDeque::new(), false);
+        let state = (frames.boxed(), LineSplitter::new(), VecDeque::new(), false);
         futures::stream::unfold(state, move |(mut frames, mut splitter, mut ready, mut done)| {
             let what = what.clone();
             async move {
@@ -807,17 +834,17 @@ impl Runtime for DockerRuntime {
                     match frames.next().await {
                         Some(Ok(frame)) => {
                             let (stream, bytes) = log_frame(frame);
-                            ready.extend(splitter.push(stream, &bytes).into_iter().map(Ok));
+                            ready.extend(splitter.push(stream, &bytes).into_iter().map(log_line));
                         }
                         Some(Err(e)) => {
                             // Hand out the lines received so far, then the error.
                             done = true;
-                            ready.extend(splitter.finish().into_iter().map(Ok));
+                            ready.extend(splitter.finish().into_iter().map(log_line));
                             ready.push_back(Err(map_err(&what, e)));
                         }
                         None => {
                             done = true;
-                            ready.extend(splitter.finish().into_iter().map(Ok));
+                            ready.extend(splitter.finish().into_iter().map(log_line));
                         }
                     }
                 }
@@ -996,25 +1023,6 @@ mod tests {
         assert_eq!(usage_without_cache(1000, 0), 1000);
         assert_eq!(usage_without_cache(1000, 5000), 1000);
         assert_eq!(usage_without_cache(0, 0), 0);
-    }
-
-    #[test]
-    fn line_splitter_joins_partial_lines_per_stream() {
-        let mut s = LineSplitter::default();
-        assert!(s.push("stdout", b"hel").is_empty());
-        let lines = s.push("stderr", b"oops\r\nwar");
-        assert_eq!(lines, vec![LogLine { stream: "stderr".into(), line: "oops".into() }]);
-        let lines = s.push("stdout", b"lo\nworld\n\n");
-        assert_eq!(
-            lines,
-            vec![
-                LogLine { stream: "stdout".into(), line: "hello".into() },
-                LogLine { stream: "stdout".into(), line: "world".into() },
-                LogLine { stream: "stdout".into(), line: String::new() },
-            ]
-        );
-        assert_eq!(s.finish(), vec![LogLine { stream: "stderr".into(), line: "war".into() }]);
-        assert!(s.finish().is_empty());
     }
 
     #[test]

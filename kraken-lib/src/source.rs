@@ -4,19 +4,25 @@
 //! Public `https://` and `http://` URLs, `git://` URLs, `file://` URLs and
 //! local paths (absolute, or relative to the working directory) are accepted;
 //! ssh and every other form are refused up front with [`SourceError::InvalidUrl`].
+//! Whether local sources may be read at all is the caller's policy
+//! ([`check_allowed`]; an agent reads them only when started with
+//! `--allow-local-sources`).
 //! Only the asked-for branch is fetched, shallowly (depth 1) where the
 //! transport supports it, and fully otherwise. A repository larger than the
 //! configured limit is refused while it downloads, and its checked-out tree is
 //! measured again before anything is written to the work tree.
 //!
-//! Every function here blocks on disk and network: async callers run them with
-//! `tokio::task::spawn_blocking`.
+//! Every function here blocks on disk and network, with no time limit of its
+//! own (libgit2 has none): the agent runs fetches through [`crate::fetcher`],
+//! in a helper process it stops when a fetch hangs. Use these functions
+//! directly only for sources you trust.
 //!
 //! A fetch never leaves a checkout that looks complete behind it: on any error,
 //! what was written in the destination is removed again.
 
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use git2::build::CheckoutBuilder;
 use git2::{Direction, FetchOptions, ObjectType, Oid, Reference, Remote, RemoteCallbacks, Repository};
@@ -32,16 +38,37 @@ const ACCEPTED_FORMS: &str =
 /// reports only as a generic error.
 const GIT_ENOTSUPPORTED: i32 = -39;
 
+/// The largest `shipwreck.toml` read.
+pub const MAX_MANIFEST_BYTES: u64 = 256 * 1024;
+
 /// Limits applied while fetching.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FetchLimits {
-    /// The most bytes a fetch may download (and a checkout may hold).
+    /// The most bytes a fetch may download and check out, together
+    /// (default 200 MiB).
     pub max_bytes: u64,
+    /// The longest a whole fetch may take (default 10 minutes); enforced by
+    /// [`crate::fetcher`], which stops the fetch's process.
+    pub timeout: Duration,
+    /// The longest a fetch may go without progress: no connection, no data
+    /// (default 30 s); enforced by [`crate::fetcher`].
+    pub idle_timeout: Duration,
+    /// How many fetches run at once on an agent (default 2).
+    pub concurrent: usize,
+    /// How many more may wait for a place before checks are refused
+    /// (default 8; deployments always wait their turn).
+    pub queued: usize,
 }
 
 impl Default for FetchLimits {
     fn default() -> Self {
-        Self { max_bytes: 200 * 1024 * 1024 }
+        Self {
+            max_bytes: 200 * 1024 * 1024,
+            timeout: Duration::from_secs(600),
+            idle_timeout: Duration::from_secs(30),
+            concurrent: 2,
+            queued: 8,
+        }
     }
 }
 
@@ -95,7 +122,7 @@ pub enum SourceError {
         branch: String,
     },
     /// The repository is larger than allowed.
-    #[error("`{url}` is larger than the {limit_bytes}-byte limit for a repository")]
+    #[error("`{url}` is larger than the {limit_bytes}-byte limit for a repository (its download and its files together)")]
     TooLarge {
         /// The URL given.
         url: String,
@@ -149,6 +176,25 @@ pub enum SourceError {
         commit: String,
         /// The branch's newest commit.
         tip: String,
+    },
+    /// The URL names something on this machine (a path or a `file://` URL)
+    /// and the agent was not started to fetch such sources.
+    #[error(
+        "`{url}` is on this machine (a local path or file:// URL), and this platform fetches only \
+         https://, http:// and git:// repositories; publish the repository on a git server, or start \
+         the agent with --allow-local-sources to let it read repositories on its own disk"
+    )]
+    LocalRefused {
+        /// The URL given.
+        url: String,
+    },
+    /// `shipwreck.toml` is larger than [`MAX_MANIFEST_BYTES`].
+    #[error("shipwreck.toml on branch `{branch}` of `{url}` is larger than {MAX_MANIFEST_BYTES} bytes; a manifest is a few lines")]
+    ManifestTooLarge {
+        /// The URL given.
+        url: String,
+        /// The branch.
+        branch: String,
     },
     /// `shipwreck.toml` is not UTF-8 text.
     #[error("shipwreck.toml on branch `{branch}` of `{url}` is not UTF-8 text; save it as UTF-8")]
@@ -222,6 +268,25 @@ fn classify(url: &str) -> Result<UrlKind, String> {
         }
     }
     Ok(UrlKind::LocalPath)
+}
+
+/// Whether `url` names something on this machine (a `file://` URL or a
+/// path) rather than a network location. Decided from the text alone.
+pub fn is_local(url: &str) -> bool {
+    matches!(classify(url), Ok(UrlKind::FileUrl | UrlKind::LocalPath))
+}
+
+/// Refuses a local source (a path or `file://` URL) unless `allow_local`,
+/// without touching the disk, so the answer never tells whether a path
+/// exists on this machine.
+///
+/// # Errors
+/// [`SourceError::LocalRefused`] for a local source that is not allowed.
+pub fn check_allowed(url: &str, allow_local: bool) -> Result<(), SourceError> {
+    if !allow_local && is_local(url) {
+        return Err(SourceError::LocalRefused { url: url.to_string() });
+    }
+    Ok(())
 }
 
 /// Checks that `url` is a URL or path Kraken can fetch, without contacting it
@@ -299,7 +364,36 @@ pub fn validate_branch(branch: &str) -> Result<(), SourceError> {
 /// A [`SourceError`] saying what was wrong. On error nothing that was written
 /// in `dest` is left behind.
 pub fn fetch(url: &str, branch: &str, dest: &Path, limits: FetchLimits) -> Result<Checkout, SourceError> {
-    fetch_inner(url, branch, None, dest, limits)
+    fetch_inner(url, branch, None, dest, limits, &|| {})
+}
+
+/// [`fetch`] (`commit: None`) or [`fetch_commit`], calling `progress` whenever
+/// data arrives or files are written, so a watcher can tell a fetch that
+/// makes progress from one that hangs. Blocking.
+///
+/// # Errors
+/// As [`fetch`] and [`fetch_commit`].
+pub fn fetch_reporting(
+    url: &str,
+    branch: &str,
+    commit: Option<&str>,
+    dest: &Path,
+    limits: FetchLimits,
+    progress: &dyn Fn(),
+) -> Result<Checkout, SourceError> {
+    let want = match commit {
+        None => None,
+        Some(c) => Some(parse_commit(c)?),
+    };
+    fetch_inner(url, branch, want, dest, limits, progress)
+}
+
+fn parse_commit(commit: &str) -> Result<Oid, SourceError> {
+    let invalid = || SourceError::InvalidCommit { commit: commit.to_string() };
+    if commit.len() != 40 || !commit.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(invalid());
+    }
+    Oid::from_str(commit).map_err(|_| invalid())
 }
 
 /// Clones `branch` of `url` into `dest` (which must not exist or be empty) and
@@ -322,12 +416,8 @@ pub fn fetch_commit(
     dest: &Path,
     limits: FetchLimits,
 ) -> Result<Checkout, SourceError> {
-    let invalid = || SourceError::InvalidCommit { commit: commit.to_string() };
-    if commit.len() != 40 || !commit.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(invalid());
-    }
-    let oid = Oid::from_str(commit).map_err(|_| invalid())?;
-    fetch_inner(url, branch, Some(oid), dest, limits)
+    let oid = parse_commit(commit)?;
+    fetch_inner(url, branch, Some(oid), dest, limits, &|| {})
 }
 
 /// The newest commit of `branch` at `url`, without cloning (a remote listing).
@@ -456,11 +546,12 @@ fn fetch_inner(
     want: Option<Oid>,
     dest: &Path,
     limits: FetchLimits,
+    progress: &dyn Fn(),
 ) -> Result<Checkout, SourceError> {
     let location = validate_url(url)?;
     validate_branch(branch)?;
     let mut guard = DestGuard::prepare(dest)?;
-    let checkout = clone_into(url, &location, branch, want, dest, limits)?;
+    let checkout = clone_into(url, &location, branch, want, dest, limits, progress)?;
     guard.armed = false;
     Ok(checkout)
 }
@@ -473,6 +564,7 @@ fn clone_into(
     want: Option<Oid>,
     dest: &Path,
     limits: FetchLimits,
+    progress: &dyn Fn(),
 ) -> Result<Checkout, SourceError> {
     let git_err = |source| SourceError::Git { url: url.to_string(), source };
     let repo = Repository::init(dest).map_err(git_err)?;
@@ -482,10 +574,11 @@ fn clone_into(
     let tip = branch_tip(&list_heads(&mut remote, url)?, url, branch)?;
     let shallow = want.is_none_or(|w| w == tip);
 
-    match fetch_refspec(&mut remote, &refspec, shallow, url, limits) {
+    progress();
+    let received = match fetch_refspec(&mut remote, &refspec, shallow, url, limits, progress) {
         Err(FetchFailure::Git(e)) if shallow && shallow_refused(&e) => {
             tracing::debug!(%url, error = %e, "shallow fetch refused; fetching the whole branch");
-            fetch_refspec(&mut remote, &refspec, false, url, limits)
+            fetch_refspec(&mut remote, &refspec, false, url, limits, progress)
         }
         other => other,
     }
@@ -525,14 +618,21 @@ fn clone_into(
         return Err(no_manifest());
     }
     let blob = repo.find_blob(entry.id()).map_err(git_err)?;
+    if blob.size() as u64 > MAX_MANIFEST_BYTES {
+        return Err(SourceError::ManifestTooLarge { url: url.to_string(), branch: branch.to_string() });
+    }
     let manifest_text = String::from_utf8(blob.content().to_vec())
         .map_err(|_| SourceError::ManifestNotUtf8 { url: url.to_string(), branch: branch.to_string() })?;
 
-    if tree_size(&repo, &tree, limits.max_bytes).map_err(git_err)? > limits.max_bytes {
+    // The download and the files it checks out count against one limit.
+    let room = limits.max_bytes.saturating_sub(received);
+    if tree_size(&repo, &tree, room).map_err(git_err)? > room {
         return Err(SourceError::TooLarge { url: url.to_string(), limit_bytes: limits.max_bytes });
     }
 
-    repo.checkout_tree(commit.as_object(), Some(CheckoutBuilder::new().force())).map_err(git_err)?;
+    let mut checkout = CheckoutBuilder::new();
+    checkout.force().progress(|_, _, _| progress());
+    repo.checkout_tree(commit.as_object(), Some(&mut checkout)).map_err(git_err)?;
     repo.branch(branch, &commit, true).map_err(git_err)?;
     repo.set_head(&format!("refs/heads/{branch}")).map_err(git_err)?;
 
@@ -553,21 +653,29 @@ fn shallow_refused(e: &git2::Error) -> bool {
 }
 
 /// Fetches `refspec` from `remote`, at depth 1 if `shallow`, stopping the
-/// transfer when it goes over `limits.max_bytes`.
+/// transfer when it goes over `limits.max_bytes`; returns the bytes received.
 fn fetch_refspec(
     remote: &mut Remote<'_>,
     refspec: &str,
     shallow: bool,
     url: &str,
     limits: FetchLimits,
-) -> Result<(), FetchFailure> {
+    progress: &dyn Fn(),
+) -> Result<u64, FetchFailure> {
     let over_limit = Cell::new(false);
+    let received = Cell::new(0u64);
     let mut callbacks = RemoteCallbacks::new();
-    callbacks.transfer_progress(|progress| {
-        if progress.received_bytes() as u64 > limits.max_bytes {
+    callbacks.transfer_progress(|stats| {
+        progress();
+        received.set(stats.received_bytes() as u64);
+        if stats.received_bytes() as u64 > limits.max_bytes {
             over_limit.set(true);
             return false;
         }
+        true
+    });
+    callbacks.sideband_progress(|_| {
+        progress();
         true
     });
     let mut options = FetchOptions::new();
@@ -582,7 +690,8 @@ fn fetch_refspec(
     result.map_err(|e| {
         tracing::debug!(%url, error = %e, "fetch failed");
         FetchFailure::Git(e)
-    })
+    })?;
+    Ok(received.get())
 }
 
 /// The total size of the blobs in `tree` (recursively), stopping early once it
@@ -672,6 +781,24 @@ mod tests {
         assert!(reason.contains("file://"), "{reason}");
         let reason = classify("ftp://example.com/app").expect_err("ftp");
         assert!(reason.contains("`ftp`"), "{reason}");
+    }
+
+    #[test]
+    fn local_sources_are_refused_unless_allowed_without_looking_at_the_disk() {
+        for url in ["/etc", "/does/not/exist", "./repo", "file:///srv/git/app", "FILE:///x"] {
+            let err = check_allowed(url, false).expect_err(url);
+            assert!(matches!(err, SourceError::LocalRefused { .. }), "{url}: {err}");
+            assert!(err.to_string().contains("--allow-local-sources"), "{err}");
+            assert!(check_allowed(url, true).is_ok(), "{url}");
+        }
+        // The same answer whether the path exists or not.
+        assert_eq!(
+            check_allowed("/etc", false).expect_err("refused").to_string().replace("/etc", "P"),
+            check_allowed("/nope", false).expect_err("refused").to_string().replace("/nope", "P")
+        );
+        for url in ["https://example.com/app.git", "git://127.0.0.1/app", "http://10.0.0.1/a"] {
+            assert!(check_allowed(url, false).is_ok(), "{url}");
+        }
     }
 
     #[test]

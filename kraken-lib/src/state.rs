@@ -33,6 +33,7 @@ use redb::{Database, Durability, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, Notify};
 
+use crate::auth::PublicKey;
 use crate::bus::{LogEntry, NodeReport};
 use crate::deployment::{random_id, Deployment, DeploymentId, DeploymentSummary, NodeId};
 use crate::runtime::ContainerStats;
@@ -46,6 +47,10 @@ const DEPLOYMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("deployme
 const NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("nodes");
 const LOGS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("logs");
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+
+/// The memory the database may use as its cache (redb's default is 1 GiB,
+/// which a flood of log lines would fill).
+const CACHE_BYTES: usize = 16 * 1024 * 1024;
 
 /// How many node samples are kept for graphs.
 pub const NODE_HISTORY: usize = 120;
@@ -88,8 +93,8 @@ pub enum StateError {
     /// A record could not be decoded.
     #[error("a stored record is corrupt: {0}")]
     Corrupt(String),
-    /// The data directory could not be made.
-    #[error("could not create the data directory {path}: {source}")]
+    /// The data directory or the database file could not be made private.
+    #[error("could not prepare {path}: {source}")]
     Io {
         /// The directory.
         path: PathBuf,
@@ -97,6 +102,18 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// Why a node's key could not be registered.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyConflict {
+    /// The node registered another key before.
+    #[error("the node registered another key before")]
+    Other,
+    /// The record could not be stored.
+    #[error(transparent)]
+    State(#[from] StateError),
 }
 
 /// One stored log line.
@@ -169,6 +186,9 @@ pub struct NodeRecord {
     /// Its recent statistics, oldest first (not persisted).
     #[serde(default)]
     pub history: VecDeque<NodeSample>,
+    /// The key it signs its messages with, registered when it joined.
+    #[serde(default)]
+    pub public_key: Option<PublicKey>,
 }
 
 /// A change, broadcast to whoever listens (the API's event streams).
@@ -242,9 +262,14 @@ impl State {
     /// [`StateError::InUse`] when another process has it open; other variants
     /// when the directory or database cannot be used.
     pub fn open(dir: &Path, limits: StateLimits) -> Result<Self, StateError> {
-        std::fs::create_dir_all(dir).map_err(|source| StateError::Io { path: dir.to_path_buf(), source })?;
+        // The database holds the platform's secrets (token hashes, broker
+        // credentials): its directory and file are private from creation.
+        let io = |source| StateError::Io { path: dir.to_path_buf(), source };
+        crate::auth::files::private_dir(dir).map_err(io)?;
         let path = dir.join("state.redb");
-        let db = match Database::create(&path) {
+        crate::auth::files::private_file(&path)
+            .map_err(|source| StateError::Io { path: path.clone(), source })?;
+        let db = match redb::Builder::new().set_cache_size(CACHE_BYTES).create(&path) {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(StateError::InUse(path)),
             Err(e) => return Err(StateError::Database { path, source: Box::new(e.into()) }),
@@ -555,6 +580,7 @@ impl State {
             deployments: Vec::new(),
             stats: NodeStats::default(),
             history: VecDeque::new(),
+            public_key: None,
         });
         let identity_changed = known
             .as_ref()
@@ -696,6 +722,66 @@ impl State {
             Ok(())
         })
     }
+
+    /// Removes a setting durably (nothing happens when there is none).
+    ///
+    /// # Errors
+    /// [`StateError`] when the change could not be stored.
+    pub fn remove_meta(&self, key: &str) -> Result<(), StateError> {
+        let _inner = self.lock();
+        self.write(Durability::Immediate, |txn| {
+            txn.open_table(META)?.remove(key)?;
+            Ok(())
+        })
+    }
+
+    /// Registers the key a node signs its messages with (when it joins, or
+    /// the orchestrator's own at its start). A node not known yet is added,
+    /// not up until it reports. A node keeps the key it registered first:
+    /// another key for the same id is refused (it would let one node speak
+    /// for another).
+    ///
+    /// # Errors
+    /// [`KeyConflict::Other`] when the node has another key;
+    /// [`KeyConflict::State`] when the record could not be stored.
+    pub fn register_node_key(
+        &self,
+        id: &str,
+        name: &str,
+        address: &str,
+        role: Role,
+        key: PublicKey,
+    ) -> Result<NodeRecord, KeyConflict> {
+        let mut inner = self.lock();
+        let mut node = match inner.nodes.get(id) {
+            Some(known) => match known.public_key {
+                Some(k) if k == key => return Ok(known.clone()),
+                Some(_) => return Err(KeyConflict::Other),
+                None => known.clone(),
+            },
+            None => NodeRecord {
+                id: id.to_string(),
+                name: name.to_string(),
+                role,
+                address: address.to_string(),
+                up: false,
+                last_heartbeat: None,
+                rollover_priority: u32::try_from(inner.nodes.len()).unwrap_or(u32::MAX),
+                drained: false,
+                runs_apps: true,
+                deployments: Vec::new(),
+                stats: NodeStats::default(),
+                history: VecDeque::new(),
+                public_key: None,
+            },
+        };
+        node.public_key = Some(key);
+        self.persist_node(&node).map_err(KeyConflict::State)?;
+        inner.nodes.insert(node.id.clone(), node.clone());
+        drop(inner);
+        self.emit(Event::Node(Box::new(node.clone())));
+        Ok(node)
+    }
 }
 
 #[cfg(test)]
@@ -833,5 +919,69 @@ mod tests {
         }
         let state = State::open(dir.path(), StateLimits::default()).expect("reopen");
         assert_eq!(state.meta("token").expect("read").as_deref(), Some("abc"));
+    }
+
+    #[test]
+    fn the_database_is_private_from_its_creation() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = root.path().join("state");
+        let state = State::open(&dir, StateLimits::default()).expect("open");
+        state.set_meta("token_hash", "x").expect("write");
+        let mode = |p: &Path| std::fs::metadata(p).expect("exists").permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join("state.redb")), 0o600);
+        drop(state);
+        // A database made with wider permissions (an older version) is tightened.
+        std::fs::set_permissions(dir.join("state.redb"), std::fs::Permissions::from_mode(0o644))
+            .expect("chmod");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let state = State::open(&dir, StateLimits::default()).expect("reopen");
+        assert_eq!(state.meta("token_hash").expect("read").as_deref(), Some("x"));
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join("state.redb")), 0o600);
+    }
+
+    #[test]
+    fn meta_values_can_be_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = State::open(dir.path(), StateLimits::default()).expect("open");
+        state.set_meta("token", "clear").expect("write");
+        state.remove_meta("token").expect("remove");
+        state.remove_meta("never-set").expect("remove nothing");
+        assert_eq!(state.meta("token").expect("read"), None);
+    }
+
+    #[test]
+    fn a_node_keeps_the_key_it_registered_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = State::open(dir.path(), StateLimits::default()).expect("open");
+        let key = crate::auth::NodeKey::generate().expect("key").public();
+        let other = crate::auth::NodeKey::generate().expect("key").public();
+        let n =
+            state.register_node_key("n1", "pi", "http://10.0.0.2:8000", Role::Worker, key).expect("register");
+        assert!(!n.up, "a node is up once it reports");
+        assert_eq!(n.public_key, Some(key));
+        assert!(state.register_node_key("n1", "pi", "http://10.0.0.2:8000", Role::Worker, key).is_ok());
+        assert!(matches!(
+            state.register_node_key("n1", "evil", "http://10.0.0.9:8000", Role::Worker, other),
+            Err(KeyConflict::Other)
+        ));
+        let report = NodeReport {
+            node: "n1".into(),
+            name: "pi".into(),
+            address: "http://10.0.0.2:8000".into(),
+            stats: NodeStats::default(),
+            deployments: Vec::new(),
+            at: Utc::now(),
+            runs_apps: true,
+            instance: "i1".into(),
+        };
+        let n = state.record_report(&report, Role::Worker, Utc::now()).expect("report");
+        assert!(n.up);
+        assert_eq!(n.public_key, Some(key), "a report keeps the key");
+        drop(state);
+        let state = State::open(dir.path(), StateLimits::default()).expect("reopen");
+        assert_eq!(state.node("n1").and_then(|n| n.public_key), Some(key));
     }
 }

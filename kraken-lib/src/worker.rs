@@ -21,16 +21,16 @@ use tracing::{debug, info, warn};
 
 use crate::builder::BuilderRegistry;
 use crate::bus::{
-    Body, Channel, DeploySpec, DeploymentReport, LogBatch, LogEntry, NodeReport, Subscription, WorkRequest,
+    trust, Body, Channel, DeploySpec, DeploymentReport, NodeReport, Subscription, WorkRequest,
     WorkerDeployment,
 };
 use crate::deployment::{DeploymentId, Status};
 use crate::executor::{ExecutionFailure, Executor, SetupFailure};
+use crate::log_sink::LogSink;
 use crate::node::GenericNode;
 use crate::runtime::{
     ContainerSpec, ContainerStats, Runtime, LABEL_COMMIT, LABEL_DEPLOYMENT, LABEL_NODE, LABEL_PORT,
 };
-use crate::source;
 use crate::stats::Sampler;
 
 mod adopt;
@@ -129,39 +129,6 @@ impl Shared {
     }
 }
 
-/// Batches log lines of one deployment onto the bus.
-#[derive(Clone)]
-struct LogSink {
-    tx: mpsc::UnboundedSender<LogEntry>,
-}
-
-impl LogSink {
-    fn start(node: GenericNode, deployment: DeploymentId, generation: u64) -> Self {
-        let (tx, mut rx) = mpsc::unbounded_channel::<LogEntry>();
-        tokio::spawn(async move {
-            while let Some(first) = rx.recv().await {
-                let mut lines = vec![first];
-                // Gather what else is already waiting (up to a batch), then send.
-                while lines.len() < 200 {
-                    match rx.try_recv() {
-                        Ok(l) => lines.push(l),
-                        Err(_) => break,
-                    }
-                }
-                let batch = LogBatch { deployment: deployment.clone(), generation, lines };
-                if let Err(e) = node.publish(&Channel::Log, Body::Log(batch)).await {
-                    warn!(error = %e, "could not send log lines");
-                }
-            }
-        });
-        Self { tx }
-    }
-
-    fn send(&self, stream: &str, line: impl Into<String>) {
-        let _ = self.tx.send(LogEntry { stream: stream.to_string(), line: line.into() });
-    }
-}
-
 /// The worker role of a node.
 pub struct WorkerExecutor {
     runtime: Arc<dyn Runtime>,
@@ -252,6 +219,45 @@ impl Executor for WorkerExecutor {
         let Some(delivery) = delivery else {
             return Err(ExecutionFailure::Reset("the work queue closed".into()));
         };
+        if let Body::Work(WorkRequest::Orchestrator { epoch, address }) = &delivery.envelope.body {
+            // A promotion: believed from the candidate the orchestrator named
+            // (or from the orchestrator itself), and only forward in epochs.
+            let signer = match trust::from_candidate(node, &delivery) {
+                Some(key) => Some(Some(key)),
+                None if trust::from_orchestrator(node, &delivery) => Some(None),
+                None => None,
+            };
+            match signer {
+                Some(candidate) if *epoch > node.epoch() => {
+                    info!(%address, epoch, "following the new orchestrator");
+                    node.set_epoch(*epoch);
+                    node.set_orchestrator(Some(address.clone()));
+                    if let Some(key) = candidate {
+                        node.update_trust(|t| {
+                            t.orchestrator = Some(key);
+                            t.candidate = None;
+                        });
+                    }
+                }
+                Some(_) => debug!(epoch, "a promotion that is not newer than this node's epoch"),
+                None => warn!(
+                    from = %delivery.envelope.from,
+                    epoch,
+                    "ignoring a promotion: only the rollover candidate the orchestrator named can take over"
+                ),
+            }
+            delivery.ack().await;
+            return Ok(());
+        }
+        if !trust::from_orchestrator(node, &delivery) {
+            warn!(
+                from = %delivery.envelope.from,
+                origin = ?delivery.origin,
+                "ignoring work not signed by this node's orchestrator"
+            );
+            delivery.ack().await;
+            return Ok(());
+        }
         if delivery.envelope.epoch < node.epoch() {
             warn!(from = %delivery.envelope.from, epoch = delivery.envelope.epoch, "ignoring work from an older epoch");
             delivery.ack().await;
@@ -265,13 +271,6 @@ impl Executor for WorkerExecutor {
         if delivery.envelope.epoch > node.epoch() {
             info!(epoch = delivery.envelope.epoch, "a newer orchestrator epoch");
             node.set_epoch(delivery.envelope.epoch);
-        }
-        if let WorkRequest::Orchestrator { epoch, address } = &request {
-            info!(%address, epoch, "following the new orchestrator");
-            node.set_epoch((*epoch).max(node.epoch()));
-            node.set_orchestrator(Some(address.clone()));
-            delivery.ack().await;
-            return Ok(());
         }
         accept(shared, request);
         delivery.ack().await;
@@ -430,23 +429,19 @@ async fn deploy(
     let work_dir = shared.node.config.data_dir.join("work").join(format!("{dep}-{generation}"));
     let _cleanup = RemoveOnDrop(work_dir.clone());
     let _ = std::fs::remove_dir_all(&work_dir);
-    let (url, branch, commit, limits, dir) = (
-        spec.url.clone(),
-        spec.branch.clone(),
-        spec.commit.clone(),
-        shared.node.config.fetch_limits,
-        work_dir.clone(),
-    );
-    sink.send("platform", format!("fetching {url} ({branch}) at {commit}"));
-    let checkout =
-        tokio::task::spawn_blocking(move || source::fetch_commit(&url, &branch, &commit, &dir, limits))
-            .await
-            .map_err(|e| Failed(format!("the fetch task failed: {e}")))?
-            .map_err(|e| Failed(format!("could not fetch the source: {e}")))?;
-    let (plan, detection) = shared
-        .registry
-        .plan(&checkout.dir, &spec.manifest)
-        .map_err(|e| Failed(format!("could not prepare the build: {e}")))?;
+    sink.send("platform", format!("fetching {} ({}) at {}", spec.url, spec.branch, spec.commit));
+    let checkout = shared
+        .node
+        .fetcher
+        .fetch(&spec.url, &spec.branch, Some(&spec.commit), &work_dir)
+        .await
+        .map_err(|e| Failed(format!("could not fetch the source: {e}")))?;
+    let (plan, detection) = shared.registry.plan(&checkout.dir, &spec.manifest).map_err(|e| {
+        Failed(format!(
+            "could not prepare the build: {}",
+            shared.node.fetcher.hide_paths(&e.to_string(), &work_dir)
+        ))
+    })?;
     sink.send("platform", format!("building with the {} builder ({})", detection.builder, detection.reason));
     let name = &spec.manifest.app.name;
     let tag = format!("kraken/{name}:{dep}-{generation}");
@@ -529,6 +524,8 @@ async fn deploy(
         host_port,
         host_ip: shared.node.config.publish_ip.clone(),
         memory_limit: 0,
+        pids_limit: shared.node.config.app_limits.pids,
+        log_rotation: Some(shared.node.config.app_limits.log_rotation),
     };
     let started = match shared.runtime.run_container(&container).await {
         Ok(r) => Ok(r),
@@ -929,6 +926,9 @@ mod tests {
         let bus = Arc::new(MemoryBus::new());
         let mut config = NodeConfig::new(data.path(), "127.0.0.1:0".parse().expect("addr"));
         config.advertise_host = "127.0.0.1".into();
+        // A unit test has no helper program to run; the fetch runs in-process.
+        config.fetch_program = crate::fetcher::FetchProgram::InProcess;
+        config.allow_local_sources = true;
         let mut node =
             GenericNode::new(NodeIdentity { id: "n1".into(), name: "box".into() }, config, bus.clone());
         let registry = BuilderRegistry::with_builtins(BaseImages::uniform("local:base"));

@@ -7,6 +7,7 @@ use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use kraken_lib::api::{self, ApiContext};
+use kraken_lib::auth::TokenHash;
 use kraken_lib::builder::{BaseImages, BuilderRegistry};
 use kraken_lib::bus::memory::MemoryBus;
 use kraken_lib::bus::LogEntry;
@@ -33,7 +34,8 @@ fn fixture() -> Fixture {
         Arc::new(MemoryBus::new()),
     );
     let registry = BuilderRegistry::with_builtins(BaseImages::defaults());
-    let app = api::router(ApiContext::new(state.clone(), registry, node, TOKEN));
+    let hash = TokenHash::of(TOKEN).expect("hash");
+    let app = api::router(ApiContext::new(state.clone(), registry, node, hash));
     Fixture { _dir: dir, state, app }
 }
 
@@ -118,6 +120,7 @@ async fn malformed_requests_get_4xx_with_a_message() {
     let req = Request::builder()
         .method(Method::POST)
         .uri("/api/v1/validate")
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
         .header(header::CONTENT_TYPE, "text/plain")
         .body(Body::from("{}"))
         .expect("request");
@@ -238,7 +241,32 @@ async fn platform_builders_and_openapi_describe_the_api() {
 async fn validate_refuses_bad_input_with_the_reason() {
     let f = fixture();
     let (status, v) =
-        call(&f.app, Method::POST, "/api/v1/validate", None, Some(r#"{"url":"  ","branch":"main"}"#)).await;
+        call(&f.app, Method::POST, "/api/v1/validate", Some(TOKEN), Some(r#"{"url":"  ","branch":"main"}"#))
+            .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(error_text(&v).contains("empty"));
+}
+
+#[tokio::test]
+async fn validate_needs_the_token_and_never_looks_at_local_paths() {
+    let f = fixture();
+    let body = r#"{"url":"https://git.invalid/app.git","branch":"main"}"#;
+    let (status, v) = call(&f.app, Method::POST, "/api/v1/validate", None, Some(body)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{v}");
+    // Local sources are refused before anything is read: an existing path and
+    // a missing one get the same answer, naming only what was given.
+    let mut answers = Vec::new();
+    for url in ["/etc", "/does-not-exist-here", "file:///etc", "file:///does-not-exist-here"] {
+        let body = json!({ "url": url, "branch": "main" }).to_string();
+        for path in ["/api/v1/validate", "/api/v1/deployments"] {
+            let (status, v) = call(&f.app, Method::POST, path, Some(TOKEN), Some(&body)).await;
+            assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{path} {url}: {v}");
+            let text = error_text(&v).to_string();
+            assert!(text.contains("--allow-local-sources"), "{text}");
+            answers.push(text.replace(url, "URL"));
+        }
+    }
+    answers.dedup();
+    assert_eq!(answers.len(), 1, "the same answer whether the path exists or not: {answers:?}");
+    assert!(f.state.deployments().is_empty());
 }

@@ -14,7 +14,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use kraken_lib::builder::{BaseImages, BuilderRegistry};
 use kraken_lib::runtime::{
-    ContainerSpec, DockerRuntime, Runtime, RuntimeError, LABEL_DEPLOYMENT, LABEL_MANAGED, LABEL_NODE,
+    AppLimits, ContainerSpec, DockerRuntime, Runtime, RuntimeError, LABEL_DEPLOYMENT, LABEL_MANAGED,
+    LABEL_NODE,
 };
 use kraken_lib::shipwreck::{Manifest, FILE_NAME};
 use kraken_lib::source::{self, FetchLimits, SourceError};
@@ -80,6 +81,8 @@ async fn deploy_fixture(name: &str, expected_body: &str, startup_line: &str) -> 
         host_port: 0,
         host_ip: "127.0.0.1".to_string(),
         memory_limit: 0,
+        pids_limit: AppLimits::default().pids,
+        log_rotation: Some(AppLimits::default().log_rotation),
     };
     let (id, host_port) = rt.run_container(&spec).await.expect("run");
     assert_ne!(host_port, 0);

@@ -330,6 +330,11 @@ async fn real_apps_build_install_their_dependencies_and_answer() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = NodeConfig::new(dir.path().join("data"), "127.0.0.1:0".parse().expect("address"));
     config.publish_ip = "127.0.0.1".to_string();
+    // The fixtures are repositories on this machine's disk, fetched by the
+    // library's own small fetch program (this test binary is not one).
+    config.allow_local_sources = true;
+    config.fetch_program =
+        kraken_lib::fetcher::FetchProgram::Program(PathBuf::from(env!("CARGO_BIN_EXE_kraken-fetch")));
     if std::path::Path::new(SYSTEM_BUNDLE).is_file() {
         config.build_ca = vec![PathBuf::from(SYSTEM_BUNDLE)];
     }
@@ -344,7 +349,7 @@ async fn real_apps_build_install_their_dependencies_and_answer() {
     let api = Api {
         http: reqwest::Client::builder().timeout(Duration::from_secs(120)).build().expect("client"),
         base: format!("http://{}", platform.local_addr()),
-        token: platform.token().to_string(),
+        token: platform.token().expect("the agent that made the token knows it").to_string(),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(platform.run(async {

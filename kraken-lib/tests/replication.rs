@@ -11,14 +11,28 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use kraken_lib::api::{self, ApiContext, JoinInfo, SseDecoder, SseMessage};
+use kraken_lib::auth::{proof, NodeKey, TokenHash};
 use kraken_lib::builder::{BaseImages, BuilderRegistry};
 use kraken_lib::bus::memory::MemoryBus;
 use kraken_lib::node::{GenericNode, NodeConfig, NodeIdentity};
-use kraken_lib::state::{State, StateLimits};
+use kraken_lib::state::{Role, State, StateLimits};
 use serde_json::{json, Value};
 
 const TOKEN: &str = "replication-token";
 const JOIN: &str = "replication-join";
+/// The node id of the candidate this test plays.
+const CANDIDATE: &str = "candidate";
+
+/// The candidate's node key (one for the whole test binary).
+fn candidate_key() -> &'static NodeKey {
+    static KEY: std::sync::OnceLock<NodeKey> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| NodeKey::generate().expect("a key"))
+}
+
+/// The candidate's proof that it is the candidate, for the proof header.
+fn candidate_proof() -> String {
+    proof::replica_proof(candidate_key(), CANDIDATE, chrono::Utc::now().timestamp())
+}
 
 struct Served {
     base: String,
@@ -44,9 +58,19 @@ async fn serve(timeout: Duration) -> Served {
         config,
         Arc::new(MemoryBus::new()),
     );
+    // The candidate joined with its key, and the orchestrator named it (priority 1).
+    state
+        .register_node_key(CANDIDATE, "copy", "http://127.0.0.9:8000", Role::Worker, candidate_key().public())
+        .expect("the candidate's key");
+    state
+        .update_node(CANDIDATE, |n| {
+            n.rollover_priority = 1;
+            true
+        })
+        .expect("the candidate's priority");
     let registry = BuilderRegistry::with_builtins(BaseImages::defaults());
-    let ctx = ApiContext::new(state, registry, node, TOKEN)
-        .with_join(JoinInfo { token: Arc::from(JOIN), amqp_url: Arc::from("amqp://unused") });
+    let join = JoinInfo { token: TokenHash::of(JOIN).expect("hash"), amqp_url: Arc::from("amqp://unused") };
+    let ctx = ApiContext::new(state, registry, node, TokenHash::of(TOKEN).expect("hash")).with_join(join);
     let app = api::router(ctx);
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
@@ -64,8 +88,9 @@ struct Stream {
 impl Stream {
     async fn open(base: &str) -> Self {
         let response = reqwest::Client::new()
-            .get(format!("{base}/api/v1/replica?node=candidate"))
+            .get(format!("{base}/api/v1/replica?node={CANDIDATE}"))
             .bearer_auth(JOIN)
+            .header(proof::HEADER, candidate_proof())
             .send()
             .await
             .expect("the replica stream opens");
@@ -95,6 +120,7 @@ async fn ack(base: &str, session: &str, version: u64) -> reqwest::StatusCode {
     reqwest::Client::new()
         .post(format!("{base}/api/v1/replica/ack"))
         .bearer_auth(JOIN)
+        .header(proof::HEADER, candidate_proof())
         .json(&json!({ "session": session, "version": version }))
         .send()
         .await

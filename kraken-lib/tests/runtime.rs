@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use kraken_lib::builder::{BuildPlan, Step};
 use kraken_lib::runtime::{
-    pick_host_port, BuildLayers, ContainerSpec, DockerRuntime, Runtime, RuntimeError, LABEL_DEPLOYMENT,
-    LABEL_MANAGED, LABEL_NODE, LABEL_PORT,
+    pick_host_port, AppLimits, BuildLayers, ContainerSpec, DockerRuntime, LogRotation, Runtime, RuntimeError,
+    LABEL_DEPLOYMENT, LABEL_MANAGED, LABEL_NODE, LABEL_PORT, TEST_OUTPUT_BYTES,
 };
 use tokio::sync::mpsc;
 
@@ -136,9 +136,19 @@ async fn builds_runs_observes_lists_and_removes_an_app() {
         host_port: 0,
         host_ip: "127.0.0.1".into(),
         memory_limit: 256 * 1024 * 1024,
+        pids_limit: 64,
+        log_rotation: Some(LogRotation { max_file_bytes: 1024 * 1024, max_files: 2 }),
     };
     let started = Instant::now();
     let (id, host_port) = rt.run_container(&spec).await.unwrap();
+    // The engine applies the limits: processes, and output kept on disk.
+    let host = rt.client().inspect_container(&id, None).await.unwrap().host_config.unwrap();
+    assert_eq!(host.pids_limit, Some(64));
+    let log = host.log_config.unwrap();
+    assert_eq!(log.typ.as_deref(), Some("json-file"));
+    let log_options = log.config.unwrap_or_default();
+    assert_eq!(log_options.get("max-size").map(String::as_str), Some("1048576"));
+    assert_eq!(log_options.get("max-file").map(String::as_str), Some("2"));
     assert_ne!(host_port, 0);
     let body = http_get(host_port, "/", Duration::from_secs(30)).await;
     let start_time = started.elapsed();
@@ -382,6 +392,62 @@ async fn run_to_completion_returns_code_and_output() {
         .run_to_completion(&base_image(), &format!("echo {run}; sleep 300"), &env, Duration::from_secs(2))
         .await;
     assert!(matches!(&slow, Err(RuntimeError::TimedOut(m)) if m.contains("2 s")), "{slow:?}");
+    assert_no_leftovers(&guard, &run, &before);
+}
+
+#[tokio::test]
+async fn a_test_command_cannot_fork_without_end_and_only_the_end_of_its_output_is_kept() {
+    let rt = DockerRuntime::connect().await.unwrap();
+    let run = unique("bounded");
+    let guard = Cleanup::new(&run);
+    let before = all_containers();
+    let env = BTreeMap::new();
+    // Tries to start 700 processes, counts how many it got, and stops them.
+    let script = format!(
+        "python3 - <<'EOF'\n\
+         import os, signal\n\
+         children = []\n\
+         for _ in range(700):\n\
+         \x20   try:\n\
+         \x20       pid = os.fork()\n\
+         \x20   except OSError:\n\
+         \x20       break\n\
+         \x20   if pid == 0:\n\
+         \x20       signal.pause()\n\
+         \x20       os._exit(0)\n\
+         \x20   children.append(pid)\n\
+         print('{run} processes', len(children) + 1, flush=True)\n\
+         for pid in children:\n\
+         \x20   os.kill(pid, signal.SIGKILL)\n\
+         EOF\n"
+    );
+    let (code, output) =
+        rt.run_to_completion(&base_image(), &script, &env, Duration::from_secs(120)).await.unwrap();
+    assert_eq!(code, 0, "{output}");
+    let count: usize = output
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{run} processes ")))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no count in {output}"));
+    assert!(count <= AppLimits::default().pids as usize, "{count} processes ran");
+    assert!(count > 100, "the count is real: {count}");
+
+    // Eight megabytes printed: the answer holds the end, a note, and no more.
+    let (code, output) = rt
+        .run_to_completion(
+            &base_image(),
+            &format!("i=0; while [ $i -lt 100000 ]; do echo line $i of {run} padded to eighty bytes................; i=$((i+1)); done"),
+            &env,
+            Duration::from_secs(300),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 0);
+    assert!(output.len() <= TEST_OUTPUT_BYTES + 100, "{} bytes kept", output.len());
+    assert!(output.starts_with("[… the first "), "{}", &output[..80]);
+    assert!(output
+        .trim_end()
+        .ends_with(&format!("line 99999 of {run} padded to eighty bytes................")));
     assert_no_leftovers(&guard, &run, &before);
 }
 

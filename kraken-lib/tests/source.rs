@@ -270,13 +270,23 @@ fn a_repository_over_the_size_limit_is_refused() {
     let scratch = scratch();
     let dest = scratch.path().join("checkout");
 
-    let err =
-        source::fetch(&repo.url(), "main", &dest, FetchLimits { max_bytes: 16 * 1024 }).expect_err("too big");
+    let err = source::fetch(
+        &repo.url(),
+        "main",
+        &dest,
+        FetchLimits { max_bytes: 16 * 1024, ..FetchLimits::default() },
+    )
+    .expect_err("too big");
     assert!(matches!(err, SourceError::TooLarge { limit_bytes: 16384, .. }), "{err}");
     assert!(!dest.exists(), "a refused fetch must remove what it created");
 
-    let checkout = source::fetch(&repo.url(), "main", &dest, FetchLimits { max_bytes: 1024 * 1024 })
-        .expect("fits the limit");
+    let checkout = source::fetch(
+        &repo.url(),
+        "main",
+        &dest,
+        FetchLimits { max_bytes: 1024 * 1024, ..FetchLimits::default() },
+    )
+    .expect("fits the limit");
     assert_eq!(read(&checkout.dir, "data.txt"), big);
 }
 
@@ -359,8 +369,13 @@ fn fetch_over_git_daemon() {
     assert_eq!(read(&dest, "index.html"), "<h1>v1</h1>");
     assert!(dest.join(".git/shallow").exists(), "a fetch over git:// should be shallow");
 
-    let err = source::fetch(&url, "main", &scratch.path().join("small"), FetchLimits { max_bytes: 64 })
-        .expect_err("over a tiny limit");
+    let err = source::fetch(
+        &url,
+        "main",
+        &scratch.path().join("small"),
+        FetchLimits { max_bytes: 64, ..FetchLimits::default() },
+    )
+    .expect_err("over a tiny limit");
     assert!(matches!(err, SourceError::TooLarge { limit_bytes: 64, .. }), "{err}");
     assert!(!scratch.path().join("small").exists());
 

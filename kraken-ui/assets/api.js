@@ -171,16 +171,14 @@ async function request(method, path, body, { auth = false } = {}) {
 /** GET a JSON document. */
 export const get = (path) => request("GET", path);
 
-/** POST without a token (only used for validation). */
-export const postOpen = (path, body) => request("POST", path, body);
-
 /**
- * A call that changes the platform: sends the token, and when the platform
- * answers 401 asks for the token and tries once more.
+ * A call that needs the platform token (every change, and checking a
+ * repository): sends the token, and when the platform answers 401 asks for
+ * the token and tries once more.
  */
 export async function mutate(method, path, body) {
   if (!currentToken()) {
-    const ok = await askForToken("This action changes the platform, so it needs the platform token printed by `kraken up`.");
+    const ok = await askForToken("This action needs the platform token printed by `kraken up`.");
     if (!ok) throw new ApiError("No token given: the action was not sent.", 401);
   }
   try {

@@ -1,8 +1,8 @@
 // The Deployments page: a form that checks a git URL and branch before it
 // lets a person deploy them, and the list of deployments, live.
 
-import { get, postOpen, mutate, onEvent, eventsLive } from "./api.js";
-import { h, replace, badge, ago, when, debounce, isGone } from "./util.js";
+import { get, mutate, onEvent, eventsLive } from "./api.js";
+import { h, replace, badge, ago, when, debounce, isGone, webAddress } from "./util.js";
 
 export function mount(view) {
   const form = createForm();
@@ -80,8 +80,8 @@ function renderList(el, items, showGone) {
           h("div", { className: "muted small mono" }, String(d.id).slice(0, 12))),
         h("td", { dataset: { label: "Status" } }, badge(d.status)),
         h("td", { dataset: { label: "Address" } },
-          d.address && !isGone(d.status)
-            ? h("a", { className: "deployment-link mono", href: d.address, target: "_blank", rel: "noopener" }, d.address)
+          webAddress(d.address) && !isGone(d.status)
+            ? h("a", { className: "deployment-link mono", href: webAddress(d.address), target: "_blank", rel: "noopener" }, d.address)
             : h("span", { className: "muted" }, "–")),
         h("td", { dataset: { label: "Branch" } }, h("span", { className: "mono" }, d.branch || "–"),
           d.commit ? h("span", { className: "muted small mono" }, ` @ ${String(d.commit).slice(0, 8)}`) : null),
@@ -121,7 +121,8 @@ function createForm() {
     result.dataset.state = "checking";
     replace(result, `Checking ${u} (${b})…`);
     try {
-      const v = await postOpen("/api/v1/validate", { url: u, branch: b });
+      // Checking fetches the repository, so it needs the platform token too.
+      const v = await mutate("POST", "/api/v1/validate", { url: u, branch: b });
       if (mine !== seq) return;
       okKey = k;
       result.dataset.state = "ok";

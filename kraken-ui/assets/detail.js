@@ -2,7 +2,7 @@
 // the app's link, and the Update and Destroy actions (each confirmed first).
 
 import { get, mutate, onEvent, eventsLive } from "./api.js";
-import { h, replace, badge, tone, statusText, when, clock, bytes, percent, isGone } from "./util.js";
+import { h, replace, badge, tone, statusText, when, clock, bytes, percent, isGone, webAddress } from "./util.js";
 import { lineChart } from "./charts.js";
 
 const MAX_LINES = 5000;
@@ -57,8 +57,8 @@ export function mount(view, { id }) {
         h("p", { className: "muted mono small" }, id)),
       h("div", { style: "display:flex;gap:.75rem;align-items:center;flex-wrap:wrap" },
         badge(d.status, { id: "status-current" }),
-        d.address && !isGone(d.status)
-          ? h("a", { id: "app-link", className: "button primary", href: d.address, target: "_blank", rel: "noopener" }, "Open app ↗")
+        webAddress(d.address) && !isGone(d.status)
+          ? h("a", { id: "app-link", className: "button primary", href: webAddress(d.address), target: "_blank", rel: "noopener" }, "Open app ↗")
           : null));
 
     if (d.error) {
@@ -72,7 +72,9 @@ export function mount(view, { id }) {
     const app = m.app || {};
     const config = m.config || {};
     replace(facts, h("dl", { className: "kv" },
-      h("dt", {}, "Address"), h("dd", {}, d.address ? h("a", { href: d.address, target: "_blank", rel: "noopener", className: "mono" }, d.address) : h("span", { className: "muted" }, "not published")),
+      h("dt", {}, "Address"), h("dd", {}, webAddress(d.address)
+        ? h("a", { href: webAddress(d.address), target: "_blank", rel: "noopener", className: "mono" }, d.address)
+        : d.address ? h("span", { className: "mono" }, d.address) : h("span", { className: "muted" }, "not published")),
       h("dt", {}, "Repository"), h("dd", { className: "mono small" }, d.url || "–"),
       h("dt", {}, "Branch"), h("dd", { className: "mono" }, d.branch || "–"),
       h("dt", {}, "Commit"), h("dd", { className: "mono" }, d.commit ? String(d.commit).slice(0, 12) : "–"),

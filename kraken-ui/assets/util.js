@@ -123,6 +123,22 @@ export function badge(status, attrs = {}) {
   return h("span", { ...attrs, className: `badge ${tone(status)}`, dataset: { status, tone: tone(status) } }, statusText(status));
 }
 
+/**
+ * `address` when it is an http:// or https:// address, else null. Only such
+ * addresses become links: an address a node reports could be anything, and a
+ * `javascript:` link would run in this page.
+ */
+export function webAddress(address) {
+  if (typeof address !== "string" || !address) return null;
+  let url;
+  try {
+    url = new URL(address);
+  } catch {
+    return null;
+  }
+  return url.protocol === "http:" || url.protocol === "https:" ? url.href : null;
+}
+
 export function isGone(status) {
   return status === "Destroyed";
 }

@@ -69,7 +69,7 @@ impl Agent {
             ])
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--token", TOKEN, "--base-image", &base_image()])
+            .args(["--token", TOKEN, "--base-image", &base_image(), "--allow-local-sources"])
             .args(extra)
             // No discovery on the machine's real network in tests, unless a test scans loopback itself.
             .args(if extra.iter().any(|a| a == "--scan-subnet") { None } else { Some("--no-discovery") })
@@ -108,6 +108,11 @@ impl Agent {
         }
     }
 
+    /// The agent's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn server(&self) -> String {
         format!("http://{}:{}", self.ip, self.port)
     }
@@ -140,11 +145,6 @@ impl Agent {
             let _ = child.wait();
             panic!("kraken did not stop within 20 s of SIGTERM");
         }
-    }
-
-    /// The agent's process id, while it runs.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
     }
 
     /// Sends `signal` (`STOP`, `CONT`, …) to the agent's process.

@@ -224,7 +224,7 @@ fn spawn_agent(listen: &str, data_dir: &Path, token: &str, log: &Path, extra: &[
     Command::new(binary)
         .args(["up", "--no-discovery", "--listen", listen, "--data-dir"])
         .arg(data_dir)
-        .args(["--token", token, "--base-image", &base_image])
+        .args(["--token", token, "--base-image", &base_image, "--allow-local-sources"])
         .args(extra)
         .env("RUST_LOG", env_or("RUST_LOG", "info"))
         .stdin(Stdio::null())

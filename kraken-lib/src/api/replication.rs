@@ -9,24 +9,52 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::{bearer, same, ApiContext, ApiError, ApiResult};
+use chrono::Utc;
+use tracing::warn;
+
+use super::{bearer, ApiContext, ApiError, ApiResult};
+use crate::auth::{proof, TokenHash};
 use crate::rollover::replication::{Confirmed, ReplicationStatus};
 
-/// Checks that the request carries the join token (several machines only).
-pub(super) fn join_token_checked(ctx: &ApiContext, headers: &HeaderMap) -> ApiResult<()> {
+/// Checks that the request comes from this platform's rollover candidate: it
+/// carries the join token (several machines only) and the proof, signed with
+/// the node key the candidate registered when it joined, that it is the node
+/// this orchestrator named as its candidate (every joined machine holds the
+/// join token). Returns the candidate's node id and the join token's hash.
+pub(super) fn candidate_checked(ctx: &ApiContext, headers: &HeaderMap) -> ApiResult<(String, TokenHash)> {
     let Some(info) = &ctx.join else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "this platform has one machine; there is nothing to replicate to",
         ));
     };
-    if !same(bearer(headers).unwrap_or_default().as_bytes(), info.token.as_bytes()) {
+    if !info.token.matches(bearer(headers).unwrap_or_default()) {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "the replica stream needs the join token as `Authorization: Bearer <join token>`",
         ));
     }
-    Ok(())
+    let proof = headers.get(proof::HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let state = &ctx.state;
+    let asking = proof::check_replica_proof(proof, Utc::now().timestamp(), |id| {
+        state.node(id).and_then(|n| n.public_key)
+    })
+    .map_err(|why| {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("the replica goes only to the rollover candidate: {why}"),
+        )
+    })?;
+    if state.node(&asking).is_none_or(|n| n.rollover_priority != 1) {
+        warn!(node = %asking, "a node that is not the rollover candidate asked for the replica");
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "node `{asking}` is not this platform's rollover candidate; the replica goes only to the candidate"
+            ),
+        ));
+    }
+    Ok((asking, info.token.clone()))
 }
 
 /// The body of `POST /api/v1/replica/ack`.
@@ -46,7 +74,7 @@ pub(super) async fn replica_ack(
     headers: HeaderMap,
     body: Result<Json<ReplicaAck>, JsonRejection>,
 ) -> ApiResult<StatusCode> {
-    join_token_checked(&ctx, &headers)?;
+    candidate_checked(&ctx, &headers)?;
     let Json(ack) = body?;
     if ctx.replication.ack(&ack.session, ack.version, ctx.state.version()) {
         Ok(StatusCode::NO_CONTENT)

@@ -7,6 +7,9 @@ use std::sync::Arc;
 use super::BuildError;
 use crate::shipwreck::Manifest;
 
+/// The largest file [`AppFiles::read_to_string`] reads.
+pub const MAX_READ_BYTES: u64 = 8 * 1024 * 1024;
+
 /// A read-only view of a checked-out app, the only way builders see its files.
 ///
 /// Reads go through [`AppFiles::resolve`], so a symbolic link cannot make a
@@ -82,14 +85,27 @@ impl AppFiles {
         }
     }
 
-    /// The text of the file `rel` inside the app.
+    /// The text of the file `rel` inside the app (at most [`MAX_READ_BYTES`]:
+    /// detection reads small files, and the agent's memory stays bounded
+    /// whatever a repository holds).
     ///
     /// # Errors
-    /// As [`AppFiles::resolve`], and [`BuildError::Io`] when the file cannot be
-    /// read as UTF-8 text.
+    /// As [`AppFiles::resolve`], [`BuildError::Io`] when the file cannot be
+    /// read as UTF-8 text, [`BuildError::Invalid`] when it is larger.
     pub fn read_to_string(&self, rel: &str) -> Result<String, BuildError> {
+        use std::io::Read;
         let path = self.resolve(rel)?;
-        std::fs::read_to_string(&path).map_err(|source| BuildError::Io { path, source })
+        let mut text = String::new();
+        std::fs::File::open(&path)
+            .and_then(|f| f.take(MAX_READ_BYTES + 1).read_to_string(&mut text))
+            .map_err(|source| BuildError::Io { path, source })?;
+        if text.len() as u64 > MAX_READ_BYTES {
+            return Err(BuildError::Invalid(format!(
+                "{rel:?} is larger than {} MiB; Kraken reads only small files to recognise an app",
+                MAX_READ_BYTES / (1024 * 1024)
+            )));
+        }
+        Ok(text)
     }
 
     /// The file `rel` inside the app, parsed as JSON.

@@ -40,7 +40,7 @@ pub(crate) mod test_support;
 
 pub use build_env::{BuildEnv, BuildEnvError};
 pub use dockerfile::DockerfileBuilder;
-pub use files::AppFiles;
+pub use files::{AppFiles, MAX_READ_BYTES};
 pub use images::BaseImages;
 pub use instructions::{
     copy_instruction, env_instruction, env_instructions, given_run, required_run, shell_cmd,

@@ -10,8 +10,11 @@
 //!
 //! Publishing waits for the broker's confirm. Consuming acknowledges by hand:
 //! a message is removed only once [`Delivery::ack`] ran, and the broker
-//! redelivers what was not acknowledged when a consumer goes away. Payloads
-//! that are not an [`Envelope`] are logged and acknowledged (dropped). Several
+//! redelivers what was not acknowledged when a consumer goes away. With a
+//! node key ([`AmqpBus::sign_with`]) every message is signed ([`super::wire`]),
+//! and received signatures are checked before anything else; payloads that
+//! are not an envelope, or whose signature does not verify, are logged and
+//! acknowledged (dropped). Several
 //! subscriptions to one channel, from one bus or from many, are competing
 //! consumers: each message goes to one of them.
 //!
@@ -42,7 +45,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{debug, info, warn};
 
-use super::{Acker, Bus, BusError, Channel, Delivery, Envelope, Subscription};
+use super::{wire, Acker, Bus, BusError, Channel, Delivery, Envelope, Subscription};
+use crate::auth::NodeKey;
 
 /// The first pause before reconnecting; it doubles after each failed attempt.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -226,6 +230,8 @@ struct Shared {
     link: watch::Sender<Option<Arc<Link>>>,
     /// Cancelled when the last handle is dropped.
     stop: CancellationToken,
+    /// The key messages are signed with; none: they go unsigned.
+    signer: std::sync::RwLock<Option<Arc<NodeKey>>>,
 }
 
 impl Shared {
@@ -321,6 +327,7 @@ impl AmqpBus {
             options,
             link,
             stop: stop.clone(),
+            signer: std::sync::RwLock::new(None),
         });
         let failures = Arc::new(Notify::new());
         let connection =
@@ -364,6 +371,15 @@ impl AmqpBus {
     /// Waits until the bus is connected to its broker; false once the bus is closed.
     pub async fn wait_connected(&self) -> bool {
         self.inner.shared.wait_link().await.is_some()
+    }
+
+    /// Signs every message published from now on with `key`, so receivers
+    /// can tell who sent it.
+    pub fn sign_with(&self, key: Arc<NodeKey>) {
+        match self.inner.shared.signer.write() {
+            Ok(mut g) => *g = Some(key),
+            Err(p) => *p.into_inner() = Some(key),
+        }
     }
 
     /// Whether the bus is connected to its broker right now.
@@ -468,7 +484,8 @@ impl Bus for AmqpBus {
 
     async fn publish(&self, channel: &Channel, envelope: &Envelope) -> Result<(), BusError> {
         let shared = &self.inner.shared;
-        let payload = serde_json::to_vec(envelope).map_err(|e| BusError::Encode(e.to_string()))?;
+        let signer = shared.signer.read().map(|g| g.clone()).unwrap_or_else(|p| p.into_inner().clone());
+        let payload = wire::encode(envelope, signer.as_deref())?;
         let spec = shared.options.queue_spec(channel);
         let deadline = Instant::now() + shared.options.publish_timeout;
         let mut last_error = String::from("no connection");
@@ -591,10 +608,10 @@ async fn feed(
                 }
             };
             backoff = BACKOFF_MIN;
-            let envelope = match serde_json::from_slice::<Envelope>(&delivery.data) {
-                Ok(envelope) => envelope,
+            let (envelope, origin) = match wire::decode(&delivery.data) {
+                Ok(decoded) => decoded,
                 Err(error) => {
-                    warn!(queue = %spec.name, %error, bytes = delivery.data.len(), "dropping a message that is not an envelope");
+                    warn!(queue = %spec.name, %error, bytes = delivery.data.len(), "dropping a message that is not a valid envelope");
                     if let Err(error) = delivery.acker.ack(BasicAckOptions::default()).await {
                         debug!(queue = %spec.name, %error, "could not acknowledge the dropped message");
                     }
@@ -612,7 +629,7 @@ async fn feed(
                     }
                 })
             });
-            if tx.send(Delivery::new(envelope, Some(ack))).await.is_err() {
+            if tx.send(Delivery::new(envelope, Some(ack)).with_origin(origin)).await.is_err() {
                 return;
             }
         }

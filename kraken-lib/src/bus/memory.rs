@@ -1,21 +1,40 @@
 //! The in-process transport: channels between the executors of one process.
 //!
-//! A combined node (orchestrator and worker in one agent) needs no broker: each
-//! channel is an unbounded queue with one consumer. Messages published before
-//! the consumer subscribes wait in the queue.
+//! A combined node (orchestrator and worker in one agent) needs no broker.
+//! Each channel is a queue with one consumer; messages published before the
+//! consumer subscribes wait in the queue. The log channel holds at most
+//! [`LOG_QUEUE`] batches: a publisher waits while it is full, so a flood of
+//! log lines slows its sender (whose own queue then drops and counts lines,
+//! see [`crate::log_sink`]) rather than growing without end. The other
+//! channels carry a few messages per deployment and heartbeat and are not
+//! bounded, so no publisher ever waits on them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_stream::wrappers::{ReceiverStream, UnboundedReceiverStream};
 
-use super::{Bus, BusError, Channel, Delivery, Envelope, Subscription};
+use super::{Bus, BusError, Channel, Delivery, Envelope, Origin, Subscription};
+
+/// How many log batches the in-process log channel holds.
+pub const LOG_QUEUE: usize = 8;
+
+#[derive(Clone)]
+enum Sender {
+    Bounded(mpsc::Sender<Envelope>),
+    Unbounded(mpsc::UnboundedSender<Envelope>),
+}
+
+enum Receiver {
+    Bounded(mpsc::Receiver<Envelope>),
+    Unbounded(mpsc::UnboundedReceiver<Envelope>),
+}
 
 struct Slot {
-    tx: mpsc::UnboundedSender<Envelope>,
-    rx: Option<mpsc::UnboundedReceiver<Envelope>>,
+    tx: Sender,
+    rx: Option<Receiver>,
 }
 
 /// The in-process bus. Cloning gives another handle to the same channels.
@@ -33,9 +52,15 @@ impl MemoryBus {
 
     fn with_slot<R>(&self, channel: &Channel, f: impl FnOnce(&mut Slot) -> R) -> R {
         let mut map = self.channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let slot = map.entry(channel.clone()).or_insert_with(|| {
-            let (tx, rx) = mpsc::unbounded_channel();
-            Slot { tx, rx: Some(rx) }
+        let slot = map.entry(channel.clone()).or_insert_with(|| match channel {
+            Channel::Log => {
+                let (tx, rx) = mpsc::channel(LOG_QUEUE);
+                Slot { tx: Sender::Bounded(tx), rx: Some(Receiver::Bounded(rx)) }
+            }
+            _ => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                Slot { tx: Sender::Unbounded(tx), rx: Some(Receiver::Unbounded(rx)) }
+            }
         });
         f(slot)
     }
@@ -50,7 +75,11 @@ impl std::fmt::Debug for MemoryBus {
 #[async_trait::async_trait]
 impl Bus for MemoryBus {
     async fn publish(&self, channel: &Channel, envelope: &Envelope) -> Result<(), BusError> {
-        if self.with_slot(channel, |slot| slot.tx.send(envelope.clone()).is_ok()) {
+        let sent = match self.with_slot(channel, |slot| slot.tx.clone()) {
+            Sender::Bounded(tx) => tx.send(envelope.clone()).await.is_ok(),
+            Sender::Unbounded(tx) => tx.send(envelope.clone()).is_ok(),
+        };
+        if sent {
             Ok(())
         } else {
             Err(BusError::Unavailable(format!("channel {channel} is closed")))
@@ -61,7 +90,11 @@ impl Bus for MemoryBus {
         let rx = self
             .with_slot(channel, |slot| slot.rx.take())
             .ok_or_else(|| BusError::AlreadySubscribed(channel.to_string()))?;
-        Ok(UnboundedReceiverStream::new(rx).map(|envelope| Delivery::new(envelope, None)).boxed())
+        let deliver = |envelope| Delivery::new(envelope, None).with_origin(Origin::InProcess);
+        Ok(match rx {
+            Receiver::Bounded(rx) => ReceiverStream::new(rx).map(deliver).boxed(),
+            Receiver::Unbounded(rx) => UnboundedReceiverStream::new(rx).map(deliver).boxed(),
+        })
     }
 }
 
@@ -90,6 +123,29 @@ mod tests {
         assert_eq!(first.envelope, cancel("a"));
         assert_eq!(second.envelope, cancel("b"));
         first.ack().await;
+    }
+
+    #[tokio::test]
+    async fn a_full_log_channel_makes_its_publisher_wait() {
+        let bus = MemoryBus::new();
+        let batch = Envelope {
+            epoch: 1,
+            from: "n1".into(),
+            body: Body::Log(crate::bus::LogBatch {
+                deployment: "d".into(),
+                generation: 1,
+                lines: Vec::new(),
+            }),
+        };
+        for _ in 0..LOG_QUEUE {
+            bus.publish(&Channel::Log, &batch).await.expect("room");
+        }
+        let full =
+            tokio::time::timeout(std::time::Duration::from_millis(200), bus.publish(&Channel::Log, &batch));
+        assert!(full.await.is_err(), "the publisher waits while the queue is full");
+        let mut sub = bus.subscribe(&Channel::Log).await.expect("subscribe");
+        sub.next().await.expect("a batch");
+        bus.publish(&Channel::Log, &batch).await.expect("room again");
     }
 
     #[tokio::test]

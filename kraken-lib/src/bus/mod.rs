@@ -8,11 +8,15 @@
 //! that names its sender and the orchestrator epoch it belongs to.
 //!
 //! Transports implement [`Bus`]: [`memory::MemoryBus`] for a single combined
-//! node (no broker needed). Handling is idempotent: work and reports carry the
+//! node (no broker needed), [`amqp::AmqpBus`] across machines, where every
+//! message is signed with its sender's node key ([`wire`]) and handlers act
+//! only on messages from whom they expect ([`trust`]). Handling is idempotent: work and reports carry the
 //! deployment's generation, so a duplicated or replayed message changes nothing.
 
 pub mod amqp;
 pub mod memory;
+pub mod trust;
+pub mod wire;
 
 use std::fmt;
 use std::pin::Pin;
@@ -21,6 +25,7 @@ use futures::future::BoxFuture;
 use futures::Stream;
 use serde::{Deserialize, Serialize};
 
+use crate::auth::PublicKey;
 use crate::deployment::{DeploymentId, NodeId, Status};
 use crate::runtime::ContainerStats;
 use crate::shipwreck::Manifest;
@@ -233,17 +238,38 @@ impl WorkRequest {
 /// Acknowledges a delivery to its transport.
 pub type Acker = Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send>;
 
+/// Who vouches for a received message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// It came from this very process (the in-process bus): nobody else can
+    /// have sent it.
+    InProcess,
+    /// It was signed with this key and the signature checked.
+    Signed(PublicKey),
+    /// Nothing vouches for it: whoever reaches the transport could have sent it.
+    Unsigned,
+}
+
 /// A received message.
 pub struct Delivery {
     /// The message.
     pub envelope: Envelope,
+    /// Who vouches for it; handlers act only on messages from whom they expect.
+    pub origin: Origin,
     acker: Option<Acker>,
 }
 
 impl Delivery {
-    /// A delivery that `acker` acknowledges (none: nothing to acknowledge).
+    /// A delivery that `acker` acknowledges (none: nothing to acknowledge),
+    /// with nothing vouching for it ([`Origin::Unsigned`]).
     pub fn new(envelope: Envelope, acker: Option<Acker>) -> Self {
-        Self { envelope, acker }
+        Self { envelope, origin: Origin::Unsigned, acker }
+    }
+
+    /// The same delivery, vouched for by `origin`.
+    pub fn with_origin(mut self, origin: Origin) -> Self {
+        self.origin = origin;
+        self
     }
 
     /// Tells the transport the message was handled, so it is not redelivered.
@@ -256,7 +282,10 @@ impl Delivery {
 
 impl fmt::Debug for Delivery {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Delivery").field("envelope", &self.envelope).finish_non_exhaustive()
+        f.debug_struct("Delivery")
+            .field("envelope", &self.envelope)
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
     }
 }
 

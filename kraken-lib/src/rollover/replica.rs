@@ -50,10 +50,14 @@ pub(crate) async fn follow(node: GenericNode, state: State, join_token: String) 
             tokio::time::sleep(RECONNECT).await;
             continue;
         };
+        // Every joined machine holds the join token: the stream and the
+        // confirmations also carry this node's proof that it is the candidate.
+        let Some(proof) = proof_of(&node) else { return };
         let response = streaming
             .get(format!("{orchestrator}/api/v1/replica"))
             .query(&[("node", node.id.as_str())])
             .bearer_auth(&join_token)
+            .header(crate::auth::proof::HEADER, proof)
             .send()
             .await;
         match response {
@@ -61,6 +65,7 @@ pub(crate) async fn follow(node: GenericNode, state: State, join_token: String) 
                 let (to_ack, acked) = watch::channel(None::<(String, u64)>);
                 let gone = CancellationToken::new();
                 let acker = tokio::spawn(confirm_loop(
+                    node.clone(),
                     acking.clone(),
                     orchestrator.clone(),
                     join_token.clone(),
@@ -110,6 +115,7 @@ pub(crate) async fn follow(node: GenericNode, state: State, join_token: String) 
 /// Confirms the newest version stored, again and again; cancels `gone` when
 /// the orchestrator no longer knows the session.
 async fn confirm_loop(
+    node: GenericNode,
     http: reqwest::Client,
     orchestrator: String,
     join_token: String,
@@ -125,9 +131,11 @@ async fn confirm_loop(
             }
             continue;
         };
+        let Some(proof) = proof_of(&node) else { return };
         let sent = http
             .post(format!("{orchestrator}/api/v1/replica/ack"))
             .bearer_auth(&join_token)
+            .header(crate::auth::proof::HEADER, proof)
             .json(&ReplicaAck { session, version })
             .send()
             .await;
@@ -150,6 +158,12 @@ async fn confirm_loop(
     }
 }
 
+/// This node's signed proof, for now, that it is the node it says.
+fn proof_of(node: &GenericNode) -> Option<String> {
+    let key = node.key()?;
+    Some(crate::auth::proof::replica_proof(key, &node.id, chrono::Utc::now().timestamp()))
+}
+
 /// Stores one event of the stream.
 fn apply_event(node: &GenericNode, state: &State, message: &SseMessage) -> Result<Reached, String> {
     let version = || {
@@ -159,8 +173,8 @@ fn apply_event(node: &GenericNode, state: &State, message: &SseMessage) -> Resul
         "snapshot" => {
             let s = serde_json::from_str::<Snapshot>(&message.data).map_err(|e| e.to_string())?;
             state.import_snapshot(&s.deployments, &s.nodes).map_err(|e| e.to_string())?;
-            state.set_meta("token", &s.token).map_err(|e| e.to_string())?;
-            state.set_meta("join_token", &s.join_token).map_err(|e| e.to_string())?;
+            state.set_meta("token_hash", &s.token_hash.to_string()).map_err(|e| e.to_string())?;
+            state.set_meta("join_token_hash", &s.join_token_hash.to_string()).map_err(|e| e.to_string())?;
             state.set_meta("epoch", &s.epoch.to_string()).map_err(|e| e.to_string())?;
             state.set_meta("orchestrator_id", &s.orchestrator_id).map_err(|e| e.to_string())?;
             if let Some((image, port, user, password)) = &s.broker {

@@ -29,7 +29,8 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use super::TakeoverKit;
-use crate::api::{self, ApiContext};
+use crate::api::{self, ApiContext, JoinInfo};
+use crate::auth::TokenHash;
 use crate::bus::{Body, Channel, WorkRequest};
 use crate::executor::Executor;
 use crate::node::GenericNode;
@@ -143,12 +144,13 @@ impl Takeover {
             .map_err(|e| TakeoverError { step: TakeoverStep::Orchestrator, reason: e.to_string() })?;
 
         check(TakeoverStep::State)?;
-        let token =
+        let (token, join_token) =
             self.record(node, state).map_err(|reason| TakeoverError { step: TakeoverStep::State, reason })?;
 
         check(TakeoverStep::Serve)?;
-        let ctx = ApiContext::new(state.clone(), kit.registry.clone(), node.clone(), &token)
-            .with_join(kit.join.clone());
+        // The replica holds the tokens' hashes only: enough to check them.
+        let join = JoinInfo { token: join_token, amqp_url: kit.amqp_url.clone() };
+        let ctx = ApiContext::new(state.clone(), kit.registry.clone(), node.clone(), token).with_join(join);
         let mut app = api::router(ctx);
         if let Some(ui) = kit.ui.clone() {
             app = app.merge(ui);
@@ -158,6 +160,11 @@ impl Takeover {
         node.set_rollover_priority(0);
         node.set_replica_ready(false);
         node.set_orchestrator(Some(node.api_address()));
+        // This node's worker takes work from this node from now on.
+        node.update_trust(|t| {
+            t.orchestrator = node.public_key();
+            t.candidate = None;
+        });
         kit.switch.set(app);
         info!(epoch = self.epoch, address = %node.api_address(), previous = ?self.previous, attempts = self.attempts, "took over as the platform's orchestrator");
 
@@ -171,8 +178,8 @@ impl Takeover {
     }
 
     /// Writes the takeover into the replica (each write repeats harmlessly on
-    /// the next attempt); returns the platform token.
-    fn record(&self, node: &GenericNode, state: &State) -> Result<String, String> {
+    /// the next attempt); returns the hashes of the platform and join tokens.
+    fn record(&self, node: &GenericNode, state: &State) -> Result<(TokenHash, TokenHash), String> {
         let e = |e: crate::state::StateError| e.to_string();
         state.set_meta("epoch", &self.epoch.to_string()).map_err(e)?;
         if let Some(old) = self.previous.as_deref().filter(|old| *old != node.id) {
@@ -194,10 +201,14 @@ impl Takeover {
             })
             .map_err(e)?;
         state.set_meta("orchestrator_id", &node.id).map_err(e)?;
-        state
-            .meta("token")
-            .map_err(e)?
-            .ok_or_else(|| "the replica holds no platform token; it never received a snapshot".to_string())
+        let hash = |key: &str| -> Result<TokenHash, String> {
+            let text = state
+                .meta(key)
+                .map_err(e)?
+                .ok_or_else(|| format!("the replica holds no `{key}`; it never received a snapshot"))?;
+            text.parse().map_err(|why| format!("the replica's `{key}`: {why}"))
+        };
+        Ok((hash("token_hash")?, hash("join_token_hash")?))
     }
 
     async fn announce(&self, node: &GenericNode, state: &State) {
@@ -235,9 +246,9 @@ async fn reach_broker(node: &GenericNode, state: &State, kit: &mut TakeoverKit) 
         crate::platform::start_broker(state, kit.runtime.as_ref(), &image, port, &node.id, &node.config)
             .await
             .map_err(|e| fail(e.to_string()))?;
-    if *kit.join.amqp_url != *advertised {
+    if *kit.amqp_url != *advertised {
         amqp.redirect(&local).await.map_err(|e| fail(e.to_string()))?;
-        kit.join.amqp_url = Arc::from(advertised.as_str());
+        kit.amqp_url = Arc::from(advertised.as_str());
     }
     match tokio::time::timeout(BROKER_WAIT, amqp.wait_connected()).await {
         Ok(true) => {

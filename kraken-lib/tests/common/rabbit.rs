@@ -138,3 +138,35 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A virtual host of its own on the local broker (the `guest` user may use
+/// it), so a test's `kraken.sysinfo`, `kraken.deployment` and `kraken.log`
+/// queues are not shared with any other test; deleted when dropped.
+pub struct Vhost {
+    name: String,
+}
+
+impl Vhost {
+    /// Makes a fresh virtual host.
+    pub fn new(prefix: &str) -> Self {
+        ensure_broker();
+        let name = unique_node(prefix);
+        assert!(rabbitmqctl(&["add_vhost", &name]), "rabbitmqctl add_vhost {name} failed");
+        assert!(
+            rabbitmqctl(&["set_permissions", "-p", &name, "guest", ".*", ".*", ".*"]),
+            "rabbitmqctl set_permissions on {name} failed"
+        );
+        Self { name }
+    }
+
+    /// The broker URL of this virtual host.
+    pub fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:5672/{}", self.name)
+    }
+}
+
+impl Drop for Vhost {
+    fn drop(&mut self) {
+        let _ = rabbitmqctl(&["delete_vhost", &self.name]);
+    }
+}

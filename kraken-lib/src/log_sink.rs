@@ -1,0 +1,230 @@
+//! A deployment's log lines on their way to the bus, in bounded memory.
+//!
+//! Whatever follows an app's (or its build's) output hands lines to a
+//! [`LogSink`]; a task of the sink gathers them into batches and publishes
+//! them. Between the two sits a queue of [`QUEUE_LINES`] lines: when an app
+//! prints faster than its lines can be published and stored, the lines that
+//! do not fit are dropped and counted instead of the agent's memory growing,
+//! and the log says so where they are missing: `[kraken] N lines dropped …`
+//! comes right before the next line that fits (or, when the app went quiet,
+//! after the last line queued). Each line is cut to the state's longest
+//! line, so a batch is at most [`BATCH_LINES`] lines and [`BATCH_BYTES`]
+//! bytes.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tracing::warn;
+
+use crate::bus::{Body, Channel, LogBatch, LogEntry};
+use crate::deployment::DeploymentId;
+use crate::node::GenericNode;
+use crate::output::CUT_MARK;
+
+/// How many lines wait for their batch at most.
+pub const QUEUE_LINES: usize = 256;
+/// The most lines in one batch.
+pub const BATCH_LINES: usize = 200;
+/// The most bytes of lines in one batch.
+pub const BATCH_BYTES: usize = 256 * 1024;
+
+/// Batches log lines of one deployment onto the bus. Clones feed the same batches.
+#[derive(Clone)]
+pub struct LogSink {
+    tx: mpsc::Sender<LogEntry>,
+    dropped: Arc<AtomicU64>,
+    max_line: usize,
+}
+
+impl std::fmt::Debug for LogSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogSink")
+            .field("dropped", &self.dropped.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl LogSink {
+    /// A sink publishing the lines of `deployment` (its work of `generation`)
+    /// from `node`, until every clone is dropped.
+    pub fn start(node: GenericNode, deployment: DeploymentId, generation: u64) -> Self {
+        let (tx, mut rx) = mpsc::channel::<LogEntry>(QUEUE_LINES);
+        let max_line = node.config.state_limits.log_line_bytes.max(64);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let counter = dropped.clone();
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut bytes = first.line.len();
+                let mut lines = vec![first];
+                // Gather what else is already waiting (up to a batch), then send.
+                let mut emptied = false;
+                while lines.len() < BATCH_LINES && bytes < BATCH_BYTES {
+                    match rx.try_recv() {
+                        Ok(l) => {
+                            bytes += l.line.len();
+                            lines.push(l);
+                        }
+                        Err(_) => {
+                            emptied = true;
+                            break;
+                        }
+                    }
+                }
+                // Every line queued before the drops is in this batch, and
+                // none came after them (a sender puts the note before its
+                // line): the gap is at the end.
+                if emptied {
+                    let missed = counter.swap(0, Ordering::Relaxed);
+                    if missed > 0 {
+                        lines.push(dropped_note(missed));
+                    }
+                }
+                let batch = LogBatch { deployment: deployment.clone(), generation, lines };
+                if let Err(e) = node.publish(&Channel::Log, Body::Log(batch)).await {
+                    warn!(error = %e, "could not send log lines");
+                }
+            }
+        });
+        Self { tx, dropped, max_line }
+    }
+
+    /// Hands over a line; drops it (and counts it) when the queue is full.
+    pub fn send(&self, stream: &str, line: impl Into<String>) {
+        let mut line = line.into();
+        if line.len() > self.max_line {
+            let mut cut = self.max_line;
+            while !line.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            line.truncate(cut);
+            line.push_str(CUT_MARK);
+        }
+        let entry = LogEntry { stream: stream.to_string(), line };
+        if self.dropped.load(Ordering::Relaxed) == 0 {
+            match self.tx.try_send(entry) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                // The publishing task ended with the runtime: nothing to do.
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+            return;
+        }
+        // Lines were dropped just before this one: the note goes here, with
+        // it, or this line is dropped too.
+        match self.tx.try_reserve_many(2) {
+            Ok(mut permits) => {
+                let missed = self.dropped.swap(0, Ordering::Relaxed);
+                if missed > 0 {
+                    if let Some(permit) = permits.next() {
+                        permit.send(dropped_note(missed));
+                    }
+                }
+                if let Some(permit) = permits.next() {
+                    permit.send(entry);
+                }
+            }
+            Err(mpsc::error::TrySendError::Full(())) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(mpsc::error::TrySendError::Closed(())) => {}
+        }
+    }
+
+    /// Lines dropped and not yet reported.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// The line saying `missed` lines were dropped.
+fn dropped_note(missed: u64) -> LogEntry {
+    LogEntry {
+        stream: "platform".to_string(),
+        line: format!(
+            "[kraken] {missed} line{} dropped: the app printed faster than its log could be kept",
+            if missed == 1 { "" } else { "s" }
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures::StreamExt;
+
+    use super::*;
+    use crate::bus::memory::MemoryBus;
+    use crate::bus::Bus;
+    use crate::node::{NodeConfig, NodeIdentity};
+
+    #[tokio::test]
+    async fn a_flood_is_bounded_and_the_drop_is_said_in_the_log() {
+        let bus = Arc::new(MemoryBus::new());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = NodeConfig::new(dir.path(), "127.0.0.1:0".parse().expect("addr"));
+        let node = GenericNode::new(NodeIdentity { id: "n1".into(), name: "n".into() }, config, bus.clone());
+        let mut batches = bus.subscribe(&Channel::Log).await.expect("subscribe");
+        let sink = LogSink::start(node, "d1".into(), 1);
+        // Far more at once than the queue holds, one line far too long.
+        sink.send("stdout", "x".repeat(100_000));
+        for i in 0..10_000 {
+            sink.send("stdout", format!("line {i}"));
+        }
+        assert!(sink.dropped() > 0, "the queue is bounded");
+        sink.send("stdout", "last");
+        let mut seen = Vec::new();
+        while !seen.iter().any(|l: &LogEntry| l.line.contains("dropped")) {
+            let next = tokio::time::timeout(Duration::from_secs(10), batches.next()).await.expect("a batch");
+            let Some(delivery) = next else { panic!("the bus closed") };
+            let Body::Log(batch) = delivery.envelope.body else { panic!("not a log batch") };
+            assert!(batch.lines.len() <= BATCH_LINES + 1);
+            seen.extend(batch.lines);
+        }
+        let long = &seen[0];
+        assert_eq!(long.line.len(), 4096 + CUT_MARK.len(), "lines are cut to the state's longest");
+        let note = seen.iter().find(|l| l.line.contains("dropped")).expect("note");
+        assert_eq!(note.stream, "platform");
+        assert!(note.line.starts_with("[kraken] "), "{}", note.line);
+        // Nothing was published while the lines were handed over (one
+        // thread): the queue took its fill, the rest is counted, and the note
+        // comes after the last line queued.
+        let said: usize = note.line.split(' ').nth(1).and_then(|n| n.parse().ok()).expect("a count");
+        assert_eq!(said, 10_002 - QUEUE_LINES, "{}", note.line);
+        assert_eq!(seen.iter().position(|l| l.line.contains("dropped")), Some(QUEUE_LINES));
+    }
+
+    #[tokio::test]
+    async fn the_note_stands_where_the_lines_are_missing() {
+        let bus = Arc::new(MemoryBus::new());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = NodeConfig::new(dir.path(), "127.0.0.1:0".parse().expect("addr"));
+        let node = GenericNode::new(NodeIdentity { id: "n1".into(), name: "n".into() }, config, bus.clone());
+        let mut batches = bus.subscribe(&Channel::Log).await.expect("subscribe");
+        let sink = LogSink::start(node, "d1".into(), 1);
+        for i in 0..(QUEUE_LINES + 10) {
+            sink.send("stdout", format!("before {i}"));
+        }
+        // Room again: the next line that fits comes after the note.
+        let mut seen = Vec::new();
+        while seen.len() < QUEUE_LINES {
+            let delivery =
+                tokio::time::timeout(Duration::from_secs(10), batches.next()).await.expect("a batch");
+            let Some(Body::Log(batch)) = delivery.map(|d| d.envelope.body) else { panic!("no log batch") };
+            seen.extend(batch.lines.into_iter().map(|l| l.line));
+        }
+        sink.send("stdout", "after");
+        while !seen.iter().any(|l| l == "after") {
+            let delivery =
+                tokio::time::timeout(Duration::from_secs(10), batches.next()).await.expect("a batch");
+            let Some(Body::Log(batch)) = delivery.map(|d| d.envelope.body) else { panic!("no log batch") };
+            seen.extend(batch.lines.into_iter().map(|l| l.line));
+        }
+        let note = seen.iter().position(|l| l.contains("10 lines dropped")).expect("the note");
+        assert_eq!(seen[note - 1], format!("before {}", QUEUE_LINES - 1), "{seen:?}");
+        assert_eq!(seen.last().map(String::as_str), Some("after"));
+    }
+}
