@@ -24,7 +24,7 @@ use apps::AppRepo;
 use serde_json::{json, Value};
 use support::*;
 
-const JOIN_TOKEN: &str = "soak-join-token";
+const JOIN_TOKEN: &str = "soak-join-token-0123";
 
 /// Busy loops, one more than there are CPUs; killed when dropped.
 struct Hogs(Vec<Child>);
