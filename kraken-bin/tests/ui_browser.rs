@@ -407,29 +407,24 @@ fn the_page_says_when_the_platform_is_lost_and_when_it_is_back() {
     }));
 }
 
-/// Opens the replica stream as a rollover candidate would; returns the
-/// response (kept open) and the snapshot's session and version.
-async fn replica_stream(base: &str, join_token: &str) -> (reqwest::Response, String, u64) {
-    let mut response = reqwest::Client::new()
-        .get(format!("{base}/api/v1/replica?node=ui-test-candidate"))
-        .bearer_auth(join_token)
-        .send()
-        .await
-        .expect("the replica stream opens");
-    assert!(response.status().is_success(), "{}", response.status());
-    let mut decoder = kraken_lib::api::SseDecoder::new();
-    loop {
-        let chunk = tokio::time::timeout(SHORT, response.chunk())
-            .await
-            .expect("a snapshot in time")
-            .expect("the stream reads")
-            .expect("the stream stays open");
-        if let Some(snapshot) = decoder.push(&chunk).into_iter().find(|m| m.event == "snapshot") {
-            let v: Value = serde_json::from_str(&snapshot.data).expect("json");
-            let session = v["session"].as_str().expect("a session").to_string();
-            return (response, session, v["version"].as_u64().expect("a version"));
+/// An agent of the test's own, stopped (which blocks) outside the async runtime.
+struct OffTheRuntime(Option<support::Agent>);
+
+impl Drop for OffTheRuntime {
+    fn drop(&mut self) {
+        if let Some(agent) = self.0.take() {
+            let _ = std::thread::spawn(move || drop(agent)).join();
         }
     }
+}
+
+/// Sends `signal` (`STOP` or `CONT`) to the process `pid`.
+fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{signal} {pid}");
 }
 
 #[test]
@@ -437,7 +432,8 @@ fn the_page_says_when_replication_is_degraded_and_when_a_copy_has_caught_up() {
     let _one_at_a_time = serial();
     let account = support::BrokerAccount::new();
     const JOIN: &str = "ui-replication-join-token";
-    let extra = ["--amqp-url", &account.url(), "--join-token", JOIN].map(String::from);
+    // A long grace: the stopped candidate is neither marked down nor takes over.
+    let extra = ["--amqp-url", &account.url(), "--join-token", JOIN, "--node-grace", "60"].map(String::from);
     runtime().block_on(run_ui_test_with("replication", &extra, |ui| async move {
         ui.open("#/").await;
         ui.element("#orchestrator-name", SHORT).await;
@@ -447,18 +443,26 @@ fn the_page_says_when_replication_is_degraded_and_when_a_copy_has_caught_up() {
             if (!b) return null;
             return { state: b.dataset.state || "", hidden: b.hidden, text: b.innerText, badge: s ? s.dataset.state : null };"##;
 
-        // A rollover candidate connects, stores its snapshot, and then never
-        // confirms anything: the next change is acknowledged after the
-        // timeout, without a copy.
-        let (_silent, session, version) = replica_stream(&ui.base, JOIN).await;
-        let acked = reqwest::Client::new()
-            .post(format!("{}/api/v1/replica/ack", ui.base))
-            .bearer_auth(JOIN)
-            .json(&serde_json::json!({ "session": session, "version": version }))
-            .send()
+        // A real worker joins and becomes the rollover candidate: replication
+        // is synchronous once it has stored the snapshot.
+        let worker_dir = tempfile::tempdir().expect("tempdir");
+        let worker_args = ["--join", &ui.base, "--join-token", JOIN, "--node-grace", "60"].map(String::from);
+        let data = worker_dir.path().join("w");
+        let worker = OffTheRuntime(Some(
+            tokio::task::spawn_blocking(move || {
+                support::Agent::spawn("worker", &data, "127.0.0.2", support::free_port(), &worker_args)
+            })
             .await
-            .expect("ack answered");
-        assert_eq!(acked.status().as_u16(), 204);
+            .expect("the start joins")
+            .expect("the worker starts"),
+        ));
+        ui.wait_js("the synchronous badge", BUILD, banner, |v| v["badge"] == "synchronous", |_| None).await;
+
+        // The candidate stops (as a frozen machine would) and confirms
+        // nothing: the next change is acknowledged after the timeout,
+        // without a copy.
+        let pid = worker.0.as_ref().and_then(support::Agent::pid).expect("the worker's pid");
+        signal(pid, "STOP");
         let created = reqwest::Client::new()
             .post(format!("{}/api/v1/deployments", ui.base))
             .bearer_auth(&ui.token)
@@ -483,16 +487,8 @@ fn the_page_says_when_replication_is_degraded_and_when_a_copy_has_caught_up() {
         ui.wait_js("the degraded badge", SHORT, banner, |v| v["badge"] == "degraded", |_| None).await;
         ui.screenshots("replication-degraded").await;
 
-        // A candidate that connects again and confirms the snapshot has caught up.
-        let (_copy, session, version) = replica_stream(&ui.base, JOIN).await;
-        let acked = reqwest::Client::new()
-            .post(format!("{}/api/v1/replica/ack", ui.base))
-            .bearer_auth(JOIN)
-            .json(&serde_json::json!({ "session": session, "version": version }))
-            .send()
-            .await
-            .expect("ack answered");
-        assert_eq!(acked.status().as_u16(), 204);
+        // The candidate runs again, stores what it missed and confirms it: caught up.
+        signal(pid, "CONT");
         let back = ui
             .wait_js(
                 "the banner to go",
