@@ -212,7 +212,18 @@ async fn the_orchestrator_believes_reports_only_from_their_signed_sender() {
         })
         .expect("update");
 
-    // The worker is up (it reported before), so its deployment stays with it.
+    // The worker is up (it reported before) and says it is building the
+    // deployment, so the deployment stays with it.
+    let building = kraken_lib::bus::WorkerDeployment {
+        deployment: d.id.clone(),
+        generation: 1,
+        in_progress: true,
+        container_id: None,
+        running: false,
+        host_port: None,
+        address: None,
+        stats: None,
+    };
     let sysinfo = |from: &str, epoch: u64| {
         envelope(
             epoch,
@@ -222,7 +233,7 @@ async fn the_orchestrator_believes_reports_only_from_their_signed_sender() {
                 name: from.into(),
                 address: address.into(),
                 stats: Default::default(),
-                deployments: Vec::new(),
+                deployments: if from == "worker" { vec![building.clone()] } else { Vec::new() },
                 at: chrono::Utc::now(),
                 runs_apps: true,
                 instance: "bus-trust".into(),
