@@ -125,38 +125,6 @@ fn bounded(arguments: &mut FieldTable, max_length: u32) {
     arguments.insert("x-overflow".into(), AMQPValue::LongString("drop-head".into()));
 }
 
-/// Random credentials for a broker the platform administers itself: a user
-/// `kraken-<16 hex digits>` and a password of 32 hex digits (128 bits).
-///
-/// # Errors
-/// [`BusError::Unavailable`] when the operating system has no randomness to give.
-pub fn generated_credentials() -> Result<(String, String), BusError> {
-    let mut user = [0u8; 8];
-    let mut password = [0u8; 16];
-    getrandom::getrandom(&mut user)
-        .and_then(|()| getrandom::getrandom(&mut password))
-        .map_err(|e| BusError::Unavailable(format!("could not generate broker credentials: {e}")))?;
-    Ok((format!("kraken-{}", hex::encode(user)), hex::encode(password)))
-}
-
-/// The `amqp://` URL of the broker at `host:port` for `user`, on the default
-/// virtual host `/`. The user and password are percent-encoded.
-pub fn broker_url(host: &str, port: u16, user: &str, password: &str) -> String {
-    format!("amqp://{}:{}@{host}:{port}/%2f", percent_encode(user), percent_encode(password))
-}
-
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// `url` with its user information hidden, for messages.
 fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -670,25 +638,6 @@ mod tests {
     fn redact_hides_user_information() {
         assert_eq!(redact("amqp://u:secret@host:5672/%2f"), "amqp://***@host:5672/%2f");
         assert_eq!(redact("amqp://host"), "amqp://host");
-    }
-
-    #[test]
-    fn broker_url_encodes_credentials() {
-        assert_eq!(broker_url("h", 5672, "a b", "p@ss/"), "amqp://a%20b:p%40ss%2F@h:5672/%2f");
-        let url = broker_url("h", 1, "us:er", "p@ss");
-        let uri: AMQPUri = url.parse().expect("parses");
-        assert_eq!(uri.authority.userinfo.username, "us:er");
-        assert_eq!(uri.authority.userinfo.password, "p@ss");
-    }
-
-    #[test]
-    fn generated_credentials_differ_and_are_url_safe() {
-        let (u1, p1) = generated_credentials().expect("credentials");
-        let (u2, p2) = generated_credentials().expect("credentials");
-        assert_ne!((&u1, &p1), (&u2, &p2));
-        assert!(u1.starts_with("kraken-") && u1.len() == 23);
-        assert_eq!(p1.len(), 32);
-        assert_eq!(percent_encode(&p1), p1);
     }
 
     #[test]

@@ -29,12 +29,13 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use super::TakeoverKit;
-use crate::api::{self, ApiContext, JoinInfo};
+use crate::api::JoinInfo;
 use crate::auth::TokenHash;
 use crate::bus::{Body, Channel, WorkRequest};
 use crate::executor::Executor;
 use crate::node::GenericNode;
 use crate::orchestrator::OrchestrationExecutor;
+use crate::role::OrchestratorRole;
 use crate::state::{Role, State};
 
 /// One step of a takeover.
@@ -137,7 +138,9 @@ impl Takeover {
         reach_broker(node, state, kit).await?;
 
         check(TakeoverStep::Orchestrator)?;
-        let mut leader = OrchestrationExecutor::new(state.clone(), kit.registry.clone());
+        // The same role a platform starting as orchestrator puts together.
+        let role = OrchestratorRole::new(state.clone(), kit.registry.clone(), kit.ui.clone());
+        let mut leader = role.executor();
         leader
             .setup(node)
             .await
@@ -150,11 +153,7 @@ impl Takeover {
         check(TakeoverStep::Serve)?;
         // The replica holds the tokens' hashes only: enough to check them.
         let join = JoinInfo { token: join_token, amqp_url: kit.amqp_url.clone() };
-        let ctx = ApiContext::new(state.clone(), kit.registry.clone(), node.clone(), token).with_join(join);
-        let mut app = api::router(ctx);
-        if let Some(ui) = kit.ui.clone() {
-            app = app.merge(ui);
-        }
+        let app = role.api(node, token, Some(join));
         // The point of no return: from here on this node leads.
         node.set_epoch(self.epoch);
         node.set_rollover_priority(0);
@@ -242,13 +241,12 @@ async fn reach_broker(node: &GenericNode, state: &State, kit: &mut TakeoverKit) 
             "the broker is unreachable and the platform did not start it; waiting for it to come back".into(),
         ));
     };
-    let (local, advertised) =
-        crate::platform::start_broker(state, kit.runtime.as_ref(), &image, port, &node.id, &node.config)
-            .await
-            .map_err(|e| fail(e.to_string()))?;
-    if *kit.amqp_url != *advertised {
-        amqp.redirect(&local).await.map_err(|e| fail(e.to_string()))?;
-        kit.amqp_url = Arc::from(advertised.as_str());
+    let urls = crate::broker::start(state, kit.runtime.as_ref(), &image, port, &node.id, &node.config)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    if *kit.amqp_url != *urls.advertised {
+        amqp.redirect(&urls.local).await.map_err(|e| fail(e.to_string()))?;
+        kit.amqp_url = Arc::from(urls.advertised.as_str());
     }
     match tokio::time::timeout(BROKER_WAIT, amqp.wait_connected()).await {
         Ok(true) => {
