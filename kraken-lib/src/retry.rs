@@ -50,9 +50,9 @@ impl Backoff {
     /// most `max`), so that many clients do not retry in step.
     pub fn next_jittered(&mut self) -> Duration {
         let pause = self.next_pause();
-        let mut byte = [0u8; 1];
-        let factor = match getrandom::getrandom(&mut byte) {
-            Ok(()) => 0.5 + f64::from(byte[0]) / 255.0,
+        let mut bytes = [0u8; 2];
+        let factor = match getrandom::getrandom(&mut bytes) {
+            Ok(()) => 0.5 + f64::from(u16::from_le_bytes(bytes)) / f64::from(u16::MAX),
             Err(_) => 1.0,
         };
         pause.mul_f64(factor).min(self.max)

@@ -31,6 +31,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
+
+use crate::retry::Backoff;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
     QueueDeclareOptions,
@@ -405,18 +407,17 @@ async fn supervise(shared: Arc<Shared>, failures: Arc<Notify>) {
             shared.link.send_replace(None);
         }
         // Reconnect with back-off.
-        let mut backoff = BACKOFF_MIN;
+        let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
         let lost = Instant::now();
         let connection = loop {
             match open(&shared, &failures).await {
                 Ok(connection) => break connection,
                 Err(error) => {
-                    debug!(broker = %shared.shown(), %error, ?backoff, "reconnecting to RabbitMQ failed");
+                    debug!(broker = %shared.shown(), %error, backoff = ?backoff.peek(), "reconnecting to RabbitMQ failed");
                     tokio::select! {
                         _ = shared.stop.cancelled() => return,
-                        _ = tokio::time::sleep(jitter(backoff)) => {}
+                        _ = tokio::time::sleep(backoff.next_jittered()) => {}
                     }
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
             }
         };
@@ -428,17 +429,6 @@ async fn supervise(shared: Arc<Shared>, failures: Arc<Notify>) {
         info!(broker = %shared.shown(), after = ?lost.elapsed(), "reconnected to RabbitMQ");
         shared.link.send_replace(Some(Arc::new(Link::new(generation, connection))));
     }
-}
-
-/// `pause` scaled by a random factor between 0.5 and 1.5 (at most
-/// [`BACKOFF_MAX`]), so that many clients do not reconnect in step.
-fn jitter(pause: Duration) -> Duration {
-    let mut bytes = [0u8; 2];
-    let factor = match getrandom::getrandom(&mut bytes) {
-        Ok(()) => 0.5 + f64::from(u16::from_le_bytes(bytes)) / f64::from(u16::MAX),
-        Err(_) => 1.0,
-    };
-    pause.mul_f64(factor).min(BACKOFF_MAX)
 }
 
 #[async_trait::async_trait]
@@ -457,7 +447,7 @@ impl Bus for AmqpBus {
         let spec = shared.options.queue_spec(channel);
         let deadline = Instant::now() + shared.options.publish_timeout;
         let mut last_error = String::from("no connection");
-        let mut backoff = BACKOFF_MIN;
+        let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
         loop {
             let link = match tokio::time::timeout_at(deadline, shared.wait_link()).await {
                 Ok(Some(link)) => link,
@@ -500,7 +490,7 @@ impl Bus for AmqpBus {
             debug!(queue = %spec.name, %error, "publish failed; trying again");
             last_error = error.to_string();
             shared.report_failure(&link, &self.inner.failures);
-            if tokio::time::timeout_at(deadline, tokio::time::sleep(jitter(backoff))).await.is_err() {
+            if tokio::time::timeout_at(deadline, tokio::time::sleep(backoff.next_jittered())).await.is_err() {
                 return Err(shared.unavailable(
                     &format!(
                         "could not publish to {} within {:?}",
@@ -509,7 +499,6 @@ impl Bus for AmqpBus {
                     &last_error,
                 ));
             }
-            backoff = (backoff * 2).min(BACKOFF_MAX);
         }
     }
 
@@ -555,7 +544,7 @@ async fn feed(
     tx: mpsc::Sender<Delivery>,
 ) {
     let shared = &inner.shared;
-    let mut backoff = BACKOFF_MIN;
+    let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
     loop {
         // Pass the messages on until the consumer ends.
         loop {
@@ -575,7 +564,7 @@ async fn feed(
                     break;
                 }
             };
-            backoff = BACKOFF_MIN;
+            backoff.reset();
             let (envelope, origin) = match wire::decode(&delivery.data) {
                 Ok(decoded) => decoded,
                 Err(error) => {
@@ -617,13 +606,12 @@ async fn feed(
                     break;
                 }
                 Err(error) => {
-                    debug!(queue = %spec.name, %error, ?backoff, "could not consume again");
+                    debug!(queue = %spec.name, %error, backoff = ?backoff.peek(), "could not consume again");
                     shared.report_failure(&next, &inner.failures);
                     tokio::select! {
                         _ = tx.closed() => return,
-                        _ = tokio::time::sleep(jitter(backoff)) => {}
+                        _ = tokio::time::sleep(backoff.next_jittered()) => {}
                     }
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
             }
         }

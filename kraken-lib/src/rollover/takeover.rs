@@ -35,6 +35,7 @@ use crate::bus::{Body, Channel, WorkRequest};
 use crate::executor::Executor;
 use crate::node::GenericNode;
 use crate::orchestrator::OrchestrationExecutor;
+use crate::retry::Backoff;
 use crate::role::OrchestratorRole;
 use crate::state::{Role, State};
 
@@ -94,7 +95,7 @@ pub(crate) struct Takeover {
     previous: Option<String>,
     /// Attempts made so far.
     pub(crate) attempts: u32,
-    backoff: Duration,
+    backoff: Backoff,
     /// When the next attempt may start.
     pub(crate) next_attempt: Instant,
 }
@@ -107,16 +108,16 @@ impl Takeover {
             epoch: known.max(node_epoch) + 1,
             previous: state.meta("orchestrator_id").ok().flatten(),
             attempts: 0,
-            backoff: BACKOFF_MIN,
+            backoff: Backoff::new(BACKOFF_MIN, BACKOFF_MAX),
             next_attempt: Instant::now(),
         }
     }
 
     /// Schedules the next attempt after a failure.
     pub(crate) fn failed(&mut self, error: &TakeoverError) {
-        warn!(attempt = self.attempts, retry_in = ?self.backoff, %error, "the takeover failed; nothing was changed, trying again");
-        self.next_attempt = Instant::now() + self.backoff;
-        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+        let pause = self.backoff.next_pause();
+        warn!(attempt = self.attempts, retry_in = ?pause, %error, "the takeover failed; nothing was changed, trying again");
+        self.next_attempt = Instant::now() + pause;
     }
 
     /// One attempt. On success the returned orchestration executor is set up
