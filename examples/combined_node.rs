@@ -12,7 +12,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use kraken_lib::builder::{BaseImages, BuilderRegistry};
 use kraken_lib::node::NodeConfig;
-use kraken_lib::platform::{Platform, PlatformOptions};
+use kraken_lib::platform::{NodeRole, Platform};
 use kraken_lib::runtime::DockerRuntime;
 
 #[tokio::main]
@@ -34,14 +34,13 @@ async fn main() -> anyhow::Result<()> {
     let mut config = NodeConfig::new(data_dir, listen);
     // Repositories on this machine's disk only when asked for.
     config.allow_local_sources = std::env::var_os("KRAKEN_ALLOW_LOCAL_SOURCES").is_some();
-    let platform = Platform::start(
-        PlatformOptions {
-            ui: Some(kraken_ui::router()),
-            ..PlatformOptions::combined(config, BuilderRegistry::with_builtins(images))
-        },
-        Arc::new(runtime),
-    )
-    .await?;
+    let platform = Platform::builder(config)
+        .role(NodeRole::Combined)
+        .registry(BuilderRegistry::with_builtins(images))
+        .ui(kraken_ui::router())
+        .runtime(Arc::new(runtime))
+        .start()
+        .await?;
     println!(
         "platform at {} — token {}",
         platform.api_address(),

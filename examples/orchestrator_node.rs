@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use kraken_lib::builder::{BaseImages, BuilderRegistry};
 use kraken_lib::node::NodeConfig;
-use kraken_lib::platform::{NodeRole, Platform, PlatformOptions};
+use kraken_lib::platform::{NodeRole, Platform};
 use kraken_lib::runtime::DockerRuntime;
 
 #[tokio::main]
@@ -28,16 +28,14 @@ async fn main() -> anyhow::Result<()> {
     // The runtime is only used to start a broker when none is given; the URL is given here.
     let runtime = DockerRuntime::connect().await.context("a Docker engine is needed")?;
     let registry = BuilderRegistry::with_builtins(BaseImages::defaults());
-    let platform = Platform::start(
-        PlatformOptions {
-            role: NodeRole::Orchestrator,
-            amqp_url: Some(amqp_url),
-            ui: Some(kraken_ui::router()),
-            ..PlatformOptions::combined(NodeConfig::new(data_dir, listen), registry)
-        },
-        Arc::new(runtime),
-    )
-    .await?;
+    let platform = Platform::builder(NodeConfig::new(data_dir, listen))
+        .role(NodeRole::Orchestrator)
+        .amqp_url(Some(amqp_url))
+        .registry(registry)
+        .ui(kraken_ui::router())
+        .runtime(Arc::new(runtime))
+        .start()
+        .await?;
     println!(
         "orchestrator at {} — token {}",
         platform.api_address(),

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use kraken_lib::builder::{BaseImages, BuilderRegistry};
 use kraken_lib::node::NodeConfig;
-use kraken_lib::platform::{NodeRole, Platform, PlatformOptions};
+use kraken_lib::platform::{NodeRole, Platform};
 use kraken_lib::runtime::DockerRuntime;
 
 #[tokio::main]
@@ -33,19 +33,14 @@ async fn main() -> anyhow::Result<()> {
         Err(_) => BaseImages::defaults(),
     };
     let runtime = DockerRuntime::connect().await.context("a Docker engine is needed")?;
-    let platform = Platform::start(
-        PlatformOptions {
-            role: NodeRole::Worker { orchestrator },
-            join_token: Some(join_token),
-            ui: Some(kraken_ui::router()),
-            ..PlatformOptions::combined(
-                NodeConfig::new(data_dir, listen),
-                BuilderRegistry::with_builtins(images),
-            )
-        },
-        Arc::new(runtime),
-    )
-    .await?;
+    let platform = Platform::builder(NodeConfig::new(data_dir, listen))
+        .role(NodeRole::Worker { orchestrator })
+        .join_token(Some(join_token))
+        .registry(BuilderRegistry::with_builtins(images))
+        .ui(kraken_ui::router())
+        .runtime(Arc::new(runtime))
+        .start()
+        .await?;
     println!(
         "worker {} joined the platform at {}",
         platform.node_id(),

@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use futures::StreamExt;
 use kraken_lib::builder::{BaseImages, BuilderRegistry};
 use kraken_lib::node::NodeConfig;
-use kraken_lib::platform::{NodeRole, Platform, PlatformOptions, JOIN_TOKEN_FILE, TOKEN_FILE};
+use kraken_lib::platform::{NodeRole, Platform, JOIN_TOKEN_FILE, TOKEN_FILE};
 use kraken_lib::runtime::{AppLimits, DockerRuntime, LogRotation};
 use serde_json::Value;
 
@@ -378,26 +378,23 @@ async fn up(args: UpArgs, role: NodeRole, data_dir: PathBuf, token: Option<Strin
     )?;
     let is_worker = matches!(role, NodeRole::Worker { .. });
     let starts_broker_by_default = role == NodeRole::Orchestrator;
-    let platform = Platform::start(
-        PlatformOptions {
-            config,
-            token,
-            name: args.name,
-            registry: BuilderRegistry::with_builtins(images),
-            ui: Some(kraken_ui::router()),
-            role,
-            broker_image: (args.amqp_url.is_none() && (args.start_broker || starts_broker_by_default))
-                .then(|| args.broker_image.clone()),
-            broker_port: args.broker_port,
-            amqp_url: args.amqp_url,
-            amqp_advertise_url: args.amqp_advertise_url,
-            join_token: args.join_token,
-            takeover_faults: None,
-            announce: !args.no_discovery,
-        },
-        Arc::new(runtime),
-    )
-    .await?;
+    let broker_image = (args.amqp_url.is_none() && (args.start_broker || starts_broker_by_default))
+        .then(|| args.broker_image.clone());
+    let mut platform = Platform::builder(config)
+        .role(role)
+        .token(token)
+        .name(args.name)
+        .registry(BuilderRegistry::with_builtins(images))
+        .ui(kraken_ui::router())
+        .runtime(Arc::new(runtime))
+        .amqp_url(args.amqp_url)
+        .amqp_advertise_url(args.amqp_advertise_url)
+        .join_token(args.join_token)
+        .announce(!args.no_discovery);
+    if let Some(image) = broker_image {
+        platform = platform.broker(image, args.broker_port);
+    }
+    let platform = platform.start().await?;
     let address = platform.api_address();
     if is_worker {
         println!(

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use apps::AppRepo;
 use kraken_lib::builder::{BaseImages, BuilderRegistry};
 use kraken_lib::node::NodeConfig;
-use kraken_lib::platform::{NodeRole, Platform, PlatformOptions};
+use kraken_lib::platform::{NodeRole, Platform};
 use kraken_lib::rollover::takeover::{TakeoverFaults, TakeoverStep};
 use kraken_lib::runtime::DockerRuntime;
 use serde_json::{json, Value};
@@ -96,14 +96,16 @@ impl Candidate {
                     Ok(d) => d,
                     Err(e) => return drop(ready_tx.send(Err(e.to_string()))),
                 };
-                let options = PlatformOptions {
-                    role: NodeRole::Worker { orchestrator },
-                    join_token: Some(JOIN_TOKEN.to_string()),
-                    name: Some("candidate".into()),
-                    takeover_faults: Some(faults),
-                    ..PlatformOptions::combined(config, registry)
-                };
-                let platform = match Platform::start(options, Arc::new(docker)).await {
+                let platform = Platform::builder(config)
+                    .role(NodeRole::Worker { orchestrator })
+                    .join_token(Some(JOIN_TOKEN.to_string()))
+                    .name(Some("candidate".into()))
+                    .takeover_faults(faults)
+                    .registry(registry)
+                    .runtime(Arc::new(docker))
+                    .start()
+                    .await;
+                let platform = match platform {
                     Ok(p) => p,
                     Err(e) => return drop(ready_tx.send(Err(e.to_string()))),
                 };

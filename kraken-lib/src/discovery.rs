@@ -393,8 +393,7 @@ pub async fn join(address: &str) -> Result<Found, DiscoveryError> {
 /// An IPv4 subnet such as `192.168.1.0/24`; the host bits are cleared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Subnet {
-    network: Ipv4Addr,
-    prefix: u8,
+    net: ipnet::Ipv4Net,
 }
 
 impl Subnet {
@@ -410,27 +409,31 @@ impl Subnet {
                 reason: format!("the prefix {prefix} is longer than 32"),
             });
         }
-        Ok(Self { network: Ipv4Addr::from(u32::from(addr) & mask(prefix)), prefix })
+        let net = ipnet::Ipv4Net::new(addr, prefix).map_err(|e| DiscoveryError::BadSubnet {
+            text: format!("{addr}/{prefix}"),
+            reason: e.to_string(),
+        })?;
+        Ok(Self { net: net.trunc() })
     }
 
     /// The network address (host bits cleared).
     pub fn network(&self) -> Ipv4Addr {
-        self.network
+        self.net.network()
     }
 
     /// The prefix length.
     pub fn prefix(&self) -> u8 {
-        self.prefix
+        self.net.prefix_len()
     }
 
     /// Whether `addr` lies in this subnet.
     pub fn contains(&self, addr: Ipv4Addr) -> bool {
-        u32::from(addr) & mask(self.prefix) == u32::from(self.network)
+        self.net.contains(&addr)
     }
 
     /// How many addresses [`Subnet::hosts`] yields.
     pub fn host_count(&self) -> u64 {
-        match self.prefix {
+        match self.prefix() {
             32 => 1,
             31 => 2,
             p => (1u64 << (32 - p)) - 2,
@@ -440,32 +443,24 @@ impl Subnet {
     /// The host addresses: all but the network and broadcast addresses; both
     /// addresses of a /31 (point-to-point links) and the one of a /32.
     pub fn hosts(&self) -> impl Iterator<Item = Ipv4Addr> {
-        let first = u64::from(u32::from(self.network));
-        let (start, count) = match self.prefix {
-            31 | 32 => (first, self.host_count()),
-            _ => (first + 1, self.host_count()),
-        };
-        (start..start + count).filter_map(|n| u32::try_from(n).ok()).map(Ipv4Addr::from)
+        self.net.hosts()
     }
 
     /// The subnet an interface with `addr/prefix` would scan: itself when the
     /// prefix is at least [`MIN_LOCAL_PREFIX`], otherwise the /24 around `addr`.
     pub fn trimmed_around(addr: Ipv4Addr, prefix: u8) -> Self {
         let prefix = if (MIN_LOCAL_PREFIX..=32).contains(&prefix) { prefix } else { 24 };
-        Self { network: Ipv4Addr::from(u32::from(addr) & mask(prefix)), prefix }
-    }
-}
-
-fn mask(prefix: u8) -> u32 {
-    match prefix {
-        0 => 0,
-        p => u32::MAX << (32 - u32::from(p.min(32))),
+        match ipnet::Ipv4Net::new(addr, prefix) {
+            Ok(net) => Self { net: net.trunc() },
+            // The prefix is at most 32 here; a /32 of the address is the safe answer.
+            Err(_) => Self { net: ipnet::Ipv4Net::from(addr) },
+        }
     }
 }
 
 impl fmt::Display for Subnet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.network, self.prefix)
+        write!(f, "{}", self.net)
     }
 }
 

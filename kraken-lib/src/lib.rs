@@ -32,8 +32,12 @@
 //! - [`api`]: the HTTP API (axum) under `/api/v1`.
 //! - [`openapi`]: the API's OpenAPI document.
 //! - [`rollover`]: the primary candidate's replica, takeover and fencing.
-//! - [`platform`]: one entry point that starts an agent (combined, orchestrator-only
-//!   or worker-only) with its bus and its API.
+//! - [`broker`]: the platform's own RabbitMQ: starting it, its credentials and URLs.
+//! - [`join`]: asking an orchestrator to let this node join its platform.
+//! - [`role`]: the roles an agent plays; the orchestrator's role put together once.
+//! - [`retry`]: one back-off for everything tried again.
+//! - [`platform`]: one entry point, `Platform::builder`, that starts an agent (combined,
+//!   orchestrator-only or worker-only, with executors of one's own) with its bus and its API.
 //!
 //! ## Example
 //!
@@ -43,14 +47,17 @@
 //! use std::sync::Arc;
 //! use kraken_lib::builder::{BaseImages, BuilderRegistry};
 //! use kraken_lib::node::NodeConfig;
-//! use kraken_lib::platform::{Platform, PlatformOptions};
+//! use kraken_lib::platform::{NodeRole, Platform};
 //! use kraken_lib::runtime::DockerRuntime;
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let config = NodeConfig::new("/var/lib/kraken", "0.0.0.0:8000".parse()?);
-//! let registry = BuilderRegistry::with_builtins(BaseImages::defaults());
-//! let runtime = Arc::new(DockerRuntime::connect().await?);
-//! let platform = Platform::start(PlatformOptions::combined(config, registry), runtime).await?;
+//! let platform = Platform::builder(config)
+//!     .role(NodeRole::Combined)
+//!     .registry(BuilderRegistry::with_builtins(BaseImages::defaults()))
+//!     .runtime(Arc::new(DockerRuntime::connect().await?))
+//!     .start()
+//!     .await?;
 //! println!("token: {}", platform.token().unwrap_or("(kept only as a hash)"));
 //! platform.run(async { let _ = tokio::signal::ctrl_c().await; }).await?;
 //! # Ok(())
@@ -59,18 +66,22 @@
 
 pub mod api;
 pub mod auth;
+pub mod broker;
 pub mod builder;
 pub mod bus;
 pub mod deployment;
 pub mod discovery;
 pub mod executor;
 pub mod fetcher;
+pub mod join;
 pub mod log_sink;
 pub mod node;
 pub mod openapi;
 pub mod orchestrator;
 pub mod output;
 pub mod platform;
+pub mod retry;
+pub mod role;
 pub mod rollover;
 pub mod runtime;
 pub mod shipwreck;

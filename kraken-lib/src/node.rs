@@ -423,7 +423,7 @@ async fn drive(mut executor: Box<dyn Executor>, mut node: GenericNode) -> Result
     let token = node.shutdown.clone();
     let fatal = |reason: String| NodeError::Executor { executor: name.clone(), reason };
     'setup: loop {
-        let mut backoff = Duration::from_millis(250);
+        let mut backoff = crate::retry::Backoff::new(Duration::from_millis(250), SETUP_BACKOFF_MAX);
         loop {
             let attempt = tokio::select! {
                 () = token.cancelled() => return Ok(()),
@@ -432,12 +432,12 @@ async fn drive(mut executor: Box<dyn Executor>, mut node: GenericNode) -> Result
             match attempt {
                 Ok(()) => break,
                 Err(SetupFailure::Retry(why)) => {
-                    warn!(executor = %name, %why, retry_in = ?backoff, "setup failed; retrying");
+                    let pause = backoff.next_pause();
+                    warn!(executor = %name, %why, retry_in = ?pause, "setup failed; retrying");
                     tokio::select! {
                         () = token.cancelled() => return Ok(()),
-                        () = tokio::time::sleep(backoff) => {}
+                        () = tokio::time::sleep(pause) => {}
                     }
-                    backoff = (backoff * 2).min(SETUP_BACKOFF_MAX);
                 }
                 Err(SetupFailure::Fatal(why)) => return Err(fatal(why)),
             }

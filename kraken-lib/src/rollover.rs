@@ -287,7 +287,7 @@ impl RolloverExecutor {
         let identity = crate::node::NodeIdentity { id: node.id.clone(), name: node.name.clone() };
         let token = self.kit.join_token.to_string();
         let Some(key) = node.public_key() else { return };
-        match crate::platform::join_platform(orchestrator, &identity, &node.config, Some(&token), key).await {
+        match crate::join::request(orchestrator, &identity, &node.config, Some(&token), key).await {
             Ok(answer) if *answer.amqp_url != *self.kit.amqp_url => {
                 info!("the platform's broker moved; following it");
                 if amqp.redirect(&answer.amqp_url).await.is_ok() {

@@ -75,10 +75,9 @@ async fn bind_same_port(ips: &[Ipv4Addr]) -> Vec<TcpListener> {
     panic!("no port was free on all of {ips:?}");
 }
 
-/// A port nothing listens on right now (bound, then released).
+/// A port nothing listens on and no other test is given.
 async fn free_port() -> u16 {
-    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
-    l.local_addr().unwrap().port()
+    kraken_test_support::free_port()
 }
 
 fn lo(last: u8) -> Ipv4Addr {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use kraken_lib::builder::{BaseImages, BuilderRegistry};
 use kraken_lib::node::NodeConfig;
-use kraken_lib::platform::{Platform, PlatformOptions};
+use kraken_lib::platform::Platform;
 use kraken_lib::runtime::DockerRuntime;
 use serde_json::{json, Value};
 
@@ -340,7 +340,10 @@ async fn real_apps_build_install_their_dependencies_and_answer() {
     }
     let registry = BuilderRegistry::with_builtins(BaseImages::uniform(&docker::base_image()));
     let runtime = DockerRuntime::connect().await.expect("docker");
-    let platform = Platform::start(PlatformOptions::combined(config, registry), Arc::new(runtime))
+    let platform = Platform::builder(config)
+        .registry(registry)
+        .runtime(Arc::new(runtime))
+        .start()
         .await
         .expect("platform");
     let node_id =

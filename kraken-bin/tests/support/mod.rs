@@ -12,13 +12,7 @@ use serde_json::Value;
 
 pub const TOKEN: &str = "e2e-platform-token";
 
-/// A free TCP port on 127.0.0.1 (free when asked; the agent binds it right after).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
+pub use kraken_test_support::{base_image, docker_lines, free_port};
 
 /// A running `kraken up`.
 pub struct Agent {
@@ -180,10 +174,6 @@ impl Drop for Agent {
     }
 }
 
-pub fn base_image() -> String {
-    std::env::var("KRAKEN_TEST_BASE_IMAGE").unwrap_or_else(|_| "kraken-test-base:bookworm-v2".to_string())
-}
-
 pub fn cli(server: &str, token: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_kraken"))
         .args(["--server", server, "--token", token])
@@ -195,20 +185,6 @@ pub fn cli(server: &str, token: &str, args: &[&str]) -> Output {
 
 pub fn text(out: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
-}
-
-pub fn docker_lines(args: &[&str]) -> Vec<String> {
-    Command::new("docker")
-        .args(args)
-        .output()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .map(String::from)
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn client() -> reqwest::blocking::Client {

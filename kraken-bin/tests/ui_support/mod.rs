@@ -6,7 +6,6 @@
 #![allow(dead_code)]
 
 use std::future::Future;
-use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
@@ -29,11 +28,7 @@ pub const APP_NAME: &str = "kraken-ui-test";
 /// The branch of the fixture repository without a `shipwreck.toml`.
 pub const BRANCH_WITHOUT_MANIFEST: &str = "no-manifest";
 
-/// A free TCP port on 127.0.0.1 (free when asked; the OS may reuse it later, rarely).
-pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0 to find a free port");
-    listener.local_addr().expect("local address of a bound listener").port()
-}
+pub use kraken_test_support::free_port;
 
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_string())

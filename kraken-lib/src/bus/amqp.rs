@@ -31,6 +31,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
+
+use crate::retry::Backoff;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
     QueueDeclareOptions,
@@ -123,38 +125,6 @@ fn bounded(arguments: &mut FieldTable, max_length: u32) {
     let max = i64::from(max_length);
     arguments.insert("x-max-length".into(), AMQPValue::LongLongInt(max));
     arguments.insert("x-overflow".into(), AMQPValue::LongString("drop-head".into()));
-}
-
-/// Random credentials for a broker the platform administers itself: a user
-/// `kraken-<16 hex digits>` and a password of 32 hex digits (128 bits).
-///
-/// # Errors
-/// [`BusError::Unavailable`] when the operating system has no randomness to give.
-pub fn generated_credentials() -> Result<(String, String), BusError> {
-    let mut user = [0u8; 8];
-    let mut password = [0u8; 16];
-    getrandom::getrandom(&mut user)
-        .and_then(|()| getrandom::getrandom(&mut password))
-        .map_err(|e| BusError::Unavailable(format!("could not generate broker credentials: {e}")))?;
-    Ok((format!("kraken-{}", hex::encode(user)), hex::encode(password)))
-}
-
-/// The `amqp://` URL of the broker at `host:port` for `user`, on the default
-/// virtual host `/`. The user and password are percent-encoded.
-pub fn broker_url(host: &str, port: u16, user: &str, password: &str) -> String {
-    format!("amqp://{}:{}@{host}:{port}/%2f", percent_encode(user), percent_encode(password))
-}
-
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// `url` with its user information hidden, for messages.
@@ -437,18 +407,17 @@ async fn supervise(shared: Arc<Shared>, failures: Arc<Notify>) {
             shared.link.send_replace(None);
         }
         // Reconnect with back-off.
-        let mut backoff = BACKOFF_MIN;
+        let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
         let lost = Instant::now();
         let connection = loop {
             match open(&shared, &failures).await {
                 Ok(connection) => break connection,
                 Err(error) => {
-                    debug!(broker = %shared.shown(), %error, ?backoff, "reconnecting to RabbitMQ failed");
+                    debug!(broker = %shared.shown(), %error, backoff = ?backoff.peek(), "reconnecting to RabbitMQ failed");
                     tokio::select! {
                         _ = shared.stop.cancelled() => return,
-                        _ = tokio::time::sleep(jitter(backoff)) => {}
+                        _ = tokio::time::sleep(backoff.next_jittered()) => {}
                     }
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
             }
         };
@@ -460,17 +429,6 @@ async fn supervise(shared: Arc<Shared>, failures: Arc<Notify>) {
         info!(broker = %shared.shown(), after = ?lost.elapsed(), "reconnected to RabbitMQ");
         shared.link.send_replace(Some(Arc::new(Link::new(generation, connection))));
     }
-}
-
-/// `pause` scaled by a random factor between 0.5 and 1.5 (at most
-/// [`BACKOFF_MAX`]), so that many clients do not reconnect in step.
-fn jitter(pause: Duration) -> Duration {
-    let mut bytes = [0u8; 2];
-    let factor = match getrandom::getrandom(&mut bytes) {
-        Ok(()) => 0.5 + f64::from(u16::from_le_bytes(bytes)) / f64::from(u16::MAX),
-        Err(_) => 1.0,
-    };
-    pause.mul_f64(factor).min(BACKOFF_MAX)
 }
 
 #[async_trait::async_trait]
@@ -489,7 +447,7 @@ impl Bus for AmqpBus {
         let spec = shared.options.queue_spec(channel);
         let deadline = Instant::now() + shared.options.publish_timeout;
         let mut last_error = String::from("no connection");
-        let mut backoff = BACKOFF_MIN;
+        let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
         loop {
             let link = match tokio::time::timeout_at(deadline, shared.wait_link()).await {
                 Ok(Some(link)) => link,
@@ -532,7 +490,7 @@ impl Bus for AmqpBus {
             debug!(queue = %spec.name, %error, "publish failed; trying again");
             last_error = error.to_string();
             shared.report_failure(&link, &self.inner.failures);
-            if tokio::time::timeout_at(deadline, tokio::time::sleep(jitter(backoff))).await.is_err() {
+            if tokio::time::timeout_at(deadline, tokio::time::sleep(backoff.next_jittered())).await.is_err() {
                 return Err(shared.unavailable(
                     &format!(
                         "could not publish to {} within {:?}",
@@ -541,7 +499,6 @@ impl Bus for AmqpBus {
                     &last_error,
                 ));
             }
-            backoff = (backoff * 2).min(BACKOFF_MAX);
         }
     }
 
@@ -587,7 +544,7 @@ async fn feed(
     tx: mpsc::Sender<Delivery>,
 ) {
     let shared = &inner.shared;
-    let mut backoff = BACKOFF_MIN;
+    let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
     loop {
         // Pass the messages on until the consumer ends.
         loop {
@@ -607,7 +564,7 @@ async fn feed(
                     break;
                 }
             };
-            backoff = BACKOFF_MIN;
+            backoff.reset();
             let (envelope, origin) = match wire::decode(&delivery.data) {
                 Ok(decoded) => decoded,
                 Err(error) => {
@@ -649,13 +606,12 @@ async fn feed(
                     break;
                 }
                 Err(error) => {
-                    debug!(queue = %spec.name, %error, ?backoff, "could not consume again");
+                    debug!(queue = %spec.name, %error, backoff = ?backoff.peek(), "could not consume again");
                     shared.report_failure(&next, &inner.failures);
                     tokio::select! {
                         _ = tx.closed() => return,
-                        _ = tokio::time::sleep(jitter(backoff)) => {}
+                        _ = tokio::time::sleep(backoff.next_jittered()) => {}
                     }
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
             }
         }
@@ -670,25 +626,6 @@ mod tests {
     fn redact_hides_user_information() {
         assert_eq!(redact("amqp://u:secret@host:5672/%2f"), "amqp://***@host:5672/%2f");
         assert_eq!(redact("amqp://host"), "amqp://host");
-    }
-
-    #[test]
-    fn broker_url_encodes_credentials() {
-        assert_eq!(broker_url("h", 5672, "a b", "p@ss/"), "amqp://a%20b:p%40ss%2F@h:5672/%2f");
-        let url = broker_url("h", 1, "us:er", "p@ss");
-        let uri: AMQPUri = url.parse().expect("parses");
-        assert_eq!(uri.authority.userinfo.username, "us:er");
-        assert_eq!(uri.authority.userinfo.password, "p@ss");
-    }
-
-    #[test]
-    fn generated_credentials_differ_and_are_url_safe() {
-        let (u1, p1) = generated_credentials().expect("credentials");
-        let (u2, p2) = generated_credentials().expect("credentials");
-        assert_ne!((&u1, &p1), (&u2, &p2));
-        assert!(u1.starts_with("kraken-") && u1.len() == 23);
-        assert_eq!(p1.len(), 32);
-        assert_eq!(percent_encode(&p1), p1);
     }
 
     #[test]

@@ -29,12 +29,14 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use super::TakeoverKit;
-use crate::api::{self, ApiContext, JoinInfo};
+use crate::api::JoinInfo;
 use crate::auth::TokenHash;
 use crate::bus::{Body, Channel, WorkRequest};
 use crate::executor::Executor;
 use crate::node::GenericNode;
 use crate::orchestrator::OrchestrationExecutor;
+use crate::retry::Backoff;
+use crate::role::OrchestratorRole;
 use crate::state::{Role, State};
 
 /// One step of a takeover.
@@ -70,13 +72,54 @@ impl std::fmt::Display for TakeoverStep {
 pub type TakeoverFaults = Arc<dyn Fn(TakeoverStep) -> Result<(), String> + Send + Sync>;
 
 /// Why a takeover attempt failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{step} failed: {reason}")]
+#[derive(Debug, thiserror::Error)]
+#[error("{step} failed: {cause}")]
 pub struct TakeoverError {
     /// The step that failed.
     pub step: TakeoverStep,
     /// Why.
-    pub reason: String,
+    #[source]
+    pub cause: TakeoverCause,
+}
+
+/// What made a takeover step fail.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TakeoverCause {
+    /// A fault a test injected ([`TakeoverFaults`]).
+    #[error("{0}")]
+    Injected(String),
+    /// The broker is unreachable and the platform did not start it, so it
+    /// cannot be started here either.
+    #[error("the broker is unreachable and the platform did not start it; waiting for it to come back")]
+    ForeignBrokerGone,
+    /// The platform's broker could not be started again here.
+    #[error(transparent)]
+    Broker(#[from] crate::broker::BrokerError),
+    /// The bus could not be pointed at the broker started here.
+    #[error(transparent)]
+    Bus(#[from] crate::bus::BusError),
+    /// The broker started here did not accept connections in time.
+    #[error("the broker started here did not accept connections within {0:?}")]
+    BrokerSilent(Duration),
+    /// The orchestration executor could not be set up on the replica.
+    #[error(transparent)]
+    Setup(#[from] crate::executor::SetupFailure),
+    /// The replica could not be read or written.
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    /// The replica holds no hash of a token: it never received a snapshot.
+    #[error("the replica holds no `{0}`; it never received a snapshot")]
+    NoTokenHash(String),
+    /// A token's hash in the replica cannot be read.
+    #[error("the replica's `{key}`: {source}")]
+    BadTokenHash {
+        /// The replica's key.
+        key: String,
+        /// Why it cannot be read.
+        #[source]
+        source: crate::auth::AuthError,
+    },
 }
 
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
@@ -93,7 +136,7 @@ pub(crate) struct Takeover {
     previous: Option<String>,
     /// Attempts made so far.
     pub(crate) attempts: u32,
-    backoff: Duration,
+    backoff: Backoff,
     /// When the next attempt may start.
     pub(crate) next_attempt: Instant,
 }
@@ -106,16 +149,16 @@ impl Takeover {
             epoch: known.max(node_epoch) + 1,
             previous: state.meta("orchestrator_id").ok().flatten(),
             attempts: 0,
-            backoff: BACKOFF_MIN,
+            backoff: Backoff::new(BACKOFF_MIN, BACKOFF_MAX),
             next_attempt: Instant::now(),
         }
     }
 
     /// Schedules the next attempt after a failure.
     pub(crate) fn failed(&mut self, error: &TakeoverError) {
-        warn!(attempt = self.attempts, retry_in = ?self.backoff, %error, "the takeover failed; nothing was changed, trying again");
-        self.next_attempt = Instant::now() + self.backoff;
-        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+        let pause = self.backoff.next_pause();
+        warn!(attempt = self.attempts, retry_in = ?pause, %error, "the takeover failed; nothing was changed, trying again");
+        self.next_attempt = Instant::now() + pause;
     }
 
     /// One attempt. On success the returned orchestration executor is set up
@@ -130,31 +173,31 @@ impl Takeover {
         self.attempts += 1;
         let faults = kit.faults.clone();
         let check = |step: TakeoverStep| match &faults {
-            Some(f) => f(step).map_err(|reason| TakeoverError { step, reason }),
+            Some(f) => {
+                f(step).map_err(|reason| TakeoverError { step, cause: TakeoverCause::Injected(reason) })
+            }
             None => Ok(()),
         };
         check(TakeoverStep::Broker)?;
         reach_broker(node, state, kit).await?;
 
         check(TakeoverStep::Orchestrator)?;
-        let mut leader = OrchestrationExecutor::new(state.clone(), kit.registry.clone());
+        // The same role a platform starting as orchestrator puts together.
+        let role = OrchestratorRole::new(state.clone(), kit.registry.clone(), kit.ui.clone());
+        let mut leader = role.executor();
         leader
             .setup(node)
             .await
-            .map_err(|e| TakeoverError { step: TakeoverStep::Orchestrator, reason: e.to_string() })?;
+            .map_err(|e| TakeoverError { step: TakeoverStep::Orchestrator, cause: e.into() })?;
 
         check(TakeoverStep::State)?;
         let (token, join_token) =
-            self.record(node, state).map_err(|reason| TakeoverError { step: TakeoverStep::State, reason })?;
+            self.record(node, state).map_err(|cause| TakeoverError { step: TakeoverStep::State, cause })?;
 
         check(TakeoverStep::Serve)?;
         // The replica holds the tokens' hashes only: enough to check them.
         let join = JoinInfo { token: join_token, amqp_url: kit.amqp_url.clone() };
-        let ctx = ApiContext::new(state.clone(), kit.registry.clone(), node.clone(), token).with_join(join);
-        let mut app = api::router(ctx);
-        if let Some(ui) = kit.ui.clone() {
-            app = app.merge(ui);
-        }
+        let app = role.api(node, token, Some(join));
         // The point of no return: from here on this node leads.
         node.set_epoch(self.epoch);
         node.set_rollover_priority(0);
@@ -179,8 +222,8 @@ impl Takeover {
 
     /// Writes the takeover into the replica (each write repeats harmlessly on
     /// the next attempt); returns the hashes of the platform and join tokens.
-    fn record(&self, node: &GenericNode, state: &State) -> Result<(TokenHash, TokenHash), String> {
-        let e = |e: crate::state::StateError| e.to_string();
+    fn record(&self, node: &GenericNode, state: &State) -> Result<(TokenHash, TokenHash), TakeoverCause> {
+        let e = TakeoverCause::State;
         state.set_meta("epoch", &self.epoch.to_string()).map_err(e)?;
         if let Some(old) = self.previous.as_deref().filter(|old| *old != node.id) {
             state
@@ -201,12 +244,9 @@ impl Takeover {
             })
             .map_err(e)?;
         state.set_meta("orchestrator_id", &node.id).map_err(e)?;
-        let hash = |key: &str| -> Result<TokenHash, String> {
-            let text = state
-                .meta(key)
-                .map_err(e)?
-                .ok_or_else(|| format!("the replica holds no `{key}`; it never received a snapshot"))?;
-            text.parse().map_err(|why| format!("the replica's `{key}`: {why}"))
+        let hash = |key: &str| -> Result<TokenHash, TakeoverCause> {
+            let text = state.meta(key)?.ok_or_else(|| TakeoverCause::NoTokenHash(key.to_string()))?;
+            text.parse().map_err(|source| TakeoverCause::BadTokenHash { key: key.to_string(), source })
         };
         Ok((hash("token_hash")?, hash("join_token_hash")?))
     }
@@ -229,7 +269,7 @@ impl Takeover {
 /// itself and it is gone, starts it again here (same credentials) and points
 /// this node's bus and the join answers at it.
 async fn reach_broker(node: &GenericNode, state: &State, kit: &mut TakeoverKit) -> Result<(), TakeoverError> {
-    let fail = |reason: String| TakeoverError { step: TakeoverStep::Broker, reason };
+    let fail = |cause: TakeoverCause| TakeoverError { step: TakeoverStep::Broker, cause };
     let Some(amqp) = kit.amqp.clone() else { return Ok(()) };
     if amqp.is_connected() {
         return Ok(());
@@ -238,23 +278,20 @@ async fn reach_broker(node: &GenericNode, state: &State, kit: &mut TakeoverKit) 
     let (Some(image), Some(port)) =
         (get("broker_image"), get("broker_port").and_then(|p| p.parse::<u16>().ok()))
     else {
-        return Err(fail(
-            "the broker is unreachable and the platform did not start it; waiting for it to come back".into(),
-        ));
+        return Err(fail(TakeoverCause::ForeignBrokerGone));
     };
-    let (local, advertised) =
-        crate::platform::start_broker(state, kit.runtime.as_ref(), &image, port, &node.id, &node.config)
-            .await
-            .map_err(|e| fail(e.to_string()))?;
-    if *kit.amqp_url != *advertised {
-        amqp.redirect(&local).await.map_err(|e| fail(e.to_string()))?;
-        kit.amqp_url = Arc::from(advertised.as_str());
+    let urls = crate::broker::start(state, kit.runtime.as_ref(), &image, port, &node.id, &node.config)
+        .await
+        .map_err(|e| fail(e.into()))?;
+    if *kit.amqp_url != *urls.advertised {
+        amqp.redirect(&urls.local).await.map_err(|e| fail(e.into()))?;
+        kit.amqp_url = Arc::from(urls.advertised.as_str());
     }
     match tokio::time::timeout(BROKER_WAIT, amqp.wait_connected()).await {
         Ok(true) => {
             info!("started the platform's broker on this machine");
             Ok(())
         }
-        _ => Err(fail(format!("the broker started here did not accept connections within {BROKER_WAIT:?}"))),
+        _ => Err(fail(TakeoverCause::BrokerSilent(BROKER_WAIT))),
     }
 }

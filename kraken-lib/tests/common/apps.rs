@@ -12,10 +12,7 @@ pub fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../kraken-lib/tests/fixtures/apps")
 }
 
-/// The local base image the tests build on.
-pub fn base_image() -> String {
-    std::env::var("KRAKEN_TEST_BASE_IMAGE").unwrap_or_else(|_| "kraken-test-base:bookworm-v2".to_string())
-}
+pub use kraken_test_support::base_image;
 
 /// A fixture app checked into a git repository of its own.
 pub struct AppRepo {

@@ -15,13 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// Label put on every container and image a test makes, valued with the test's run id.
 pub const TEST_LABEL: &str = "kraken.test";
 
-/// The image tests build on: env `KRAKEN_TEST_BASE_IMAGE`, else `kraken-test-base:bookworm-v2`.
-pub fn base_image() -> String {
-    std::env::var("KRAKEN_TEST_BASE_IMAGE")
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "kraken-test-base:bookworm-v2".to_string())
-}
+pub use kraken_test_support::base_image;
 
 /// A name no other test run uses: `kt-<prefix>-<pid>-<time>-<counter>`, lowercase
 /// so it is valid as a container name and an image tag.
@@ -83,20 +77,7 @@ impl Drop for Cleanup {
     }
 }
 
-/// The non-empty lines `docker <args>` prints (none when it fails).
-pub fn docker_lines(args: &[&str]) -> Vec<String> {
-    Command::new("docker")
-        .args(args)
-        .output()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .map(String::from)
-                .collect()
-        })
-        .unwrap_or_default()
-}
+pub use kraken_test_support::docker_lines;
 
 /// Ids and full commands of all containers on the engine, `<id> <command>` per line.
 pub fn all_containers() -> Vec<String> {

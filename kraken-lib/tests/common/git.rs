@@ -217,9 +217,4 @@ impl Drop for GitDaemon {
     }
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago (nothing listens on it
-/// once this returns).
-pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind a free port");
-    listener.local_addr().expect("local address").port()
-}
+pub use kraken_test_support::free_port;
