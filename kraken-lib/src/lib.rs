@@ -26,7 +26,8 @@
 //! - [`state`]: the orchestrator's persisted state (nodes, deployments, logs).
 //! - [`stats`]: node statistics from `sysinfo`.
 //! - [`orchestrator`]: the orchestration executor: lifecycle, placement, reconciliation.
-//! - [`worker`]: the worker executor: build, run, re-adopt, report.
+//! - [`worker`]: the worker executor: deploy in phases (fetch, plan, build, test, start,
+//!   settle), re-adopt, report, follow logs, destroy.
 //! - [`discovery`]: find an orchestrator on the LAN: `--join`, mDNS, or a subnet scan.
 //! - [`auth`]: tokens and their hashes, node keys, files private from creation.
 //! - [`api`]: the HTTP API (axum) under `/api/v1`.
