@@ -18,7 +18,8 @@
 //! - [`fetcher`]: bounded fetching: each fetch in a child process with time limits, a queue.
 //! - [`log_sink`]: a deployment's log lines batched onto the bus through a bounded queue.
 //! - [`output`]: what containers print, split into lines in bounded memory and linear time.
-//! - [`runtime`]: the Docker engine through `bollard`, behind a mockable trait.
+//! - [`runtime`]: the Docker engine through `bollard`, behind a mockable trait (build,
+//!   containers, logs, stats, images; errors that keep the engine's error as their source).
 //! - [`deployment`]: deployment records and the lifecycle's statuses.
 //! - [`bus`]: messages between orchestrator and workers; in-process and RabbitMQ transports.
 //! - [`executor`]: the `Executor` trait and its failure enums.
