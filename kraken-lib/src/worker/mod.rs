@@ -122,7 +122,7 @@ impl Executor for WorkerExecutor {
             .runtime
             .list_managed(Some(node.id.clone()))
             .await
-            .map_err(|e| SetupFailure::Retry(format!("cannot list this node's containers: {e}")))?;
+            .map_err(|e| SetupFailure::retry("cannot list this node's containers").caused_by(e))?;
         let shared = match &self.shared {
             Some(s) => s.clone(),
             None => Shared {
@@ -144,7 +144,7 @@ impl Executor for WorkerExecutor {
         adopt::adopt(&shared, containers).await;
         let work =
             node.bus.subscribe(&Channel::Work(node.id.clone())).await.map_err(|e| {
-                SetupFailure::Retry(format!("cannot subscribe to this node's work queue: {e}"))
+                SetupFailure::retry("cannot subscribe to this node's work queue").caused_by(e)
             })?;
         self.work = Some(work);
         if let Some(r) = self.reporter.take() {
@@ -157,14 +157,14 @@ impl Executor for WorkerExecutor {
 
     async fn execute(&mut self, node: &mut GenericNode) -> Result<(), ExecutionFailure> {
         let (Some(shared), Some(work)) = (&self.shared, &mut self.work) else {
-            return Err(ExecutionFailure::Reset("not set up".into()));
+            return Err(ExecutionFailure::reset("not set up"));
         };
         let delivery = tokio::select! {
             d = work.next() => d,
             () = node.shutdown.cancelled() => return Ok(()),
         };
         let Some(delivery) = delivery else {
-            return Err(ExecutionFailure::Reset("the work queue closed".into()));
+            return Err(ExecutionFailure::reset("the work queue closed"));
         };
         if let Body::Work(WorkRequest::Orchestrator { epoch, address }) = &delivery.envelope.body {
             // A promotion: believed from the candidate the orchestrator named
@@ -568,5 +568,28 @@ mod tests {
         assert!(report.message.contains("does not have"), "{}", report.message);
         assert!(report.message.contains("marked"), "the builders it has are named: {}", report.message);
         assert!(dockerfiles.is_empty(), "nothing was built");
+    }
+
+    #[tokio::test]
+    async fn a_setup_that_cannot_reach_the_engine_keeps_the_engines_error() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let mut runtime = MockRuntime::new();
+        runtime
+            .expect_list_managed()
+            .returning(|_| Err(crate::runtime::RuntimeError::Unexpected("no answer".into())));
+        let bus = Arc::new(MemoryBus::new());
+        let config = NodeConfig::new(data.path(), "127.0.0.1:0".parse().expect("addr"));
+        let mut node = GenericNode::new(NodeIdentity { id: "n1".into(), name: "box".into() }, config, bus);
+        let mut worker =
+            WorkerExecutor::new(Arc::new(runtime), BuilderRegistry::with_builtins(BaseImages::defaults()));
+        let failure = worker.setup(&mut node).await.expect_err("setup fails without the engine");
+        assert!(matches!(failure, SetupFailure::Retry { .. }), "the runner tries again: {failure:?}");
+        assert!(failure.to_string().contains("no answer"), "{failure}");
+        let source = std::error::Error::source(&failure)
+            .and_then(|s| s.downcast_ref::<crate::runtime::RuntimeError>());
+        assert!(
+            matches!(source, Some(crate::runtime::RuntimeError::Unexpected(m)) if m == "no answer"),
+            "{source:?}"
+        );
     }
 }

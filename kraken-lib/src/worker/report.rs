@@ -270,6 +270,6 @@ impl Executor for PresenceExecutor {
         let report = node_report(node, sampler, Vec::new(), false, "");
         node.publish(&Channel::Sysinfo, Body::Sysinfo(report))
             .await
-            .map_err(|e| ExecutionFailure::Transient(format!("could not report this node: {e}")))
+            .map_err(|e| ExecutionFailure::transient("could not report this node").caused_by(e))
     }
 }
