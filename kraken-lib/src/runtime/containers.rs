@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 
 use futures::StreamExt;
 
-use super::docker::{env_list, managed_labels, DockerRuntime};
+use super::docker::{env_list, managed_filter, managed_labels, DockerRuntime};
 use super::error::{is_not_found, map_err};
 use super::logs::log_frame;
 use super::{
-    AppLimits, ContainerSpec, ContainerState, LogRotation, ManagedContainer, RuntimeError, LABEL_MANAGED,
-    LABEL_NODE, LABEL_PORT, LABEL_ROLE, ROLE_APP, ROLE_TEST, TEST_OUTPUT_BYTES,
+    AppLimits, ContainerSpec, ContainerState, LogRotation, ManagedContainer, RuntimeError, LABEL_PORT,
+    LABEL_ROLE, ROLE_APP, ROLE_TEST, TEST_OUTPUT_BYTES,
 };
 use crate::output::Tail;
 
@@ -23,10 +23,22 @@ const STOP_GRACE_SECS: i64 = 5;
 ///
 /// The answer is only a good guess: another process may take the port between
 /// this check and the container's start. Callers that publish on the returned
-/// port must therefore be ready for [`Runtime::run_container`] to fail, and
+/// port must therefore be ready for
+/// [`Runtime::run_container`](super::Runtime::run_container) to fail, and
 /// fall back to `host_port: 0`, which lets the engine choose a free port
 /// atomically. Returns 0 (meaning "let the engine choose") when not even an
 /// OS-picked port can be bound. A `preferred` of 0 asks for any free port.
+///
+/// # Examples
+///
+/// ```
+/// use kraken_lib::runtime::pick_host_port;
+///
+/// let held = std::net::TcpListener::bind("0.0.0.0:0")?;
+/// let taken = held.local_addr()?.port();
+/// assert_ne!(pick_host_port(taken), taken, "a port in use is not offered");
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub fn pick_host_port(preferred: u16) -> u16 {
     use std::net::{Ipv4Addr, TcpListener};
     if preferred != 0 && TcpListener::bind((Ipv4Addr::UNSPECIFIED, preferred)).is_ok() {
@@ -267,13 +279,9 @@ pub(super) async fn list_managed(
     rt: &DockerRuntime,
     node: Option<String>,
 ) -> Result<Vec<ManagedContainer>, RuntimeError> {
-    let mut label_filters = vec![format!("{LABEL_MANAGED}=true")];
-    if let Some(node) = &node {
-        label_filters.push(format!("{LABEL_NODE}={node}"));
-    }
     let options = bollard::container::ListContainersOptions::<String> {
         all: true,
-        filters: [("label".to_string(), label_filters)].into_iter().collect(),
+        filters: managed_filter(node.as_deref()),
         ..Default::default()
     };
     let summaries =

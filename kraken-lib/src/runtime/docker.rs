@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 
 use super::{
     build, containers, images, logs, stats, ContainerSpec, ContainerState, ContainerStats, LogLine,
-    ManagedContainer, ManagedImage, Runtime, RuntimeError, LABEL_MANAGED,
+    ManagedContainer, ManagedImage, Runtime, RuntimeError, LABEL_MANAGED, LABEL_NODE,
 };
 use crate::builder::BuildPlan;
 
@@ -64,6 +64,13 @@ pub(super) fn managed_labels(labels: &BTreeMap<String, String>) -> std::collecti
         labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     out.insert(LABEL_MANAGED.to_string(), "true".to_string());
     out
+}
+
+/// The engine's filter for what Kraken made, only for `node` when given.
+pub(super) fn managed_filter(node: Option<&str>) -> std::collections::HashMap<String, Vec<String>> {
+    let mut labels = vec![format!("{LABEL_MANAGED}=true")];
+    labels.extend(node.map(|node| format!("{LABEL_NODE}={node}")));
+    std::collections::HashMap::from([("label".to_string(), labels)])
 }
 
 /// `KEY=value` strings for the engine.

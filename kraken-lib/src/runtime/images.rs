@@ -1,20 +1,16 @@
 //! The images Kraken built: listed by node, removed.
 
-use super::docker::DockerRuntime;
+use super::docker::{managed_filter, DockerRuntime};
 use super::error::{is_not_found, map_err};
-use super::{ManagedImage, RuntimeError, LABEL_MANAGED, LABEL_NODE};
+use super::{ManagedImage, RuntimeError};
 
 pub(super) async fn list_images(
     rt: &DockerRuntime,
     node: Option<String>,
 ) -> Result<Vec<ManagedImage>, RuntimeError> {
-    let mut label_filters = vec![format!("{LABEL_MANAGED}=true")];
-    if let Some(node) = &node {
-        label_filters.push(format!("{LABEL_NODE}={node}"));
-    }
     let options = bollard::image::ListImagesOptions::<String> {
         all: false,
-        filters: [("label".to_string(), label_filters)].into_iter().collect(),
+        filters: managed_filter(node.as_deref()),
         digests: false,
     };
     let images = rt.docker.list_images(Some(options)).await.map_err(|e| map_err("listing images", e))?;

@@ -98,6 +98,26 @@ impl std::fmt::Debug for WorkerExecutor {
 
 impl WorkerExecutor {
     /// A worker that builds with `registry` and runs containers on `runtime`.
+    ///
+    /// # Examples
+    ///
+    /// A worker-only node on the local Docker engine (the node runner sets
+    /// it up and drives it):
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    ///
+    /// use kraken_lib::builder::{BaseImages, BuilderRegistry};
+    /// use kraken_lib::runtime::DockerRuntime;
+    /// use kraken_lib::worker::WorkerExecutor;
+    ///
+    /// # async fn run() -> Result<(), kraken_lib::runtime::RuntimeError> {
+    /// let runtime = Arc::new(DockerRuntime::connect().await?);
+    /// let worker = WorkerExecutor::new(runtime, BuilderRegistry::with_builtins(BaseImages::defaults()));
+    /// # let _ = worker;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn new(runtime: Arc<dyn Runtime>, registry: BuilderRegistry) -> Self {
         Self {
             runtime,
@@ -315,6 +335,11 @@ mod tests {
     use crate::runtime::{ContainerState, MockRuntime};
     use crate::shipwreck::Manifest;
 
+    /// The state of a container that runs.
+    fn up() -> ContainerState {
+        ContainerState { running: true, exit_code: None, error: None, started_at: None, restart_count: 0 }
+    }
+
     /// A git repository holding a static site, and its commit.
     fn static_repo(dir: &std::path::Path) -> String {
         let repo = git2::Repository::init(dir).expect("init");
@@ -364,15 +389,7 @@ mod tests {
         });
         runtime.expect_run_container().times(1).returning(|_| Ok(("c1".to_string(), 18080)));
         runtime.expect_logs().returning(|_, _, _| futures::stream::empty().boxed());
-        runtime.expect_inspect().returning(|_| {
-            Ok(ContainerState {
-                running: true,
-                exit_code: None,
-                error: None,
-                started_at: None,
-                restart_count: 0,
-            })
-        });
+        runtime.expect_inspect().returning(|_| Ok(up()));
         runtime.expect_keep_restarting().times(1).returning(|_| Ok(()));
         runtime.expect_stats().returning(|_| Ok(ContainerStats::default()));
 
@@ -503,15 +520,7 @@ mod tests {
         });
         runtime.expect_run_container().returning(|_| Ok(("c1".to_string(), 18080)));
         runtime.expect_logs().returning(|_, _, _| futures::stream::empty().boxed());
-        runtime.expect_inspect().returning(|_| {
-            Ok(ContainerState {
-                running: true,
-                exit_code: None,
-                error: None,
-                started_at: None,
-                restart_count: 0,
-            })
-        });
+        runtime.expect_inspect().returning(|_| Ok(up()));
         runtime.expect_keep_restarting().returning(|_| Ok(()));
         runtime.expect_remove_image().returning(|_| Ok(()));
         runtime.expect_stats().returning(|_| Ok(ContainerStats::default()));
