@@ -601,4 +601,68 @@ mod tests {
             "{source:?}"
         );
     }
+
+    #[tokio::test]
+    async fn an_update_whose_build_fails_keeps_the_previous_version_serving() {
+        let repo = tempfile::tempdir().expect("tempdir");
+        let commit = static_repo(repo.path());
+        let data = tempfile::tempdir().expect("tempdir");
+        let builds = Arc::new(AtomicUsize::new(0));
+        let mut runtime = MockRuntime::new();
+        runtime.expect_list_managed().returning(|_| Ok(Vec::new()));
+        runtime.expect_list_images().returning(|_| Ok(Vec::new()));
+        let counter = builds.clone();
+        runtime.expect_build_image().returning(move |_, _, _, _| {
+            match counter.fetch_add(1, Ordering::SeqCst) {
+                0 => Ok("sha256:img".to_string()),
+                _ => Err(crate::runtime::RuntimeError::BuildFailed("npm ci exited with 1".into())),
+            }
+        });
+        runtime.expect_run_container().times(1).returning(|_| Ok(("c1".to_string(), 18080)));
+        runtime.expect_logs().returning(|_, _, _| futures::stream::empty().boxed());
+        runtime.expect_inspect().returning(|_| Ok(up()));
+        runtime.expect_keep_restarting().returning(|_| Ok(()));
+        runtime.expect_remove_container().never();
+        runtime.expect_stats().returning(|_| Ok(ContainerStats::default()));
+
+        let bus = Arc::new(MemoryBus::new());
+        let mut config = NodeConfig::new(data.path(), "127.0.0.1:0".parse().expect("addr"));
+        config.fetch_program = crate::fetcher::FetchProgram::InProcess;
+        config.allow_local_sources = true;
+        let mut node =
+            GenericNode::new(NodeIdentity { id: "n1".into(), name: "box".into() }, config, bus.clone());
+        let registry = BuilderRegistry::with_builtins(BaseImages::uniform("local:base"));
+        let mut worker = WorkerExecutor::new(Arc::new(runtime), registry);
+        worker.setup(&mut node).await.expect("setup");
+        let mut reports = bus.subscribe(&Channel::Deployment).await.expect("subscribe");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let work = Channel::Work("n1".into());
+        let requests = [
+            WorkRequest::Deploy(spec(repo.path(), &commit, 1)),
+            WorkRequest::Update(spec(repo.path(), &commit, 2)),
+        ];
+        let mut finals = Vec::new();
+        for request in requests {
+            node.publish(&work, Body::Work(request)).await.expect("publish");
+            worker.execute(&mut node).await.expect("execute");
+            loop {
+                let next = tokio::time::timeout_at(deadline, reports.next()).await.expect("a report in time");
+                if let Some(Body::Deployment(r)) = next.map(|d| d.envelope.body) {
+                    if matches!(r.status, Status::Running | Status::Errored) {
+                        finals.push(r);
+                        break;
+                    }
+                }
+            }
+        }
+        assert_eq!(finals[0].status, Status::Running, "{}", finals[0].message);
+        let update = &finals[1];
+        assert_eq!((update.generation, update.status), (2, Status::Running), "{}", update.message);
+        assert!(update.message.contains("still running the previous commit"), "{}", update.message);
+        assert!(update.message.contains("npm ci exited with 1"), "the reason is given: {}", update.message);
+        let held = worker.shared.as_ref().and_then(|s| s.active().get("d1").cloned()).expect("held");
+        assert_eq!(held.container_id.as_deref(), Some("c1"), "the previous container is still the one held");
+        assert!(!held.in_progress);
+        worker.teardown(&mut node).await;
+    }
 }
