@@ -335,6 +335,25 @@ mod tests {
     use crate::runtime::{ContainerState, MockRuntime};
     use crate::shipwreck::Manifest;
 
+    /// Node `n1` on `bus`, fetching local repositories in-process (a unit
+    /// test has no helper program to run).
+    fn local_node(data: &std::path::Path, bus: Arc<MemoryBus>) -> GenericNode {
+        let mut config = NodeConfig::new(data, "127.0.0.1:0".parse().expect("addr"));
+        config.fetch_program = crate::fetcher::FetchProgram::InProcess;
+        config.allow_local_sources = true;
+        GenericNode::new(NodeIdentity { id: "n1".into(), name: "box".into() }, config, bus)
+    }
+
+    /// What every deploying test's engine answers alike: nothing listed, no
+    /// output, a container that runs, empty samples.
+    fn quiet_engine(runtime: &mut MockRuntime) {
+        runtime.expect_list_managed().returning(|_| Ok(Vec::new()));
+        runtime.expect_list_images().returning(|_| Ok(Vec::new()));
+        runtime.expect_logs().returning(|_, _, _| futures::stream::empty().boxed());
+        runtime.expect_inspect().returning(|_| Ok(up()));
+        runtime.expect_stats().returning(|_| Ok(ContainerStats::default()));
+    }
+
     /// The state of a container that runs.
     fn up() -> ContainerState {
         ContainerState { running: true, exit_code: None, error: None, started_at: None, restart_count: 0 }
@@ -511,26 +530,18 @@ mod tests {
         let data = tempfile::tempdir().expect("tempdir");
         let dockerfiles = Arc::new(Mutex::new(Vec::new()));
         let mut runtime = MockRuntime::new();
-        runtime.expect_list_managed().returning(|_| Ok(Vec::new()));
-        runtime.expect_list_images().returning(|_| Ok(Vec::new()));
+        quiet_engine(&mut runtime);
         let seen = dockerfiles.clone();
         runtime.expect_build_image().returning(move |plan, _, _, _| {
             seen.lock().expect("lock").push(plan.dockerfile.clone());
             Ok("sha256:img".to_string())
         });
         runtime.expect_run_container().returning(|_| Ok(("c1".to_string(), 18080)));
-        runtime.expect_logs().returning(|_, _, _| futures::stream::empty().boxed());
-        runtime.expect_inspect().returning(|_| Ok(up()));
         runtime.expect_keep_restarting().returning(|_| Ok(()));
         runtime.expect_remove_image().returning(|_| Ok(()));
-        runtime.expect_stats().returning(|_| Ok(ContainerStats::default()));
 
         let bus = Arc::new(MemoryBus::new());
-        let mut config = NodeConfig::new(data.path(), "127.0.0.1:0".parse().expect("addr"));
-        config.fetch_program = crate::fetcher::FetchProgram::InProcess;
-        config.allow_local_sources = true;
-        let mut node =
-            GenericNode::new(NodeIdentity { id: "n1".into(), name: "box".into() }, config, bus.clone());
+        let mut node = local_node(data.path(), bus.clone());
         let mut registry = BuilderRegistry::with_builtins(BaseImages::uniform("local:base"));
         let static_builder = registry.get("static").expect("static builder").clone();
         registry.register(Marked(static_builder));
@@ -609,8 +620,7 @@ mod tests {
         let data = tempfile::tempdir().expect("tempdir");
         let builds = Arc::new(AtomicUsize::new(0));
         let mut runtime = MockRuntime::new();
-        runtime.expect_list_managed().returning(|_| Ok(Vec::new()));
-        runtime.expect_list_images().returning(|_| Ok(Vec::new()));
+        quiet_engine(&mut runtime);
         let counter = builds.clone();
         runtime.expect_build_image().returning(move |_, _, _, _| {
             match counter.fetch_add(1, Ordering::SeqCst) {
@@ -619,18 +629,11 @@ mod tests {
             }
         });
         runtime.expect_run_container().times(1).returning(|_| Ok(("c1".to_string(), 18080)));
-        runtime.expect_logs().returning(|_, _, _| futures::stream::empty().boxed());
-        runtime.expect_inspect().returning(|_| Ok(up()));
         runtime.expect_keep_restarting().returning(|_| Ok(()));
         runtime.expect_remove_container().never();
-        runtime.expect_stats().returning(|_| Ok(ContainerStats::default()));
 
         let bus = Arc::new(MemoryBus::new());
-        let mut config = NodeConfig::new(data.path(), "127.0.0.1:0".parse().expect("addr"));
-        config.fetch_program = crate::fetcher::FetchProgram::InProcess;
-        config.allow_local_sources = true;
-        let mut node =
-            GenericNode::new(NodeIdentity { id: "n1".into(), name: "box".into() }, config, bus.clone());
+        let mut node = local_node(data.path(), bus.clone());
         let registry = BuilderRegistry::with_builtins(BaseImages::uniform("local:base"));
         let mut worker = WorkerExecutor::new(Arc::new(runtime), registry);
         worker.setup(&mut node).await.expect("setup");
