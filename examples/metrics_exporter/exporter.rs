@@ -88,7 +88,10 @@ impl Executor for MetricsExporter {
     }
 
     async fn execute(&mut self, node: &mut GenericNode) -> Result<(), ExecutionFailure> {
-        let text = self.gather(node).await.map_err(|e| ExecutionFailure::Transient(e.to_string()))?;
+        let text = self
+            .gather(node)
+            .await
+            .map_err(|e| ExecutionFailure::transient("reading the node's apps").caused_by(e))?;
         if let Ok(mut shared) = self.text.lock() {
             *shared = text;
         }

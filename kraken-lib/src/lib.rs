@@ -18,7 +18,8 @@
 //! - [`fetcher`]: bounded fetching: each fetch in a child process with time limits, a queue.
 //! - [`log_sink`]: a deployment's log lines batched onto the bus through a bounded queue.
 //! - [`output`]: what containers print, split into lines in bounded memory and linear time.
-//! - [`runtime`]: the Docker engine through `bollard`, behind a mockable trait.
+//! - [`runtime`]: the Docker engine through `bollard`, behind a mockable trait (build,
+//!   containers, logs, stats, images; errors that keep the engine's error as their source).
 //! - [`deployment`]: deployment records and the lifecycle's statuses.
 //! - [`bus`]: messages between orchestrator and workers; in-process and RabbitMQ transports.
 //! - [`executor`]: the `Executor` trait and its failure enums.
@@ -26,7 +27,8 @@
 //! - [`state`]: the orchestrator's persisted state (nodes, deployments, logs).
 //! - [`stats`]: node statistics from `sysinfo`.
 //! - [`orchestrator`]: the orchestration executor: lifecycle, placement, reconciliation.
-//! - [`worker`]: the worker executor: build, run, re-adopt, report.
+//! - [`worker`]: the worker executor: deploy in phases (fetch, plan, build, test, start,
+//!   settle), re-adopt, report, follow logs, destroy.
 //! - [`discovery`]: find an orchestrator on the LAN: `--join`, mDNS, or a subnet scan.
 //! - [`auth`]: tokens and their hashes, node keys, files private from creation.
 //! - [`api`]: the HTTP API (axum) under `/api/v1`.

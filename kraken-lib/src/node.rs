@@ -431,7 +431,7 @@ async fn drive(mut executor: Box<dyn Executor>, mut node: GenericNode) -> Result
             };
             match attempt {
                 Ok(()) => break,
-                Err(SetupFailure::Retry(why)) => {
+                Err(why @ SetupFailure::Retry { .. }) => {
                     let pause = backoff.next_pause();
                     warn!(executor = %name, %why, retry_in = ?pause, "setup failed; retrying");
                     tokio::select! {
@@ -439,7 +439,7 @@ async fn drive(mut executor: Box<dyn Executor>, mut node: GenericNode) -> Result
                         () = tokio::time::sleep(pause) => {}
                     }
                 }
-                Err(SetupFailure::Fatal(why)) => return Err(fatal(why)),
+                Err(why) => return Err(fatal(why.reason())),
             }
         }
         info!(executor = %name, node = %node.id, "started");
@@ -453,25 +453,25 @@ async fn drive(mut executor: Box<dyn Executor>, mut node: GenericNode) -> Result
             };
             match round {
                 Ok(()) => {}
-                Err(ExecutionFailure::Transient(why)) => {
+                Err(why @ ExecutionFailure::Transient { .. }) => {
                     warn!(executor = %name, %why, "transient failure");
                     tokio::select! {
                         () = token.cancelled() => {}
                         () = tokio::time::sleep(TRANSIENT_BACKOFF) => {}
                     }
                 }
-                Err(ExecutionFailure::Reset(why)) => {
+                Err(why @ ExecutionFailure::Reset { .. }) => {
                     warn!(executor = %name, %why, "setting up again");
                     continue 'setup;
                 }
-                Err(ExecutionFailure::Finished(why)) => {
+                Err(why @ ExecutionFailure::Finished { .. }) => {
                     info!(executor = %name, %why, "finished");
                     executor.teardown(&mut node).await;
                     return Ok(());
                 }
-                Err(ExecutionFailure::Fatal(why)) => {
+                Err(why) => {
                     executor.teardown(&mut node).await;
-                    return Err(fatal(why));
+                    return Err(fatal(why.reason()));
                 }
             }
         }
@@ -499,14 +499,14 @@ mod tests {
         async fn setup(&mut self, _node: &mut GenericNode) -> Result<(), SetupFailure> {
             let n = self.setups.fetch_add(1, Ordering::SeqCst);
             if n < self.fail_setup_times {
-                return Err(SetupFailure::Retry("not yet".into()));
+                return Err(SetupFailure::retry("not yet"));
             }
             Ok(())
         }
         async fn execute(&mut self, _node: &mut GenericNode) -> Result<(), ExecutionFailure> {
             let n = self.rounds.fetch_add(1, Ordering::SeqCst) + 1;
             if n >= self.finish_after {
-                return Err(ExecutionFailure::Finished("done".into()));
+                return Err(ExecutionFailure::finished("done"));
             }
             tokio::task::yield_now().await;
             Ok(())
@@ -524,7 +524,7 @@ mod tests {
             Ok(())
         }
         async fn execute(&mut self, _node: &mut GenericNode) -> Result<(), ExecutionFailure> {
-            Err(ExecutionFailure::Fatal("disk on fire".into()))
+            Err(ExecutionFailure::fatal("disk on fire"))
         }
     }
 

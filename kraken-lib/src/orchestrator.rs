@@ -769,7 +769,7 @@ impl Executor for OrchestrationExecutor {
             async move {
                 bus.subscribe(&c)
                     .await
-                    .map_err(|e| SetupFailure::Retry(format!("cannot subscribe to {c}: {e}")))
+                    .map_err(|e| SetupFailure::retry(format!("cannot subscribe to {c}")).caused_by(e))
             }
         };
         let subs = [sub(Channel::Sysinfo).await?, sub(Channel::Deployment).await?, sub(Channel::Log).await?];
@@ -785,7 +785,7 @@ impl Executor for OrchestrationExecutor {
 
     async fn execute(&mut self, node: &mut GenericNode) -> Result<(), ExecutionFailure> {
         let Some([sysinfo, deployment, log]) = self.subs.as_mut() else {
-            return Err(ExecutionFailure::Reset("not set up".into()));
+            return Err(ExecutionFailure::reset("not set up"));
         };
         let deadline = tokio::time::Instant::from_std(self.next_pass);
         enum Wake {
@@ -814,7 +814,7 @@ impl Executor for OrchestrationExecutor {
             Wake::Retrieved(Some(done)) => self.on_retrieved(node, done).await,
             Wake::Retrieved(None) => {}
             Wake::Deployment(None) | Wake::Log(None) | Wake::Sysinfo(None) => {
-                return Err(ExecutionFailure::Reset("a bus subscription closed".into()));
+                return Err(ExecutionFailure::reset("a bus subscription closed"));
             }
             Wake::Deployment(Some(d)) | Wake::Log(Some(d)) | Wake::Sysinfo(Some(d))
                 if !self.signed_by_its_sender(node, &d) =>
@@ -842,7 +842,7 @@ impl Executor for OrchestrationExecutor {
                 let epoch = d.envelope.epoch;
                 let from = d.envelope.from.clone();
                 d.ack().await;
-                return Err(ExecutionFailure::Fatal(format!(
+                return Err(ExecutionFailure::fatal(format!(
                     "node {from} speaks for epoch {epoch} but this orchestrator has epoch {}: another orchestrator leads the platform; \
                      stepping down (start this agent again to join it as a worker)",
                     node.epoch()

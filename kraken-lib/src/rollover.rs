@@ -230,7 +230,7 @@ impl RolloverExecutor {
     async fn continue_takeover(&mut self, node: &mut GenericNode) -> Result<(), ExecutionFailure> {
         self.stop_stream();
         let Some(state) = self.replica.as_ref().map(|r| r.state.clone()) else {
-            return Err(ExecutionFailure::Transient("no replica to take over with".into()));
+            return Err(ExecutionFailure::transient("no replica to take over with"));
         };
         let takeover = self.takeover.get_or_insert_with(|| Takeover::begin(&state, node.epoch()));
         if Instant::now() < takeover.next_attempt {

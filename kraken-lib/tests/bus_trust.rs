@@ -325,7 +325,7 @@ async fn the_orchestrator_believes_reports_only_from_their_signed_sender() {
     loop {
         match orchestrator.execute(&mut orchestrator_node).await {
             Ok(()) => assert!(Instant::now() < deadline, "the candidate's newer epoch was not acted on"),
-            Err(ExecutionFailure::Fatal(why)) => {
+            Err(ExecutionFailure::Fatal { what: why, .. }) => {
                 assert!(why.contains("another orchestrator leads"), "{why}");
                 break;
             }

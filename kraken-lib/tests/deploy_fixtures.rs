@@ -110,7 +110,7 @@ async fn deploy_fixture(name: &str, expected_body: &str, startup_line: &str) -> 
         rt.list_managed(Some(run_id.clone())).await.expect("list").is_empty(),
         "no container left behind"
     );
-    assert!(matches!(rt.inspect(&id).await, Err(RuntimeError::NotFound(_))));
+    assert!(matches!(rt.inspect(&id).await, Err(RuntimeError::NotFound { .. })));
     detection.builder
 }
 

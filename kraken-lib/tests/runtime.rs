@@ -195,11 +195,20 @@ async fn builds_runs_observes_lists_and_removes_an_app() {
 
     // An image a container uses is not removed.
     let in_use = rt.remove_image(&tag).await;
-    assert!(matches!(in_use, Err(RuntimeError::Engine(_))), "{in_use:?}");
+    assert!(matches!(in_use, Err(RuntimeError::Engine { .. })), "{in_use:?}");
+    // The engine's own answer (409, image in use) is kept as the source.
+    let source = in_use.as_ref().err().and_then(std::error::Error::source);
+    assert!(
+        matches!(
+            source.and_then(|s| s.downcast_ref::<bollard::errors::Error>()),
+            Some(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. })
+        ),
+        "{source:?}"
+    );
 
     rt.remove_container(&id).await.unwrap();
     assert!(rt.list_managed(Some(node.clone())).await.unwrap().is_empty());
-    assert!(matches!(rt.inspect(&id).await, Err(RuntimeError::NotFound(_))));
+    assert!(matches!(rt.inspect(&id).await, Err(RuntimeError::NotFound { .. })));
     rt.remove_container(&id).await.unwrap();
 
     rt.remove_image(&tag).await.unwrap();
@@ -385,7 +394,7 @@ async fn run_to_completion_returns_code_and_output() {
 
     let missing =
         rt.run_to_completion(&format!("{run}-no-such-image"), "true", &env, Duration::from_secs(60)).await;
-    assert!(matches!(missing, Err(RuntimeError::NotFound(_))), "{missing:?}");
+    assert!(matches!(missing, Err(RuntimeError::NotFound { .. })), "{missing:?}");
 
     // A command that outlasts its time is stopped, reported, and leaves nothing behind.
     let slow = rt

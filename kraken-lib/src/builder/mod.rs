@@ -77,6 +77,18 @@ pub enum BuildError {
         /// The known names, comma separated.
         known: String,
     },
+    /// The builder chosen for the app (by the orchestrator, when the app was
+    /// checked) is not one this registry has.
+    #[error(
+        "the app was to be built by the `{builder}` builder, which this node does not have (it has: {known}); \
+         register that builder on every node that runs apps"
+    )]
+    UnknownBuilder {
+        /// The builder chosen.
+        builder: String,
+        /// The names this registry knows, comma separated.
+        known: String,
+    },
     /// No builder recognised the app and the manifest names none.
     #[error("could not tell how to build this app: {0}")]
     NotDetected(String),
@@ -292,7 +304,61 @@ impl BuilderRegistry {
             lang: detection.builder.clone(),
             known: self.names().join(", "),
         })?;
-        let mut plan = builder.plan(&app, manifest, &self.images)?;
+        self.plan_app(builder.as_ref(), &app, manifest, detection)
+    }
+
+    /// Makes the whole build plan for the app checked out at `checkout` with
+    /// the builder named `builder`, chosen earlier (a worker builds with the
+    /// builder its orchestrator chose): nothing is detected again.
+    ///
+    /// # Errors
+    /// [`BuildError::UnknownBuilder`] when this registry has no such builder;
+    /// see also [`BuilderRegistry::app_dir`] and [`Builder::plan`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kraken_lib::builder::{BaseImages, BuilderRegistry};
+    /// use kraken_lib::shipwreck::Manifest;
+    ///
+    /// let app = tempfile::tempdir()?;
+    /// std::fs::write(app.path().join("index.html"), "<h1>hi</h1>")?;
+    /// let text = "[app]\nname = \"site\"\n[config]\nport = 8080\n";
+    /// let registry = BuilderRegistry::with_builtins(BaseImages::defaults());
+    /// let manifest = Manifest::parse("shipwreck.toml", text, &registry.names()).expect("valid");
+    /// let (plan, detection) = registry.plan_with(app.path(), &manifest, "static").expect("a plan");
+    /// assert_eq!((plan.builder.as_str(), detection.builder.as_str()), ("static", "static"));
+    /// assert!(registry.plan_with(app.path(), &manifest, "cobol").is_err());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn plan_with(
+        &self,
+        checkout: &Path,
+        manifest: &Manifest,
+        builder: &str,
+    ) -> Result<(BuildPlan, Detection), BuildError> {
+        let chosen = self.get(builder).ok_or_else(|| BuildError::UnknownBuilder {
+            builder: builder.to_string(),
+            known: self.names().join(", "),
+        })?;
+        let dir = Self::app_dir(checkout, manifest)?;
+        let app = AppFiles::new(&dir).with_manifest(manifest);
+        let detection = Detection {
+            builder: chosen.name().to_string(),
+            reason: "chosen when the app was checked".to_string(),
+        };
+        self.plan_app(chosen.as_ref(), &app, manifest, detection)
+    }
+
+    /// The plan of `builder` for `app`, with the node's build settings applied.
+    fn plan_app(
+        &self,
+        builder: &dyn Builder,
+        app: &AppFiles,
+        manifest: &Manifest,
+        detection: Detection,
+    ) -> Result<(BuildPlan, Detection), BuildError> {
+        let mut plan = builder.plan(app, manifest, &self.images)?;
         plan.context = manifest.config.root.clone().unwrap_or_else(|| ".".to_string());
         self.build_env.apply(&mut plan);
         Ok((plan, detection))

@@ -42,7 +42,7 @@ pub(super) async fn start(mut b: PlatformBuilder) -> Result<Platform, PlatformEr
         .take()
         .unwrap_or_else(|| BuilderRegistry::with_builtins(crate::builder::BaseImages::defaults()));
     let Some(runtime) = b.runtime.take() else {
-        return Err(PlatformError::Runtime(crate::runtime::RuntimeError::Unavailable(
+        return Err(PlatformError::Runtime(crate::runtime::RuntimeError::Unexpected(
             "no container engine was given".into(),
         )));
     };
