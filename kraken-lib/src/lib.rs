@@ -25,7 +25,8 @@
 //! - [`node`]: `GenericNode` (what one agent's executors share) and the node runner.
 //! - [`state`]: the orchestrator's persisted state (nodes, deployments, logs).
 //! - [`stats`]: node statistics from `sysinfo`.
-//! - [`orchestrator`]: the orchestration executor: lifecycle, placement, reconciliation.
+//! - [`orchestrator`]: the orchestration executor: reconcile as a pure function returning
+//!   actions (placement, drain, reschedule, destroy, fencing), and the thin loop applying them.
 //! - [`worker`]: the worker executor: build, run, re-adopt, report.
 //! - [`discovery`]: find an orchestrator on the LAN: `--join`, mDNS, or a subnet scan.
 //! - [`auth`]: tokens and their hashes, node keys, files private from creation.

@@ -3,10 +3,10 @@
 //! what the workers report.
 //!
 //! Decisions and effects are apart. Each decision is a pure function of what
-//! the orchestrator knows, unit-tested on its own: a reconciliation pass
-//! ([`reconcile`](self#phases)), the choice of a node, what to do about work a
-//! node lost, whether to take a message in or step down. They return
-//! actions; a thin loop here applies them (state writes, work on the bus).
+//! the orchestrator knows, unit-tested on its own: a reconciliation pass, the
+//! choice of a node, what to do about work a node lost, whether to take a
+//! message in or step down (see [Phases](#phases)). They return actions; a
+//! thin loop here applies them (state writes, work on the bus).
 //!
 //! The loop wakes on a new request (the API notifies the state), on a
 //! message from a worker, on the end of a repository fetch it started, and at

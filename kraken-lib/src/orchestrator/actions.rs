@@ -12,7 +12,7 @@ use tracing::{info, warn};
 use super::error::OrchestratorError;
 use super::OrchestrationExecutor;
 use crate::bus::{Body, Channel, DeploySpec, WorkRequest};
-use crate::deployment::{Deployment, DeploymentId, NodeId, Status};
+use crate::deployment::{Deployment, DeploymentId, Desired, NodeId, Status};
 use crate::node::GenericNode;
 
 /// One thing the orchestrator decided to do.
@@ -107,7 +107,8 @@ pub(crate) enum Action {
     },
 }
 
-/// When work for a deployment was last sent, and to which run of its node's agent.
+/// When work for a deployment was last sent (or its node last answered
+/// about it), and to which run of its node's agent.
 #[derive(Debug, Clone)]
 pub(crate) struct Sent {
     /// By the clock here.
@@ -132,6 +133,14 @@ pub(crate) fn spec(d: &Deployment) -> Option<DeploySpec> {
         manifest: d.manifest.clone()?,
         builder: d.builder.clone()?,
     })
+}
+
+/// Whether moving `d` to `status` still serves what the person wants: a
+/// decision made from an earlier read must not undo a destroy (or a deploy)
+/// the API stored since.
+fn still_wanted(d: &Deployment, status: Status) -> bool {
+    let wanted = if status.is_destruction() { Desired::Destroyed } else { Desired::Running };
+    d.desired == wanted
 }
 
 impl OrchestrationExecutor {
@@ -171,8 +180,11 @@ impl OrchestrationExecutor {
                 info!(%deployment, %status, %message, "status");
                 self.state
                     .update_deployment(&deployment, |d| {
-                        d.transition(status, message, Utc::now());
-                        true
+                        let wanted = still_wanted(d, status);
+                        if wanted {
+                            d.transition(status, message, Utc::now());
+                        }
+                        wanted
                     })
                     .map_err(store(&deployment))?;
             }
@@ -181,31 +193,42 @@ impl OrchestrationExecutor {
             }
             Action::Place { deployment, node: target, message } => {
                 info!(%deployment, node = %target, %message, "status");
-                let placed = self
+                let mut placed = false;
+                let d = self
                     .state
                     .update_deployment(&deployment, |d| {
-                        d.generation += 1;
-                        d.node = Some(target.clone());
-                        d.container_id = None;
-                        d.transition(Status::DelegatingDeployment, message, Utc::now());
-                        true
+                        placed = still_wanted(d, Status::DelegatingDeployment);
+                        if placed {
+                            d.generation += 1;
+                            d.node = Some(target.clone());
+                            d.container_id = None;
+                            d.transition(Status::DelegatingDeployment, message, Utc::now());
+                        }
+                        placed
                     })
                     .map_err(store(&deployment))?;
-                if let Some(spec) = placed.as_ref().and_then(spec) {
+                if let Some(spec) = d.as_ref().filter(|_| placed).and_then(spec) {
                     self.send_work(node, &target, WorkRequest::Deploy(spec)).await;
                 }
             }
             Action::HandOver { deployment, node: target, update, message } => {
                 info!(%deployment, node = %target, %message, "status");
-                let handed = self
+                let mut handed = false;
+                let d = self
                     .state
                     .update_deployment(&deployment, |d| {
-                        d.generation += 1;
-                        d.transition(Status::DelegatingDeployment, message, Utc::now());
-                        true
+                        handed = still_wanted(d, Status::DelegatingDeployment);
+                        if handed {
+                            d.generation += 1;
+                            d.transition(Status::DelegatingDeployment, message, Utc::now());
+                        }
+                        handed
                     })
                     .map_err(store(&deployment))?;
-                match handed.as_ref().and_then(spec) {
+                if !handed {
+                    return Ok(());
+                }
+                match d.as_ref().and_then(spec) {
                     Some(spec) if update => self.send_work(node, &target, WorkRequest::Update(spec)).await,
                     Some(spec) => self.send_work(node, &target, WorkRequest::Deploy(spec)).await,
                     // The decision to hand it over was made knowing its
@@ -218,6 +241,9 @@ impl OrchestrationExecutor {
                 info!(%deployment, %message, "status");
                 self.state
                     .update_deployment(&deployment, |d| {
+                        if !still_wanted(d, Status::Running) {
+                            return false;
+                        }
                         d.container_id = Some(container);
                         d.host_port = host_port.or(d.host_port);
                         d.address = address.or(d.address.take());
@@ -231,6 +257,9 @@ impl OrchestrationExecutor {
                 info!(%deployment, %message, "status");
                 self.state
                     .update_deployment(&deployment, |d| {
+                        if !still_wanted(d, Status::DelegatingDeployment) {
+                            return false;
+                        }
                         d.node = None;
                         d.transition(Status::DelegatingDeployment, message, Utc::now());
                         true

@@ -73,7 +73,16 @@ impl OrchestrationExecutor {
         if r.address.as_ref().is_some_and(|a| !is_web_address(a)) {
             warn!(deployment = %d.id, node = %from, "ignoring an app address that is not an http(s) address");
         }
-        self.sent.remove(&d.id);
+        // The node answered about the work: the wait for its next word
+        // starts again (a removal it is busy with is not asked for again at
+        // once), and the run of its agent that answered is the one holding it.
+        if let Some(sent) = self.sent.get_mut(&d.id) {
+            sent.at = Instant::now();
+            sent.wall = Utc::now();
+            if sent.instance.is_none() {
+                sent.instance = self.instances.get(from).cloned();
+            }
+        }
         let _ = self.state.update_deployment(&d.id, |d| {
             if let Some(c) = &r.container_id {
                 d.container_id = Some(c.clone());
