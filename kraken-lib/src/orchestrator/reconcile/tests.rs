@@ -314,3 +314,118 @@ fn rollover_priorities_stay_dense_with_the_nodes_that_are_up_first() {
     );
     assert_eq!(pass(vec![], platform(&["a", "b"])).actions, vec![], "dense already");
 }
+
+/// What the loop's apply does to the state, for the actions a pass decides
+/// about deployments and nodes (fetching and sending have no effect on
+/// them; a sent removal is recorded in `sent`).
+fn apply(
+    actions: &[Action],
+    deployments: &mut [Deployment],
+    nodes: &mut [NodeRecord],
+    sent: &mut HashMap<DeploymentId, Sent>,
+    at: Instant,
+) {
+    let now = Utc::now();
+    let find = |deployments: &mut [Deployment], id: &str| -> usize {
+        deployments.iter().position(|d| d.id == id).expect("a known deployment")
+    };
+    for action in actions.iter().cloned() {
+        match action {
+            Action::MarkDown { node, .. } => {
+                nodes.iter_mut().filter(|n| n.id == node).for_each(|n| n.up = false)
+            }
+            Action::SetPriority { node, priority } => {
+                nodes.iter_mut().filter(|n| n.id == node).for_each(|n| n.rollover_priority = priority)
+            }
+            Action::Transition { deployment, status, message } => {
+                let i = find(deployments, &deployment);
+                deployments[i].transition(status, message, now);
+            }
+            Action::Place { deployment, node, message } => {
+                let d = &mut deployments[find(deployments, &deployment)];
+                d.generation += 1;
+                d.node = Some(node);
+                d.container_id = None;
+                d.transition(Status::DelegatingDeployment, message, now);
+            }
+            Action::AwaitNode { deployment, message } => {
+                let d = &mut deployments[find(deployments, &deployment)];
+                d.node = None;
+                d.transition(Status::DelegatingDeployment, message, now);
+            }
+            Action::Destroy { node, deployment, .. } => {
+                sent.insert(deployment, Sent { at, wall: now, target: node, instance: None });
+            }
+            Action::Retrieve { .. } => {}
+            other => panic!("a pass does not decide {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_second_pass_over_what_the_first_decided_asks_for_nothing_new() {
+    let now = Utc::now();
+    let mut nodes = platform(&["a", "b", "c", "dead"]);
+    nodes[2].drained = true;
+    nodes[4].last_heartbeat = Some(now - chrono::Duration::seconds(60));
+    for n in &mut nodes[..4] {
+        n.last_heartbeat = Some(now);
+    }
+    let mut deployments = vec![
+        deployment("requested", Status::DeploymentRequested),
+        deployment("validating", Status::ValidatingDeploymentData),
+        with_app_data(deployment("read", Status::DelegatingDeployment)),
+        deployment("read-lost", Status::DelegatingDeployment),
+        with_app_data(on(deployment("on-drained", Status::Running), "b")),
+        with_app_data(on(deployment("on-dead", Status::Deploying), "dead")),
+        with_app_data(on(deployment("running", Status::Running), "a")),
+        on(deployment("destroy", Status::DestructionRequested), "c"),
+        on(deployment("destroy-on-dead", Status::DestructionInProgress), "dead"),
+    ];
+    let mut sent = HashMap::new();
+    let at = Instant::now();
+    let health = Some(Health {
+        grace: chrono::Duration::seconds(10),
+        listening_since: now - chrono::Duration::hours(1),
+    });
+    fn observe<'a>(
+        deployments: &[Deployment],
+        nodes: &[NodeRecord],
+        sent: &'a HashMap<DeploymentId, Sent>,
+        (now, instant, health): (DateTime<Utc>, Instant, Option<Health>),
+    ) -> Observed<'a> {
+        let (deployments, nodes) = (deployments.to_vec(), nodes.to_vec());
+        Observed {
+            orchestrator: ME,
+            deployments,
+            nodes,
+            sent,
+            now,
+            instant,
+            health,
+            allow_local_sources: false,
+        }
+    }
+    let clock = (now, at, health);
+    let first = reconcile(observe(&deployments, &nodes, &sent, clock)).actions;
+    assert!(first.len() > 10, "{first:#?}");
+    apply(&first, &mut deployments, &mut nodes, &mut sent, at);
+    let second = reconcile(observe(&deployments, &nodes, &sent, clock)).actions;
+    // Only the fetches under way are asked for again (the loop starts each once).
+    let fetching: Vec<&str> = second
+        .iter()
+        .map(|a| match a {
+            Action::Retrieve { deployment, .. } => deployment.as_str(),
+            other => panic!("a second pass asked for {other:?}"),
+        })
+        .collect();
+    assert_eq!(fetching, vec!["requested", "validating", "read-lost"]);
+    // And everything ended where it should.
+    let status = |id: &str| deployments.iter().find(|d| d.id == id).map(|d| (d.status, d.node.clone()));
+    assert_eq!(status("read").map(|s| s.0), Some(Status::DelegatingDeployment));
+    assert_ne!(status("on-drained").and_then(|s| s.1), Some("b".into()));
+    assert_ne!(status("on-dead").and_then(|s| s.1), Some("dead".into()));
+    assert_eq!(status("destroy").map(|s| s.0), Some(Status::DelegatingDestruction));
+    assert_eq!(status("destroy-on-dead").map(|s| s.0), Some(Status::Destroyed));
+    assert!(!nodes[4].up, "the dead node is marked down");
+}
