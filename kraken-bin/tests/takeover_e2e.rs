@@ -86,6 +86,11 @@ impl Candidate {
                 let mut config = NodeConfig::new(&dir, address.parse().expect("address"));
                 config.advertise_host = host.clone();
                 config.publish_ip = host;
+                // Like the agents the tests spawn: the test apps are local repositories.
+                config.allow_local_sources = true;
+                // Its fetches run in the kraken binary (this test's own executable is no fetch helper).
+                config.fetch_program =
+                    kraken_lib::fetcher::FetchProgram::Program(env!("CARGO_BIN_EXE_kraken").into());
                 let registry = BuilderRegistry::with_builtins(BaseImages::uniform(&base_image()));
                 let docker = match DockerRuntime::connect().await {
                     Ok(d) => d,
