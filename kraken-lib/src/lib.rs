@@ -26,7 +26,8 @@
 //! - [`node`]: `GenericNode` (what one agent's executors share) and the node runner.
 //! - [`state`]: the orchestrator's persisted state (nodes, deployments, logs).
 //! - [`stats`]: node statistics from `sysinfo`.
-//! - [`orchestrator`]: the orchestration executor: lifecycle, placement, reconciliation.
+//! - [`orchestrator`]: the orchestration executor: reconcile as a pure function returning
+//!   actions (placement, drain, reschedule, destroy, fencing), and the thin loop applying them.
 //! - [`worker`]: the worker executor: deploy in phases (fetch, plan, build, test, start,
 //!   settle), re-adopt, report, follow logs, destroy.
 //! - [`discovery`]: find an orchestrator on the LAN: `--join`, mDNS, or a subnet scan.

@@ -15,13 +15,11 @@
 //! mentioned, from the same run, is handed over again after a while, as
 //! before.
 
-use chrono::Utc;
 use tracing::info;
 
-use super::OrchestrationExecutor;
-use crate::bus::{WorkRequest, WorkerDeployment};
+use super::actions::{spec, Action};
+use crate::bus::WorkerDeployment;
 use crate::deployment::{Deployment, Desired, Status};
-use crate::node::GenericNode;
 
 /// What to do about one deployment after a report of its node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,65 +103,39 @@ pub(super) fn judge(d: &Deployment, held: Option<&WorkerDeployment>, seen: Seen)
     }
 }
 
-impl OrchestrationExecutor {
-    /// Carries out what [`judge`] decided for deployment `d` on node `from`.
-    pub(super) async fn repair(&mut self, node: &GenericNode, d: &Deployment, from: &str, repair: Repair) {
-        let name = self.state.node(from).map(|n| n.name).unwrap_or_else(|| from.to_string());
-        match repair {
-            Repair::Nothing => {}
-            Repair::Running { container, host_port, address } => {
-                let message = format!(
-                    "running at {} on {name} (its agent found it running when it started again)",
-                    address.as_deref().unwrap_or("its port")
-                );
-                info!(deployment = %d.id, node = %from, "{message}");
-                let _ = self.state.update_deployment(&d.id, |d| {
-                    d.container_id = Some(container);
-                    d.host_port = host_port.or(d.host_port);
-                    d.address = address.or(d.address.take());
-                    d.error = None;
-                    d.transition(Status::Running, message, Utc::now());
-                    true
-                });
-            }
-            Repair::Errored(reason) => self.transition(&d.id, Status::Errored, reason),
-            Repair::HandOverAgain { update } => {
-                info!(deployment = %d.id, node = %from, status = %d.status, "its node's agent restarted; handing the work over again");
-                let message =
-                    format!("the agent of {name} restarted while it was {}; handing it over again", d.status);
-                let updated = self.state.update_deployment(&d.id, |d| {
-                    d.generation += 1;
-                    d.transition(Status::DelegatingDeployment, message, Utc::now());
-                    true
-                });
-                let spec = match updated {
-                    Ok(Some(d)) => Self::spec(&d),
-                    _ => None,
-                };
-                match spec {
-                    Some(spec) if update => self.send_work(node, from, WorkRequest::Update(spec)).await,
-                    Some(spec) => self.send_work(node, from, WorkRequest::Deploy(spec)).await,
-                    None => {
-                        self.transition(
-                            &d.id,
-                            Status::RetrievingApplicationData,
-                            "fetching the repository again",
-                        );
-                        if let Some(d) = self.state.deployment(&d.id) {
-                            self.start_retrieval(node, &d, false);
-                        }
-                    }
-                }
-            }
-            Repair::Delegate => {
-                info!(deployment = %d.id, node = %from, "its node does not hold it; handing it over again");
-                self.delegate(node, &d.id, None, "its node lost it; ").await;
-            }
-            Repair::DestroyAgain => {
-                info!(deployment = %d.id, node = %from, "its node's agent restarted; asking it again to remove it");
-                let work = WorkRequest::Destroy { deployment: d.id.clone(), generation: d.generation };
-                self.send_work(node, from, work).await;
-            }
+/// What to do, as actions, about deployment `d` on node `from` (called
+/// `name`) after [`judge`] decided `repair`. [`Repair::Delegate`] needs the
+/// whole platform to choose a node: it is decided by
+/// [`super::reconcile::delegation`] and gives no action here.
+pub(super) fn actions(d: &Deployment, from: &str, name: &str, repair: Repair) -> Vec<Action> {
+    let deployment = d.id.clone();
+    match repair {
+        Repair::Nothing | Repair::Delegate => Vec::new(),
+        Repair::Running { container, host_port, address } => {
+            let message = format!(
+                "running at {} on {name} (its agent found it running when it started again)",
+                address.as_deref().unwrap_or("its port")
+            );
+            vec![Action::Found { deployment, container, host_port, address, message }]
+        }
+        Repair::Errored(message) => vec![Action::Transition { deployment, status: Status::Errored, message }],
+        Repair::HandOverAgain { .. } if spec(d).is_none() => vec![
+            Action::Transition {
+                deployment: deployment.clone(),
+                status: Status::RetrievingApplicationData,
+                message: "fetching the repository again".into(),
+            },
+            Action::Retrieve { deployment, url: d.url.clone(), branch: d.branch.clone(), update: false },
+        ],
+        Repair::HandOverAgain { update } => {
+            info!(deployment = %d.id, node = %from, status = %d.status, "its node's agent restarted; handing the work over again");
+            let message =
+                format!("the agent of {name} restarted while it was {}; handing it over again", d.status);
+            vec![Action::HandOver { deployment, node: from.to_string(), update, message }]
+        }
+        Repair::DestroyAgain => {
+            info!(deployment = %d.id, node = %from, "its node's agent restarted; asking it again to remove it");
+            vec![Action::Destroy { node: from.to_string(), deployment, generation: d.generation }]
         }
     }
 }
@@ -268,5 +240,43 @@ mod tests {
             let d = deployment(status, 3);
             assert_eq!(judge(&d, None, RESTARTED), Repair::Nothing, "{status}");
         }
+    }
+
+    #[test]
+    fn lost_work_is_handed_to_the_same_node_again_or_fetched_again_without_its_app_data() {
+        let d = crate::orchestrator::testing::with_app_data(deployment(Status::Deploying, 3));
+        let actions = actions(&d, "n1", "pi", Repair::HandOverAgain { update: true });
+        assert_eq!(
+            actions,
+            vec![Action::HandOver {
+                deployment: "d1".into(),
+                node: "n1".into(),
+                update: true,
+                message: "the agent of pi restarted while it was Deploying; handing it over again".into(),
+            }]
+        );
+        let bare = deployment(Status::Deploying, 3);
+        let again = super::actions(&bare, "n1", "pi", Repair::HandOverAgain { update: false });
+        assert!(matches!(&again[0], Action::Transition { status: Status::RetrievingApplicationData, .. }));
+        assert!(matches!(&again[1], Action::Retrieve { update: false, .. }), "{again:?}");
+    }
+
+    #[test]
+    fn a_container_found_running_is_adopted_and_a_removal_asked_again() {
+        let d = deployment(Status::Deploying, 3);
+        let found = Repair::Running { container: "c3".into(), host_port: Some(31000), address: None };
+        match &actions(&d, "n1", "pi", found)[..] {
+            [Action::Found { container, host_port: Some(31000), message, .. }] => {
+                assert_eq!(container, "c3");
+                assert!(message.starts_with("running at its port on pi"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let d = deployment(Status::DelegatingDestruction, 3);
+        assert_eq!(
+            actions(&d, "n1", "pi", Repair::DestroyAgain),
+            vec![Action::Destroy { node: "n1".into(), deployment: "d1".into(), generation: 3 }]
+        );
+        assert_eq!(actions(&d, "n1", "pi", Repair::Nothing), vec![]);
     }
 }
