@@ -21,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::Utc;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -37,7 +37,8 @@ use crate::state::{Change, Event, KeyConflict, Role, State};
 
 mod replication;
 
-pub use replication::ReplicaAck;
+pub use crate::client::dto::{JoinAnswer, JoinRequest, ReplicaAck, Snapshot, SourceRequest};
+pub use crate::client::sse::{SseDecoder, SseMessage};
 use replication::{candidate_checked, replica_ack, replicated, replication_status};
 
 /// The largest request body accepted.
@@ -73,40 +74,6 @@ impl std::fmt::Debug for JoinInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JoinInfo").finish_non_exhaustive()
     }
-}
-
-/// The body of a join request.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct JoinRequest {
-    /// The joining node's id.
-    pub node_id: String,
-    /// Its name.
-    pub name: String,
-    /// Its API address.
-    pub address: String,
-    /// The platform's join token.
-    pub join_token: String,
-    /// The key it signs its messages with (64 hex digits); the orchestrator
-    /// believes only messages from this node that carry its signature.
-    pub public_key: String,
-}
-
-/// The answer to a successful join.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct JoinAnswer {
-    /// The broker to connect to.
-    pub amqp_url: String,
-    /// The orchestrator epoch.
-    pub epoch: u64,
-    /// The orchestrator's node id.
-    pub orchestrator_id: String,
-    /// The orchestrator's API address.
-    pub orchestrator_address: String,
-    /// The key the orchestrator signs work with; workers act only on work
-    /// signed with it.
-    #[serde(default)]
-    pub orchestrator_key: Option<PublicKey>,
 }
 
 impl ApiContext {
@@ -191,21 +158,6 @@ impl From<JsonRejection> for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
-/// The body of validate and create calls.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct SourceRequest {
-    /// The git URL.
-    pub url: String,
-    /// The branch (default `main`).
-    #[serde(default = "default_branch")]
-    pub branch: String,
-}
-
-fn default_branch() -> String {
-    "main".to_string()
-}
-
 /// The query of the logs call.
 #[derive(Debug, Clone, Deserialize)]
 pub struct LogQuery {
@@ -249,103 +201,6 @@ pub fn router(ctx: ApiContext) -> Router {
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(ctx)
-}
-
-/// One server-sent event as a client of this API reads it.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct SseMessage {
-    /// The `event:` name (empty when none was given).
-    pub event: String,
-    /// The `id:` field, when one was given.
-    pub id: Option<String>,
-    /// The `data:` lines, joined with newlines.
-    pub data: String,
-}
-
-/// Splits a server-sent event stream into messages, chunk by chunk. Bytes are
-/// kept until a message is complete, so a character split across chunks
-/// arrives whole. Each byte is searched once for the end of its message, and
-/// a message larger than the decoder's limit ([`SseDecoder::MAX_MESSAGE_BYTES`]
-/// by default) is dropped rather than kept growing.
-#[derive(Debug)]
-pub struct SseDecoder {
-    pending: Vec<u8>,
-    /// Where in `pending` the search for the end of a message goes on.
-    searched: usize,
-    /// Whether the current message went over the limit (it is skipped up to its end).
-    skipping: bool,
-    limit: usize,
-}
-
-impl Default for SseDecoder {
-    fn default() -> Self {
-        Self::with_limit(Self::MAX_MESSAGE_BYTES)
-    }
-}
-
-impl SseDecoder {
-    /// The largest message kept by default (a replica snapshot included).
-    pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
-
-    /// A decoder with nothing pending.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// A decoder that drops messages larger than `limit` bytes.
-    pub fn with_limit(limit: usize) -> Self {
-        Self { pending: Vec::new(), searched: 0, skipping: false, limit: limit.max(2) }
-    }
-
-    /// Adds `chunk` and returns the messages it completed.
-    pub fn push(&mut self, chunk: &[u8]) -> Vec<SseMessage> {
-        self.pending.extend_from_slice(chunk);
-        let mut messages = Vec::new();
-        let mut start = 0;
-        // Resume one byte back: a "\n\n" may straddle two chunks.
-        let mut at = self.searched.saturating_sub(1).max(start);
-        while let Some(found) = self.pending[at..].windows(2).position(|w| w == b"\n\n") {
-            let end = at + found + 2;
-            if !self.skipping {
-                if let Some(message) = parse_sse_block(&self.pending[start..end]) {
-                    messages.push(message);
-                }
-            }
-            self.skipping = false;
-            start = end;
-            at = end;
-        }
-        self.pending.drain(..start);
-        self.searched = self.pending.len();
-        if self.pending.len() > self.limit {
-            // Too large to be one of ours: skip the rest of this message.
-            self.pending.clear();
-            self.searched = 0;
-            self.skipping = true;
-        }
-        messages
-    }
-}
-
-/// The message in one block of an event stream (up to and with its blank line).
-fn parse_sse_block(block: &[u8]) -> Option<SseMessage> {
-    let text = String::from_utf8_lossy(block);
-    let mut message = SseMessage::default();
-    let mut data = Vec::new();
-    for line in text.lines() {
-        if let Some(v) = line.strip_prefix("event:") {
-            message.event = v.trim().to_string();
-        } else if let Some(v) = line.strip_prefix("id:") {
-            message.id = Some(v.trim().to_string());
-        } else if let Some(v) = line.strip_prefix("data:") {
-            data.push(v.strip_prefix(' ').unwrap_or(v));
-        }
-    }
-    if data.is_empty() {
-        return None;
-    }
-    message.data = data.join("\n");
-    Some(message)
 }
 
 /// The token of an `Authorization: Bearer <token>` header.
@@ -465,34 +320,6 @@ fn check_joining_node(req: &JoinRequest) -> ApiResult<()> {
         );
     }
     Ok(())
-}
-
-/// The first event of the replica stream: everything a rollover candidate needs.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Snapshot {
-    /// The orchestrator's epoch.
-    pub epoch: u64,
-    /// The orchestrator's node id.
-    pub orchestrator_id: String,
-    /// The hash of the platform token (enough to check it, not to learn it).
-    pub token_hash: TokenHash,
-    /// The hash of the join token.
-    pub join_token_hash: TokenHash,
-    /// Every deployment, with its status history.
-    pub deployments: Vec<crate::deployment::Deployment>,
-    /// Every node.
-    pub nodes: Vec<crate::state::NodeRecord>,
-    /// The broker the platform started itself, if it did: image, port, user
-    /// and password, so a new orchestrator can start it again.
-    #[serde(default)]
-    pub broker: Option<(String, u16, String, String)>,
-    /// The state's version the records above are at; every later event
-    /// carries its own version as its `id`.
-    #[serde(default)]
-    pub version: u64,
-    /// The session to name when confirming versions (`POST /api/v1/replica/ack`).
-    #[serde(default)]
-    pub session: String,
 }
 
 fn broker_info(state: &State) -> Option<(String, u16, String, String)> {
@@ -925,28 +752,4 @@ async fn openapi() -> Json<serde_json::Value> {
 /// The OpenAPI 3.1 description of this API (see [`crate::openapi`]).
 pub fn openapi_document() -> serde_json::Value {
     crate::openapi::document()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn server_sent_events_are_split_whole_across_chunks() {
-        let mut decoder = SseDecoder::new();
-        let stream =
-            "event: log\ndata: {\"line\":\"héllo\"}\n\n: keep-alive\n\ndata: a\ndata: b\n\n".as_bytes();
-        // Split inside the two-byte 'é'.
-        let cut = stream.iter().position(|&b| b == 0xc3).expect("é") + 1;
-        let mut messages = decoder.push(&stream[..cut]);
-        assert!(messages.is_empty());
-        messages.extend(decoder.push(&stream[cut..]));
-        assert_eq!(
-            messages,
-            [
-                SseMessage { event: "log".into(), data: "{\"line\":\"héllo\"}".into(), id: None },
-                SseMessage { event: String::new(), data: "a\nb".into(), id: None },
-            ]
-        );
-    }
 }

@@ -30,6 +30,7 @@
 //! - [`discovery`]: find an orchestrator on the LAN: `--join`, mDNS, or a subnet scan.
 //! - [`auth`]: tokens and their hashes, node keys, files private from creation.
 //! - [`api`]: the HTTP API (axum) under `/api/v1`.
+//! - [`client`]: the typed client of that API (its bodies, one address normaliser, event streams).
 //! - [`openapi`]: the API's OpenAPI document.
 //! - [`rollover`]: the primary candidate's replica, takeover and fencing.
 //! - [`platform`]: one entry point that starts an agent (combined, orchestrator-only
@@ -61,6 +62,7 @@ pub mod api;
 pub mod auth;
 pub mod builder;
 pub mod bus;
+pub mod client;
 pub mod deployment;
 pub mod discovery;
 pub mod executor;

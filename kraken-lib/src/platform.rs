@@ -15,13 +15,14 @@ use std::sync::Arc;
 use axum::Router;
 use tracing::info;
 
-use crate::api::{self, ApiContext, JoinAnswer, JoinInfo, JoinRequest};
+use crate::api::{self, ApiContext, JoinInfo};
 use crate::auth::settle::{settle, Settled, Slot};
 use crate::auth::{AuthError, NodeKey, PublicKey};
 use crate::builder::BuilderRegistry;
 use crate::bus::amqp::{AmqpBus, AmqpOptions};
 use crate::bus::memory::MemoryBus;
 use crate::bus::{Bus, BusError};
+use crate::client::{Client, ClientError, JoinAnswer, JoinRequest};
 use crate::node::{GenericNode, NodeConfig, NodeError, NodeIdentity, NodeRunner};
 use crate::orchestrator::OrchestrationExecutor;
 use crate::rollover::{newer_orchestrator, RolloverExecutor, SwitchRouter, TakeoverKit};
@@ -509,10 +510,11 @@ pub(crate) async fn join_platform(
                 .into(),
         ));
     };
-    let client = reqwest::Client::builder()
+    let http = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(10))
         .build()
         .map_err(|e| failed(e.to_string()))?;
+    let client = Client::with_http(&address, http).map_err(|e| failed(e.to_string()))?;
     let request = JoinRequest {
         node_id: identity.id.clone(),
         name: identity.name.clone(),
@@ -520,22 +522,13 @@ pub(crate) async fn join_platform(
         join_token: join_token.to_string(),
         public_key: key.to_string(),
     };
-    let response = client
-        .post(format!("{address}/api/v1/join"))
-        .json(&request)
-        .send()
-        .await
-        .map_err(|e| failed(format!("no answer ({e}); is the orchestrator running there?")))?;
-    if !response.status().is_success() {
-        let status = response.status();
-        let body: serde_json::Value = response.json().await.unwrap_or(serde_json::Value::Null);
-        let message = body.get("error").and_then(|v| v.as_str()).unwrap_or("no details").to_string();
-        return Err(failed(format!("refused ({status}): {message}")));
-    }
-    response
-        .json::<JoinAnswer>()
-        .await
-        .map_err(|e| failed(format!("an answer that is not a join answer: {e}")))
+    client.join(&request).await.map_err(|e| match e {
+        ClientError::Refused { status, message } => failed(format!("refused ({status}): {message}")),
+        ClientError::BadAnswer { reason, .. } => {
+            failed(format!("an answer that is not a join answer: {reason}"))
+        }
+        other => failed(format!("no answer ({other}); is the orchestrator running there?")),
+    })
 }
 
 /// When this data directory holds an orchestrator's state and one of the
