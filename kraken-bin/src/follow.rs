@@ -110,7 +110,10 @@ pub(crate) async fn follow(api: &Api, id: &str, json: bool, seen: usize, finish:
         }
         tokio::select! {
             event = events.next() => match event {
-                Some(Ok(ApiEvent::Deployment(d))) if d.id == id => deployment = *d,
+                // The event has the short form: read the history that came with it.
+                Some(Ok(ApiEvent::Deployment(d))) if d.id == id => {
+                    deployment = client.deployment(id).await.map_err(|e| api.fail(e))?;
+                }
                 Some(Ok(ApiEvent::Lagged { .. })) => {
                     deployment = client.deployment(id).await.map_err(|e| api.fail(e))?;
                 }

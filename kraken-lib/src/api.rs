@@ -29,14 +29,15 @@ use tracing::{error, warn};
 
 use crate::auth::{PublicKey, TokenHash};
 use crate::builder::BuilderRegistry;
-use crate::deployment::{is_web_address, Desired, Status};
+use crate::deployment::{is_web_address, Deployment, DeploymentSummary, Desired, Status};
 use crate::node::GenericNode;
 use crate::orchestrator::{check_request, retrieve, RetrieveError};
 use crate::rollover::replication::Replication;
-use crate::state::{Change, Event, KeyConflict, Role, State};
+use crate::state::{Change, Event, KeyConflict, NodeRecord, Role, State};
 
 mod replication;
 
+use crate::client::dto::{Accepted, Drained, Health, LogPage, PingAnswer, Validation};
 pub use crate::client::dto::{JoinAnswer, JoinRequest, ReplicaAck, Snapshot, SourceRequest};
 pub use crate::client::sse::{SseDecoder, SseMessage};
 use replication::{candidate_checked, replica_ack, replicated, replication_status};
@@ -233,19 +234,27 @@ async fn require_token(
     }
 }
 
-async fn ping(AxumState(ctx): AxumState<ApiContext>) -> Json<serde_json::Value> {
-    Json(json!({
-        "service": "kraken",
-        "version": env!("CARGO_PKG_VERSION"),
-        "node_id": ctx.node.id,
-        "node_name": ctx.node.name,
-        "role": "orchestrator",
-        "epoch": ctx.node.epoch(),
-    }))
+async fn ping(AxumState(ctx): AxumState<ApiContext>) -> Json<PingAnswer> {
+    Json(PingAnswer {
+        service: "kraken".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        node_id: ctx.node.id.clone(),
+        node_name: ctx.node.name.clone(),
+        role: "orchestrator".into(),
+        epoch: ctx.node.epoch(),
+        orchestrator: None,
+        rollover_priority: None,
+        replica_ready: None,
+    })
 }
 
-async fn health(AxumState(ctx): AxumState<ApiContext>) -> Json<serde_json::Value> {
-    Json(json!({ "ok": true, "node_id": ctx.node.id, "role": "orchestrator", "epoch": ctx.node.epoch() }))
+async fn health(AxumState(ctx): AxumState<ApiContext>) -> Json<Health> {
+    Json(Health {
+        ok: true,
+        node_id: ctx.node.id.clone(),
+        role: "orchestrator".into(),
+        epoch: ctx.node.epoch(),
+    })
 }
 
 async fn join(
@@ -403,11 +412,7 @@ async fn replica(
         .into_response())
 }
 
-async fn set_drained(
-    ctx: &ApiContext,
-    id: &str,
-    drained: bool,
-) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+async fn set_drained(ctx: &ApiContext, id: &str, drained: bool) -> ApiResult<(StatusCode, Json<Drained>)> {
     let node = ctx
         .state
         .update_node(id, |n| {
@@ -424,23 +429,20 @@ async fn set_drained(
         })?;
     ctx.state.notify();
     let replicated = replicated(ctx).await;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({ "id": node.id, "drained": node.drained, "replicated": replicated })),
-    ))
+    Ok((StatusCode::ACCEPTED, Json(Drained { id: node.id, drained: node.drained, replicated })))
 }
 
 async fn drain_node(
     AxumState(ctx): AxumState<ApiContext>,
     Path(id): Path<String>,
-) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+) -> ApiResult<(StatusCode, Json<Drained>)> {
     set_drained(&ctx, &id, true).await
 }
 
 async fn undrain_node(
     AxumState(ctx): AxumState<ApiContext>,
     Path(id): Path<String>,
-) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+) -> ApiResult<(StatusCode, Json<Drained>)> {
     set_drained(&ctx, &id, false).await
 }
 
@@ -454,17 +456,17 @@ pub fn worker_router(node: GenericNode) -> Router {
             get(move || {
                 let n = ping_node.clone();
                 async move {
-                    Json(json!({
-                        "service": "kraken",
-                        "version": env!("CARGO_PKG_VERSION"),
-                        "node_id": n.id,
-                        "node_name": n.name,
-                        "role": "worker",
-                        "epoch": n.epoch(),
-                        "orchestrator": n.orchestrator(),
-                        "rollover_priority": n.rollover_priority(),
-                        "replica_ready": n.replica_ready(),
-                    }))
+                    Json(PingAnswer {
+                        service: "kraken".into(),
+                        version: env!("CARGO_PKG_VERSION").into(),
+                        node_id: n.id.clone(),
+                        node_name: n.name.clone(),
+                        role: "worker".into(),
+                        epoch: n.epoch(),
+                        orchestrator: n.orchestrator(),
+                        rollover_priority: Some(n.rollover_priority()),
+                        replica_ready: Some(n.replica_ready()),
+                    })
                 }
             }),
         )
@@ -472,11 +474,16 @@ pub fn worker_router(node: GenericNode) -> Router {
             "/health",
             get(move || {
                 let n = node.clone();
-                async move { Json(json!({ "ok": true, "node_id": n.id, "role": "worker", "epoch": n.epoch() })) }
+                async move {
+                    Json(Health { ok: true, node_id: n.id.clone(), role: "worker".into(), epoch: n.epoch() })
+                }
             }),
         )
         .fallback(|| async {
-            ApiError::new(StatusCode::NOT_FOUND, "this is a worker node; the platform's API and UI are on its orchestrator (see /ping)")
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "this is a worker node; the platform's API and UI are on its orchestrator (see /ping)",
+            )
         })
 }
 
@@ -508,14 +515,14 @@ async fn builders(AxumState(ctx): AxumState<ApiContext>) -> Json<serde_json::Val
     Json(json!(list))
 }
 
-async fn nodes(AxumState(ctx): AxumState<ApiContext>) -> Json<serde_json::Value> {
-    Json(json!(ctx.state.nodes()))
+async fn nodes(AxumState(ctx): AxumState<ApiContext>) -> Json<Vec<NodeRecord>> {
+    Json(ctx.state.nodes())
 }
 
 async fn validate(
     AxumState(ctx): AxumState<ApiContext>,
     body: Result<Json<SourceRequest>, JsonRejection>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<Validation>> {
     let Json(req) = body?;
     check_request(&req.url, &req.branch, ctx.node.config.allow_local_sources)
         .map_err(|m| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, m))?;
@@ -528,19 +535,19 @@ async fn validate(
             RetrieveError::Busy(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m),
             other => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, other.to_string()),
         })?;
-    Ok(Json(json!({
-        "manifest": found.manifest,
-        "builder": found.detection.builder,
-        "reason": found.detection.reason,
-        "commit": found.commit,
-        "plan": found.plan,
-    })))
+    Ok(Json(Validation {
+        manifest: found.manifest,
+        builder: found.detection.builder,
+        reason: found.detection.reason,
+        commit: found.commit,
+        plan: *found.plan,
+    }))
 }
 
 async fn create_deployment(
     AxumState(ctx): AxumState<ApiContext>,
     body: Result<Json<SourceRequest>, JsonRejection>,
-) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+) -> ApiResult<(StatusCode, Json<Accepted>)> {
     let Json(req) = body?;
     check_request(&req.url, &req.branch, ctx.node.config.allow_local_sources)
         .map_err(|m| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, m))?;
@@ -549,26 +556,25 @@ async fn create_deployment(
         .create_deployment(req.url.trim(), req.branch.trim())
         .map_err(|e| ApiError::internal("the request could not be stored", e))?;
     let replicated = replicated(&ctx).await;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "id": d.id, "status": d.status, "replicated": replicated }))))
+    Ok((StatusCode::ACCEPTED, Json(Accepted { id: d.id, status: d.status, replicated })))
 }
 
-async fn list_deployments(AxumState(ctx): AxumState<ApiContext>) -> Json<serde_json::Value> {
-    let list: Vec<_> = ctx.state.deployments().iter().map(|d| d.summary()).collect();
-    Json(json!(list))
+async fn list_deployments(AxumState(ctx): AxumState<ApiContext>) -> Json<Vec<DeploymentSummary>> {
+    Json(ctx.state.deployments().iter().map(|d| d.summary()).collect())
 }
 
 async fn get_deployment(
     AxumState(ctx): AxumState<ApiContext>,
     Path(id): Path<String>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<Deployment>> {
     let d = ctx.state.deployment(&id).ok_or_else(|| ApiError::not_found(&id))?;
-    Ok(Json(json!(d)))
+    Ok(Json(d))
 }
 
 async fn update_deployment(
     AxumState(ctx): AxumState<ApiContext>,
     Path(id): Path<String>,
-) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+) -> ApiResult<(StatusCode, Json<Accepted>)> {
     let mut refusal = None;
     let d = ctx
         .state
@@ -595,13 +601,13 @@ async fn update_deployment(
     }
     ctx.state.notify();
     let replicated = replicated(&ctx).await;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "id": d.id, "status": d.status, "replicated": replicated }))))
+    Ok((StatusCode::ACCEPTED, Json(Accepted { id: d.id, status: d.status, replicated })))
 }
 
 async fn destroy_deployment(
     AxumState(ctx): AxumState<ApiContext>,
     Path(id): Path<String>,
-) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+) -> ApiResult<(StatusCode, Json<Accepted>)> {
     let d = ctx
         .state
         .update_deployment(&id, |d| {
@@ -616,7 +622,7 @@ async fn destroy_deployment(
         .ok_or_else(|| ApiError::not_found(&id))?;
     ctx.state.notify();
     let replicated = replicated(&ctx).await;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "id": d.id, "status": d.status, "replicated": replicated }))))
+    Ok((StatusCode::ACCEPTED, Json(Accepted { id: d.id, status: d.status, replicated })))
 }
 
 async fn logs(
@@ -645,7 +651,7 @@ async fn logs(
             .state
             .logs(&id, q.offset, limit)
             .map_err(|e| ApiError::internal("the log could not be read", e))?;
-        return Ok(Json(json!({ "lines": lines, "next_offset": next })).into_response());
+        return Ok(Json(LogPage { lines, next_offset: next }).into_response());
     }
     let (tx, rx) = mpsc::channel::<Result<SseEvent, Infallible>>(256);
     let mut events = ctx.state.subscribe();

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::{PublicKey, TokenHash};
 use crate::builder::plan::BuildPlan;
-use crate::deployment::{Deployment, DeploymentId, Status};
+use crate::deployment::{Deployment, DeploymentId, DeploymentSummary, Status};
 use crate::shipwreck::Manifest;
 use crate::state::{LogLine, NodeRecord};
 
@@ -195,8 +195,8 @@ pub struct Snapshot {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum ApiEvent {
-    /// A deployment changed; the whole record.
-    Deployment(Box<Deployment>),
+    /// A deployment changed; its short form (as in the list of deployments).
+    Deployment(Box<DeploymentSummary>),
     /// A node changed; the whole record.
     Node(Box<NodeRecord>),
     /// The replication status changed (`state`, `reason`, `candidate`).
