@@ -161,3 +161,12 @@ async fn logs_come_in_pages_and_as_a_live_stream() {
     .unwrap_or_else(|_| panic!("the live stream brought only {got:?} within {WAIT:?}"));
     assert_eq!(got, ["line 2", "line 3", "line 4"]);
 }
+
+#[tokio::test]
+async fn control_characters_in_a_request_get_an_answer_not_a_dropped_connection() {
+    let served = serve().await;
+    let client = Client::new(&served.address).expect("client").with_token(TOKEN);
+    let odd = SourceRequest { url: "htTpS://\u{f}".into(), branch: "N\u{e7}\u{1d}\u{0}N\u{10}v".into() };
+    let err = client.create(&odd).await.expect_err("refused");
+    assert_eq!(err.status(), Some(StatusCode::UNPROCESSABLE_ENTITY), "{err}");
+}
