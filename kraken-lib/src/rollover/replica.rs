@@ -1,6 +1,6 @@
 //! The primary candidate's copy of the orchestrator's state.
 //!
-//! [`follow`] streams `GET /api/v1/replica` into the candidate's own state
+//! `follow` streams `GET /api/v1/replica` into the candidate's own state
 //! database (`<data-dir>/replica/`): a snapshot, then every durable change as
 //! the orchestrator commits it. After storing what a chunk of the stream
 //! brought, it confirms the version reached with `POST /api/v1/replica/ack`
