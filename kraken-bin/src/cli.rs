@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use futures::StreamExt;
 use kraken_lib::builder::{BaseImages, BuilderRegistry};
 use kraken_lib::node::NodeConfig;
 use kraken_lib::platform::{NodeRole, Platform, JOIN_TOKEN_FILE, TOKEN_FILE};
@@ -43,7 +42,7 @@ struct ClientArgs {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {
+pub(crate) enum Command {
     /// Start Kraken on this machine: join the platform given by --join, or
     /// start one here (orchestrator and worker, with its UI and API).
     Up(UpArgs),
@@ -110,7 +109,7 @@ enum Command {
 }
 
 #[derive(Debug, Args)]
-struct UpArgs {
+pub(crate) struct UpArgs {
     /// Where the UI and API listen.
     #[arg(long, env = "KRAKEN_LISTEN", default_value = "0.0.0.0:8000")]
     listen: SocketAddr,
@@ -193,7 +192,11 @@ struct UpArgs {
 }
 
 /// Prints a build plan: the base image and each step with why it was chosen.
-fn print_plan(plan: &Value) {
+fn s<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or("-")
+}
+
+pub(crate) fn print_plan(plan: &Value) {
     let line = |kind: &str, step: &Value| {
         println!("{kind:<8} {}", s(step, "command"));
         println!("{:<8}   because: {}", "", s(step, "reason"));
@@ -294,8 +297,15 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             up(args, role, data_dir, cli.client.token).await
         }
         command => {
-            let client = Client::new(&cli.client, &data_dir)?;
-            client_command(&client, command, cli.client.json).await
+            let token = cli.client.token.clone().or_else(|| {
+                std::fs::read_to_string(data_dir.join(TOKEN_FILE)).ok().map(|t| t.trim().to_string())
+            });
+            let mut client = kraken_lib::client::Client::new(&cli.client.server)
+                .map_err(|e| Failure::Unreachable(format!("{e} (--server or KRAKEN_SERVER)")))?;
+            if let Some(token) = token {
+                client = client.with_token(token);
+            }
+            crate::commands::client_command(&crate::commands::Api { client }, command, cli.client.json).await
         }
     }
 }
@@ -454,359 +464,4 @@ async fn shutdown_signal() {
         () = ctrl_c => {}
         () = term => {}
     }
-}
-
-struct Client {
-    http: reqwest::Client,
-    server: String,
-    token: Option<String>,
-}
-
-impl Client {
-    fn new(args: &ClientArgs, data_dir: &std::path::Path) -> Result<Self> {
-        let token = args.token.clone().or_else(|| {
-            std::fs::read_to_string(data_dir.join(TOKEN_FILE)).ok().map(|t| t.trim().to_string())
-        });
-        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build()?;
-        Ok(Self { http, server: args.server.trim_end_matches('/').to_string(), token })
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.server)
-    }
-
-    async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response> {
-        let request = match &self.token {
-            Some(t) => request.bearer_auth(t),
-            None => request,
-        };
-        let response = request.send().await.map_err(|e| {
-            Failure::Unreachable(format!(
-                "cannot reach the platform at {} ({e}); is `kraken up` running there? (--server or KRAKEN_SERVER)",
-                self.server
-            ))
-        })?;
-        if response.status().is_success() {
-            return Ok(response);
-        }
-        let status = response.status();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        let message = body.get("error").and_then(Value::as_str).unwrap_or("no details").to_string();
-        let hint = if status == reqwest::StatusCode::UNAUTHORIZED && self.token.is_none() {
-            " (no token found: pass --token or KRAKEN_TOKEN)"
-        } else {
-            ""
-        };
-        Err(Failure::Refused(format!("the platform refused ({status}): {message}{hint}")).into())
-    }
-
-    async fn get(&self, path: &str) -> Result<Value> {
-        Ok(self.send(self.http.get(self.url(path))).await?.json().await?)
-    }
-
-    async fn post(&self, path: &str, body: Option<Value>) -> Result<Value> {
-        let mut request = self.http.post(self.url(path));
-        if let Some(b) = body {
-            request = request.json(&b);
-        }
-        Ok(self.send(request).await?.json().await?)
-    }
-
-    async fn delete(&self, path: &str) -> Result<Value> {
-        Ok(self.send(self.http.delete(self.url(path))).await?.json().await?)
-    }
-}
-
-fn s<'a>(v: &'a Value, key: &str) -> &'a str {
-    v.get(key).and_then(Value::as_str).unwrap_or("-")
-}
-
-async fn client_command(client: &Client, command: Command, json: bool) -> Result<ExitCode> {
-    match command {
-        Command::Up(_) | Command::Orchestrator(_) | Command::Worker(_) => {
-            Err(anyhow::anyhow!("agent commands are not client commands"))
-        }
-        Command::Deploy { url, branch, follow } => {
-            let url = local_path_to_absolute(&url);
-            let created = client
-                .post("/api/v1/deployments", Some(serde_json::json!({ "url": url, "branch": branch })))
-                .await?;
-            let id = s(&created, "id").to_string();
-            if !follow {
-                if json {
-                    println!("{created}");
-                } else {
-                    println!("{id}");
-                }
-                return Ok(ExitCode::SUCCESS);
-            }
-            if !json {
-                println!("deployment {id} requested");
-            }
-            watch(client, &id, json, |status| matches!(status, "Running" | "Errored" | "Destroyed")).await
-        }
-        Command::Validate { url, branch } => {
-            let url = local_path_to_absolute(&url);
-            let v = client
-                .post("/api/v1/validate", Some(serde_json::json!({ "url": url, "branch": branch })))
-                .await?;
-            if json {
-                println!("{v}");
-            } else {
-                let app = &v["manifest"]["app"];
-                let config = &v["manifest"]["config"];
-                println!(
-                    "ok: `{}` on port {} built by the {} builder ({})",
-                    s(app, "name"),
-                    config["port"],
-                    s(&v, "builder"),
-                    s(&v, "reason")
-                );
-                println!("commit {}", s(&v, "commit"));
-                print_plan(&v["plan"]);
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Ps { all } => {
-            let list = client.get("/api/v1/deployments").await?;
-            let items: Vec<&Value> = list
-                .as_array()
-                .map(|a| a.iter().filter(|d| all || s(d, "status") != "Destroyed").collect())
-                .unwrap_or_default();
-            if json {
-                println!("{}", Value::Array(items.into_iter().cloned().collect()));
-                return Ok(ExitCode::SUCCESS);
-            }
-            println!("{:<14} {:<20} {:<26} {:<12} {:<9} ADDRESS", "ID", "NAME", "STATUS", "NODE", "COMMIT");
-            for d in items {
-                let commit = s(d, "commit");
-                println!(
-                    "{:<14} {:<20} {:<26} {:<12} {:<9} {}",
-                    s(d, "id"),
-                    s(d, "name"),
-                    s(d, "status"),
-                    s(d, "node"),
-                    commit.get(..8).unwrap_or(commit),
-                    s(d, "address")
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Inspect { id } => {
-            let d = client.get(&format!("/api/v1/deployments/{id}")).await?;
-            if json {
-                println!("{d}");
-                return Ok(ExitCode::SUCCESS);
-            }
-            println!(
-                "{} ({}) {} {}@{}",
-                s(&d, "id"),
-                s(&d, "name"),
-                s(&d, "status"),
-                s(&d, "url"),
-                s(&d, "branch")
-            );
-            println!("address: {}   node: {}   commit: {}", s(&d, "address"), s(&d, "node"), s(&d, "commit"));
-            for c in d["status_history"].as_array().into_iter().flatten() {
-                println!("  {}  {:<26} {}", s(c, "at"), s(c, "status"), s(c, "message"));
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Logs { id, follow } => {
-            if follow {
-                follow_logs(client, &id, 0, json).await?;
-            } else {
-                let mut offset = 0u64;
-                loop {
-                    let page = client
-                        .get(&format!("/api/v1/deployments/{id}/logs?offset={offset}&limit=5000"))
-                        .await?;
-                    let lines = page["lines"].as_array().cloned().unwrap_or_default();
-                    for l in &lines {
-                        print_line(l, json);
-                    }
-                    offset = page["next_offset"].as_u64().unwrap_or(offset);
-                    if lines.len() < 5000 {
-                        break;
-                    }
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Update { id, follow } => {
-            client.post(&format!("/api/v1/deployments/{id}/update"), None).await?;
-            if !follow {
-                if !json {
-                    println!("update of {id} requested");
-                }
-                return Ok(ExitCode::SUCCESS);
-            }
-            let before = client.get(&format!("/api/v1/deployments/{id}")).await?;
-            let seen = before["status_history"].as_array().map_or(0, Vec::len);
-            watch_from(client, &id, json, seen.saturating_sub(1), |status| {
-                matches!(status, "Running" | "Errored" | "Destroyed")
-            })
-            .await
-        }
-        Command::Rm { id, wait } => {
-            client.delete(&format!("/api/v1/deployments/{id}")).await?;
-            if !wait {
-                if !json {
-                    println!("destruction of {id} requested");
-                }
-                return Ok(ExitCode::SUCCESS);
-            }
-            let before = client.get(&format!("/api/v1/deployments/{id}")).await?;
-            let seen = before["status_history"].as_array().map_or(0, Vec::len);
-            watch_from(client, &id, json, seen.saturating_sub(1), |status| {
-                matches!(status, "Destroyed" | "Errored")
-            })
-            .await
-        }
-        Command::Nodes => {
-            let nodes = client.get("/api/v1/nodes").await?;
-            if json {
-                println!("{nodes}");
-                return Ok(ExitCode::SUCCESS);
-            }
-            println!(
-                "{:<12} {:<16} {:<13} {:<5} {:>5} {:>13} {:>4} {:>4} ADDRESS",
-                "ID", "NAME", "ROLE", "UP", "CPU%", "MEMORY", "APPS", "PRIO"
-            );
-            for n in nodes.as_array().into_iter().flatten() {
-                let st = &n["stats"];
-                let gib = |v: &Value| v.as_f64().unwrap_or(0.0) / (1u64 << 30) as f64;
-                println!(
-                    "{:<12} {:<16} {:<13} {:<5} {:>5.1} {:>5.1}/{:<5.1}GiB {:>4} {:>4} {}",
-                    s(n, "id"),
-                    s(n, "name"),
-                    s(n, "role"),
-                    if n["up"].as_bool().unwrap_or(false) { "yes" } else { "no" },
-                    st["cpu_percent"].as_f64().unwrap_or(0.0),
-                    gib(&st["memory_used_bytes"]),
-                    gib(&st["memory_total_bytes"]),
-                    n["deployments"].as_array().map_or(0, Vec::len),
-                    n["rollover_priority"],
-                    s(n, "address")
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-    }
-}
-
-/// A relative local path means the directory here, not on the server: make it absolute.
-fn local_path_to_absolute(url: &str) -> String {
-    if url.contains("://") || url.starts_with('/') {
-        return url.to_string();
-    }
-    match std::fs::canonicalize(url) {
-        Ok(p) if p.is_dir() => p.display().to_string(),
-        _ => url.to_string(),
-    }
-}
-
-fn print_line(l: &Value, json: bool) {
-    if json {
-        println!("{l}");
-    } else {
-        let stream = s(l, "stream");
-        let line = s(l, "line");
-        match stream {
-            "stdout" => println!("{line}"),
-            other => println!("[{other}] {line}"),
-        }
-    }
-}
-
-async fn watch(client: &Client, id: &str, json: bool, done: impl Fn(&str) -> bool) -> Result<ExitCode> {
-    watch_from(client, id, json, 0, done).await
-}
-
-/// Prints status changes and log lines until `done(status)`, polling the API.
-async fn watch_from(
-    client: &Client,
-    id: &str,
-    json: bool,
-    mut seen: usize,
-    done: impl Fn(&str) -> bool,
-) -> Result<ExitCode> {
-    // Following a deployment that already has a past: print only what comes next.
-    let mut offset = if seen > 0 { latest_offset(client, id).await? } else { 0 };
-    let mut ticker = tokio::time::interval(Duration::from_millis(300));
-    loop {
-        ticker.tick().await;
-        let page = client.get(&format!("/api/v1/deployments/{id}/logs?offset={offset}&limit=5000")).await?;
-        for l in page["lines"].as_array().into_iter().flatten() {
-            print_line(l, json);
-        }
-        offset = page["next_offset"].as_u64().unwrap_or(offset);
-        let d = client.get(&format!("/api/v1/deployments/{id}")).await?;
-        let history = d["status_history"].as_array().cloned().unwrap_or_default();
-        let mut finished = None;
-        for c in history.iter().skip(seen) {
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({ "status": c["status"], "at": c["at"], "message": c["message"] })
-                );
-            } else {
-                println!("==> {:<26} {}", s(c, "status"), s(c, "message"));
-            }
-            if done(s(c, "status")) {
-                finished = Some(s(c, "status").to_string());
-            }
-        }
-        seen = history.len();
-        if let Some(status) = finished.filter(|_| done(s(&d, "status"))) {
-            // Print what was logged up to the end.
-            let page =
-                client.get(&format!("/api/v1/deployments/{id}/logs?offset={offset}&limit=5000")).await?;
-            for l in page["lines"].as_array().into_iter().flatten() {
-                print_line(l, json);
-            }
-            if status == "Errored" {
-                let reason = s(&d, "error").to_string();
-                return Err(Failure::Failed(format!("deployment {id} failed: {reason}")).into());
-            }
-            if !json && status == "Running" {
-                println!("{id} is running at {}", s(&d, "address"));
-            }
-            return Ok(ExitCode::SUCCESS);
-        }
-    }
-}
-
-async fn latest_offset(client: &Client, id: &str) -> Result<u64> {
-    let mut offset = 0;
-    loop {
-        let page = client.get(&format!("/api/v1/deployments/{id}/logs?offset={offset}&limit=5000")).await?;
-        let n = page["lines"].as_array().map_or(0, Vec::len);
-        offset = page["next_offset"].as_u64().unwrap_or(offset);
-        if n < 5000 {
-            return Ok(offset);
-        }
-    }
-}
-
-/// Follows a deployment's log through the API's server-sent events.
-async fn follow_logs(client: &Client, id: &str, offset: u64, json: bool) -> Result<()> {
-    let response = client
-        .send(
-            client
-                .http
-                .get(client.url(&format!("/api/v1/deployments/{id}/logs?follow=true&offset={offset}"))),
-        )
-        .await?;
-    let mut body = response.bytes_stream();
-    let mut decoder = kraken_lib::api::SseDecoder::new();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.context("the log stream broke off")?;
-        for message in decoder.push(&chunk) {
-            if let Ok(v) = serde_json::from_str::<Value>(&message.data) {
-                print_line(&v, json);
-            }
-        }
-    }
-    Ok(())
 }

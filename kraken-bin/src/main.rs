@@ -6,6 +6,8 @@
 //! platform refused the request (the message says why).
 
 mod cli;
+mod commands;
+mod follow;
 
 use std::process::ExitCode;
 

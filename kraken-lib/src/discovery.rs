@@ -18,20 +18,21 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::str::FromStr;
 use std::time::Duration;
 
 use futures::stream::{self, FuturesUnordered, StreamExt};
 use mdns_sd::{IfKind, ResolvedService, ServiceDaemon, ServiceEvent, ServiceInfo};
-use serde::Deserialize;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
+
+use crate::client::{self, Client, ClientError};
 
 pub mod announce;
 
 /// The API port an agent listens on unless told otherwise.
-pub const DEFAULT_PORT: u16 = 8000;
+pub use crate::client::DEFAULT_PORT;
 
 /// The mDNS service type Kraken agents announce.
 pub const SERVICE_TYPE: &str = "_kraken._tcp.local.";
@@ -54,9 +55,6 @@ pub const MIN_SCAN_PREFIX: u8 = 20;
 /// The shortest prefix [`local_subnets`] keeps as it is; a shorter one is
 /// trimmed to the /24 around the machine's address.
 pub const MIN_LOCAL_PREFIX: u8 = 22;
-
-/// The largest `/ping` body read; a Kraken answer is a few hundred bytes.
-const MAX_PING_BYTES: usize = 16 * 1024;
 
 /// Errors of discovery.
 #[derive(Debug, thiserror::Error)]
@@ -164,18 +162,6 @@ impl Found {
     }
 }
 
-/// The fields of a `/ping` answer that discovery reads.
-#[derive(Debug, Deserialize)]
-struct PingAnswer {
-    service: String,
-    node_id: String,
-    node_name: String,
-    role: String,
-    epoch: u64,
-    #[serde(default)]
-    orchestrator: Option<String>,
-}
-
 /// Turns `host`, `host:port` or `http://host:port` (with or without a trailing
 /// `/`) into `http://host:port`; the port defaults to [`DEFAULT_PORT`]. IPv6
 /// addresses are written in brackets (`[fd00::1]:8000`); a bare IPv6 address
@@ -195,59 +181,14 @@ struct PingAnswer {
 /// assert_eq!(normalize_address("http://pi4:8000/").unwrap(), "http://pi4:8000");
 /// ```
 pub fn normalize_address(input: &str) -> Result<String, DiscoveryError> {
-    let bad =
-        |reason: &str| DiscoveryError::BadAddress { address: input.to_string(), reason: reason.to_string() };
-    let text = input.trim();
-    let rest = match text.split_once("://") {
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
-        Some((scheme, _)) => {
-            return Err(bad(&format!(
-                "the scheme `{scheme}` is not supported; the Kraken API speaks plain `http`"
-            )))
-        }
-        None => text,
-    };
-    let rest = rest.strip_suffix('/').unwrap_or(rest);
-    if rest.contains('/') || rest.contains('?') || rest.contains('#') {
-        return Err(bad("it has a path; give only the host and port"));
+    let bad = |reason: String| DiscoveryError::BadAddress { address: input.to_string(), reason };
+    let address = client::normalize_address(input).map_err(|e| bad(e.reason))?;
+    if !address.starts_with("http://") {
+        return Err(bad(
+            "the scheme is not `http`; the Kraken API speaks plain `http` on the LAN".to_string()
+        ));
     }
-    if rest.contains('@') {
-        return Err(bad("it has user information; give only the host and port"));
-    }
-    let (host, port) = if let Some(after) = rest.strip_prefix('[') {
-        let (ip, tail) =
-            after.split_once(']').ok_or_else(|| bad("an IPv6 address opens `[` but never closes it"))?;
-        if ip.parse::<Ipv6Addr>().is_err() {
-            return Err(bad(&format!("`{ip}` is not an IPv6 address")));
-        }
-        let port = match tail {
-            "" => None,
-            t => Some(t.strip_prefix(':').ok_or_else(|| bad("expected `:port` after `]`"))?),
-        };
-        (format!("[{ip}]"), port)
-    } else if let Ok(ip) = rest.parse::<Ipv6Addr>() {
-        (format!("[{ip}]"), None)
-    } else {
-        match rest.rsplit_once(':') {
-            Some((host, port)) => (host.to_string(), Some(port)),
-            None => (rest.to_string(), None),
-        }
-    };
-    if host.is_empty() {
-        return Err(bad("the host is empty"));
-    }
-    if host.chars().any(|c| c.is_whitespace() || c == ':') && !host.starts_with('[') {
-        return Err(bad("the host has spaces or stray colons"));
-    }
-    let port = match port {
-        None => DEFAULT_PORT,
-        Some(p) => match p.parse::<u16>() {
-            Ok(0) => return Err(bad("the port is 0")),
-            Ok(p) => p,
-            Err(_) => return Err(bad(&format!("`{p}` is not a port number (1 to 65535)"))),
-        },
-    };
-    Ok(format!("http://{host}:{port}"))
+    Ok(address)
 }
 
 /// The HTTP client of discovery: no proxy (a LAN address must be asked
@@ -285,45 +226,25 @@ async fn probe_with(
     timeout: Duration,
     how: How,
 ) -> Result<Found, DiscoveryError> {
-    let url = format!("{}/ping", address.trim_end_matches('/'));
-    let asked = async {
-        let mut response = client.get(&url).send().await?;
-        let status = response.status();
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await? {
-            body.extend_from_slice(&chunk);
-            if body.len() > MAX_PING_BYTES {
-                break;
-            }
-        }
-        Ok::<_, reqwest::Error>((status, body))
-    };
+    let not_kraken = |detail: String| DiscoveryError::NotKraken { address: address.to_string(), detail };
+    let client = Client::with_http(address, client.clone())
+        .map_err(|e| DiscoveryError::BadAddress { address: address.to_string(), reason: e.to_string() })?;
     // The client's own timeout covers each request; this one also bounds a
     // server that trickles its body.
-    let (status, body) = match tokio::time::timeout(timeout, asked).await {
-        Err(_) => return Err(DiscoveryError::Timeout { address: address.to_string(), timeout }),
-        Ok(Err(e)) if e.is_timeout() => {
+    let answer = match tokio::time::timeout(timeout, client.ping()).await {
+        Err(_) | Ok(Err(ClientError::TimedOut { .. })) => {
             return Err(DiscoveryError::Timeout { address: address.to_string(), timeout })
         }
-        Ok(Err(e)) if e.is_connect() || e.is_builder() || e.is_request() => {
-            return Err(DiscoveryError::Unreachable { address: address.to_string(), source: e })
+        Ok(Err(ClientError::Unreachable { source, .. })) => {
+            return Err(DiscoveryError::Unreachable { address: address.to_string(), source })
         }
-        Ok(Err(e)) => {
-            return Err(DiscoveryError::NotKraken {
-                address: address.to_string(),
-                detail: format!("a broken answer ({e})"),
-            })
+        Ok(Err(ClientError::Refused { status, .. })) => {
+            return Err(not_kraken(format!("`GET /ping` answered HTTP {status}")))
         }
+        Ok(Err(ClientError::BadAnswer { reason, .. })) => return Err(not_kraken(reason)),
+        Ok(Err(e)) => return Err(not_kraken(format!("a broken answer ({e})"))),
         Ok(Ok(answer)) => answer,
     };
-    let not_kraken = |detail: String| DiscoveryError::NotKraken { address: address.to_string(), detail };
-    if !status.is_success() {
-        return Err(not_kraken(format!("`GET /ping` answered HTTP {status}")));
-    }
-    if body.len() > MAX_PING_BYTES {
-        return Err(not_kraken(format!("the `/ping` answer is larger than {MAX_PING_BYTES} bytes")));
-    }
-    let answer = parse_ping(&body).map_err(not_kraken)?;
     let orchestrator = match answer.orchestrator.as_deref().map(str::trim) {
         None | Some("") => None,
         Some(o) => Some(
@@ -340,21 +261,6 @@ async fn probe_with(
         orchestrator,
         how,
     })
-}
-
-/// Reads a `/ping` body; the error says what was wrong with it.
-fn parse_ping(body: &[u8]) -> Result<PingAnswer, String> {
-    let value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|_| "the `/ping` answer is not JSON".to_string())?;
-    match value.get("service").and_then(|s| s.as_str()) {
-        Some("kraken") => {}
-        Some(other) => return Err(format!("`/ping` says it is the service `{other}`, not `kraken`")),
-        None => return Err("the `/ping` answer has no `service` field".to_string()),
-    }
-    let answer: PingAnswer = serde_json::from_value(value)
-        .map_err(|e| format!("the `/ping` answer lacks a field of Kraken's: {e}"))?;
-    debug_assert_eq!(answer.service, "kraken");
-    Ok(answer)
 }
 
 /// Checks the agent at `address` (`host`, `host:port` or `http://host:port`)
@@ -1008,36 +914,16 @@ mod tests {
     }
 
     #[test]
-    fn normalizes_host_forms() {
+    fn normalizes_through_the_clients_normaliser() {
         assert_eq!(normalize_address("pi4").unwrap(), "http://pi4:8000");
-        assert_eq!(normalize_address(" pi4.local ").unwrap(), "http://pi4.local:8000");
-        assert_eq!(normalize_address("10.1.2.3:9000").unwrap(), "http://10.1.2.3:9000");
-        assert_eq!(normalize_address("http://10.1.2.3:9000").unwrap(), "http://10.1.2.3:9000");
-        assert_eq!(normalize_address("HTTP://host:81/").unwrap(), "http://host:81");
-        assert_eq!(normalize_address("http://host").unwrap(), "http://host:8000");
-        assert_eq!(normalize_address("[fd00::1]:9000").unwrap(), "http://[fd00::1]:9000");
-        assert_eq!(normalize_address("[fd00::1]").unwrap(), "http://[fd00::1]:8000");
         assert_eq!(normalize_address("fd00::1").unwrap(), "http://[fd00::1]:8000");
     }
 
     #[test]
     fn rejects_bad_addresses() {
-        for bad in [
-            "",
-            "http://",
-            ":8000",
-            "host:",
-            "host:0",
-            "host:70000",
-            "host:x",
-            "https://host:8000",
-            "host:8000/api",
-            "user@host",
-            "[fd00::1",
-            "[nope]:80",
-            "a b:80",
-            "a:b:c",
-        ] {
+        // The forms are the client's (see client::address); discovery adds
+        // that a LAN agent speaks plain http.
+        for bad in ["", "https://host:8000", "host:8000/api"] {
             let err = normalize_address(bad).unwrap_err();
             assert!(matches!(err, DiscoveryError::BadAddress { .. }), "{bad}: {err}");
             assert!(err.to_string().contains("expected `host`"), "{bad}: {err}");
@@ -1132,15 +1018,17 @@ mod tests {
     #[test]
     fn reads_ping_answers() {
         let ok = br#"{"service":"kraken","version":"0.1.0","node_id":"n1","node_name":"pi","role":"orchestrator","epoch":4}"#;
-        let a = parse_ping(ok).unwrap();
+        let a = crate::client::parse_ping(ok).unwrap();
         assert_eq!(
             (a.node_id.as_str(), a.node_name.as_str(), a.role.as_str(), a.epoch),
             ("n1", "pi", "orchestrator", 4)
         );
-        assert!(parse_ping(b"<html>").unwrap_err().contains("not JSON"));
-        assert!(parse_ping(br#"{"service":"other"}"#).unwrap_err().contains("`other`"));
-        assert!(parse_ping(br#"{"status":"ok"}"#).unwrap_err().contains("no `service`"));
-        assert!(parse_ping(br#"{"service":"kraken","node_id":"n1"}"#).unwrap_err().contains("lacks a field"));
+        assert!(crate::client::parse_ping(b"<html>").unwrap_err().contains("not JSON"));
+        assert!(crate::client::parse_ping(br#"{"service":"other"}"#).unwrap_err().contains("`other`"));
+        assert!(crate::client::parse_ping(br#"{"status":"ok"}"#).unwrap_err().contains("no `service`"));
+        assert!(crate::client::parse_ping(br#"{"service":"kraken","node_id":"n1"}"#)
+            .unwrap_err()
+            .contains("lacks a field"));
     }
 
     #[test]

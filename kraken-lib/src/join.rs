@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use crate::api::{JoinAnswer, JoinRequest};
 use crate::auth::PublicKey;
+use crate::client::{Client, ClientError, JoinAnswer, JoinRequest};
 use crate::node::{NodeConfig, NodeIdentity};
 
 /// How long one join request may take.
@@ -32,38 +32,16 @@ pub enum JoinError {
         #[source]
         source: crate::discovery::DiscoveryError,
     },
-    /// No HTTP client could be made (no TLS backend).
-    #[error("could not make an HTTP client to join with: {0}")]
-    Client(#[source] reqwest::Error),
-    /// The orchestrator did not answer.
-    #[error(
-        "joining the platform at {address} failed: no answer ({source}); is the orchestrator running there?"
-    )]
-    Unreachable {
+    /// The orchestrator could not be reached, refused, or gave an answer
+    /// that is not a join answer (the source says which, with the
+    /// orchestrator's own reason when it refused).
+    #[error("joining the platform at {address} failed: {source}{hint}", hint = unreachable_hint(source))]
+    Request {
         /// The orchestrator asked.
         address: String,
-        /// The HTTP client's error.
+        /// What the client saw.
         #[source]
-        source: reqwest::Error,
-    },
-    /// The orchestrator refused.
-    #[error("joining the platform at {address} failed: refused ({status}): {message}")]
-    Refused {
-        /// The orchestrator asked.
-        address: String,
-        /// The HTTP status of the answer.
-        status: u16,
-        /// The orchestrator's reason.
-        message: String,
-    },
-    /// The answer was not a join answer.
-    #[error("joining the platform at {address} failed: an answer that is not a join answer: {source}")]
-    BadAnswer {
-        /// The orchestrator asked.
-        address: String,
-        /// Why it could not be read.
-        #[source]
-        source: reqwest::Error,
+        source: ClientError,
     },
     /// The orchestrator sent no key to check its work with.
     #[error(
@@ -113,23 +91,17 @@ pub async fn request(
         join_token: join_token.to_string(),
         public_key: key.to_string(),
     };
-    let client = match reqwest::Client::builder().timeout(JOIN_TIMEOUT).build() {
-        Ok(c) => c,
-        Err(source) => return Err(JoinError::Client(source)),
-    };
-    let response = client.post(format!("{address}/api/v1/join")).json(&request).send().await;
-    let response = match response {
-        Ok(r) => r,
-        Err(source) => return Err(JoinError::Unreachable { address, source }),
-    };
-    if !response.status().is_success() {
-        let status = response.status().as_u16();
-        let body: serde_json::Value = response.json().await.unwrap_or(serde_json::Value::Null);
-        let message = body.get("error").and_then(|v| v.as_str()).unwrap_or("no details").to_string();
-        return Err(JoinError::Refused { address, status, message });
-    }
-    match response.json::<JoinAnswer>().await {
-        Ok(answer) => Ok(answer),
-        Err(source) => Err(JoinError::BadAnswer { address, source }),
+    let fail = |source| JoinError::Request { address: address.clone(), source };
+    let client = Client::new(&address).map_err(fail)?.with_timeout(JOIN_TIMEOUT);
+    client.join(&request).await.map_err(fail)
+}
+
+/// A hint for a platform that does not answer at all.
+fn unreachable_hint(e: &ClientError) -> &'static str {
+    match e {
+        ClientError::Unreachable { .. } | ClientError::TimedOut { .. } => {
+            "; is the orchestrator running there?"
+        }
+        _ => "",
     }
 }

@@ -33,6 +33,7 @@
 //! - [`discovery`]: find an orchestrator on the LAN: `--join`, mDNS, or a subnet scan.
 //! - [`auth`]: tokens and their hashes, node keys, files private from creation.
 //! - [`api`]: the HTTP API (axum) under `/api/v1`.
+//! - [`client`]: the typed client of that API (its bodies, one address normaliser, event streams).
 //! - [`openapi`]: the API's OpenAPI document.
 //! - [`rollover`]: the primary candidate's replica, takeover and fencing.
 //! - [`broker`]: the platform's own RabbitMQ: starting it, its credentials and URLs.
@@ -72,6 +73,7 @@ pub mod auth;
 pub mod broker;
 pub mod builder;
 pub mod bus;
+pub mod client;
 pub mod deployment;
 pub mod discovery;
 pub mod executor;

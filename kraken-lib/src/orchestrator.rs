@@ -174,10 +174,9 @@ pub fn check_request(url: &str, branch: &str, allow_local: bool) -> Result<(), S
     if branch.chars().count() > 255 {
         return Err("the branch name is longer than 255 characters".into());
     }
-    if !git2::Reference::is_valid_name(&format!("refs/heads/{branch}")) {
-        return Err(format!("`{branch}` is not a valid branch name"));
-    }
-    Ok(())
+    // Through the source's own check: it refuses control characters (a NUL
+    // would make git's name check panic) before asking git.
+    source::validate_branch(branch).map_err(|e| e.to_string())
 }
 
 /// The orchestrator role of a node.

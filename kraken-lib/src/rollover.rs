@@ -42,6 +42,7 @@ use tracing::{info, warn};
 
 use crate::auth::PublicKey;
 use crate::builder::BuilderRegistry;
+use crate::client::{Client, ClientError};
 use crate::deployment::NodeId;
 use crate::executor::{ExecutionFailure, Executor, SetupFailure};
 use crate::node::GenericNode;
@@ -172,24 +173,12 @@ impl RolloverExecutor {
 
     /// Whether `orchestrator` answers `/ping` as an orchestrator.
     async fn answers(http: reqwest::Client, orchestrator: &str) -> bool {
-        let Ok(response) = http.get(format!("{orchestrator}/ping")).send().await else { return false };
-        if !response.status().is_success() {
-            return false;
-        }
-        response.json::<serde_json::Value>().await.is_ok_and(|v| v["role"] == "orchestrator")
+        let Ok(client) = Client::with_http(orchestrator, http) else { return false };
+        client.ping().await.is_ok_and(|answer| answer.role == "orchestrator")
     }
 
-    async fn nodes(http: reqwest::Client, orchestrator: &str) -> Result<Vec<NodeRecord>, String> {
-        let response = http
-            .get(format!("{orchestrator}/api/v1/nodes"))
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        if !response.status().is_success() {
-            return Err(format!("status {}", response.status()));
-        }
-        response.json::<Vec<NodeRecord>>().await.map_err(|e| e.to_string())
+    async fn nodes(http: reqwest::Client, orchestrator: &str) -> Result<Vec<NodeRecord>, ClientError> {
+        Client::with_http(orchestrator, http)?.with_timeout(Duration::from_secs(2)).nodes().await
     }
 
     fn ensure_replica(&mut self, node: &GenericNode) -> Result<(), String> {

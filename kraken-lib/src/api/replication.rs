@@ -7,12 +7,11 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::State as AxumState;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
-use serde::{Deserialize, Serialize};
 
 use chrono::Utc;
 use tracing::warn;
 
-use super::{bearer, ApiContext, ApiError, ApiResult};
+use super::{bearer, ApiContext, ApiError, ApiResult, ReplicaAck};
 use crate::auth::{proof, TokenHash};
 use crate::rollover::replication::{Confirmed, ReplicationStatus};
 
@@ -55,16 +54,6 @@ pub(super) fn candidate_checked(ctx: &ApiContext, headers: &HeaderMap) -> ApiRes
         ));
     }
     Ok((asking, info.token.clone()))
-}
-
-/// The body of `POST /api/v1/replica/ack`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReplicaAck {
-    /// The session of the stream (from its snapshot).
-    pub session: String,
-    /// Every change up to this version is stored.
-    pub version: u64,
 }
 
 /// A rollover candidate confirms what it stored. `404` when its session was

@@ -16,7 +16,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::api::{ReplicaAck, Snapshot, SseDecoder, SseMessage};
+use reqwest::StatusCode;
+
+use crate::client::{Client, ClientError, ReplicaAck, Snapshot, SseMessage};
 use crate::deployment::Deployment;
 use crate::node::GenericNode;
 use crate::state::{NodeRecord, State};
@@ -53,36 +55,36 @@ pub(crate) async fn follow(node: GenericNode, state: State, join_token: String) 
         // Every joined machine holds the join token: the stream and the
         // confirmations also carry this node's proof that it is the candidate.
         let Some(proof) = proof_of(&node) else { return };
-        let response = streaming
-            .get(format!("{orchestrator}/api/v1/replica"))
-            .query(&[("node", node.id.as_str())])
-            .bearer_auth(&join_token)
-            .header(crate::auth::proof::HEADER, proof)
-            .send()
-            .await;
-        match response {
-            Ok(r) if r.status().is_success() => {
+        let (Ok(stream_client), Ok(ack_client)) = (
+            Client::with_http(&orchestrator, streaming.clone()),
+            Client::with_http(&orchestrator, acking.clone()),
+        ) else {
+            warn!(address = %orchestrator, "the orchestrator's address is unusable");
+            tokio::time::sleep(RECONNECT).await;
+            continue;
+        };
+        match stream_client.with_token(join_token.clone()).replica(&node.id, &proof).await {
+            Ok(messages) => {
                 let (to_ack, acked) = watch::channel(None::<(String, u64)>);
                 let gone = CancellationToken::new();
                 let acker = tokio::spawn(confirm_loop(
                     node.clone(),
-                    acking.clone(),
-                    orchestrator.clone(),
-                    join_token.clone(),
+                    ack_client.with_token(join_token.clone()),
                     acked,
                     gone.clone(),
                 ));
-                let mut body = r.bytes_stream();
-                let mut decoder = SseDecoder::new();
+                // Messages that arrived together are stored before one confirmation.
+                let mut messages = std::pin::pin!(messages.ready_chunks(256));
                 let mut session: Option<String> = None;
-                loop {
-                    let chunk = tokio::select! {
+                'stream: loop {
+                    let batch = tokio::select! {
                         () = gone.cancelled() => break,
-                        chunk = body.next() => chunk,
+                        batch = messages.next() => batch,
                     };
-                    let Some(Ok(chunk)) = chunk else { break };
+                    let Some(batch) = batch else { break };
                     let mut reached = None;
-                    for message in decoder.push(&chunk) {
+                    for message in batch {
+                        let Ok(message) = message else { break 'stream };
                         match apply_event(&node, &state, &message) {
                             Ok(Reached::Snapshot { session: s, version }) => {
                                 session = Some(s);
@@ -94,7 +96,7 @@ pub(crate) async fn follow(node: GenericNode, state: State, join_token: String) 
                                 warn!(event = %message.event, error = %e, "could not store a replica event");
                                 node.set_replica_ready(false);
                                 gone.cancel();
-                                break;
+                                break 'stream;
                             }
                         }
                     }
@@ -105,7 +107,9 @@ pub(crate) async fn follow(node: GenericNode, state: State, join_token: String) 
                 // The copy stays usable (complete up to what was confirmed).
                 acker.abort();
             }
-            Ok(r) => warn!(status = %r.status(), "the orchestrator refused the replica stream"),
+            Err(ClientError::Refused { status, .. }) => {
+                warn!(status = %status, "the orchestrator refused the replica stream")
+            }
             Err(e) => debug!(error = %e, "no replica stream"),
         }
         tokio::time::sleep(RECONNECT).await;
@@ -116,9 +120,7 @@ pub(crate) async fn follow(node: GenericNode, state: State, join_token: String) 
 /// the orchestrator no longer knows the session.
 async fn confirm_loop(
     node: GenericNode,
-    http: reqwest::Client,
-    orchestrator: String,
-    join_token: String,
+    client: Client,
     mut stored: watch::Receiver<Option<(String, u64)>>,
     gone: CancellationToken,
 ) {
@@ -132,22 +134,15 @@ async fn confirm_loop(
             continue;
         };
         let Some(proof) = proof_of(&node) else { return };
-        let sent = http
-            .post(format!("{orchestrator}/api/v1/replica/ack"))
-            .bearer_auth(&join_token)
-            .header(crate::auth::proof::HEADER, proof)
-            .json(&ReplicaAck { session, version })
-            .send()
-            .await;
-        match sent {
-            Ok(r) if r.status().is_success() => confirmed = latest,
-            Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => {
+        match client.replica_ack(&proof, &ReplicaAck { session, version }).await {
+            Ok(()) => confirmed = latest,
+            Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => {
                 info!("the orchestrator ended the replica session; starting again from a snapshot");
                 gone.cancel();
                 return;
             }
-            Ok(r) => {
-                warn!(status = %r.status(), "the orchestrator refused a replica confirmation");
+            Err(ClientError::Refused { status, .. }) => {
+                warn!(status = %status, "the orchestrator refused a replica confirmation");
                 tokio::time::sleep(RECONNECT).await;
             }
             Err(e) => {
