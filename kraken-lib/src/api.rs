@@ -726,7 +726,7 @@ async fn create_deployment(
 }
 
 async fn list_deployments(AxumState(ctx): AxumState<ApiContext>) -> Json<serde_json::Value> {
-    let list: Vec<_> = ctx.state.deployments().iter().map(|d| d.summary()).collect();
+    let list = ctx.state.deployment_summaries();
     Json(json!(list))
 }
 
