@@ -560,7 +560,7 @@ async fn create_deployment(
 }
 
 async fn list_deployments(AxumState(ctx): AxumState<ApiContext>) -> Json<Vec<DeploymentSummary>> {
-    Json(ctx.state.deployments().iter().map(|d| d.summary()).collect())
+    Json(ctx.state.deployment_summaries())
 }
 
 async fn get_deployment(

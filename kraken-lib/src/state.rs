@@ -10,8 +10,11 @@
 //!
 //! [`State`] is a cheap-to-clone handle. The in-memory copy sits behind a
 //! `std::sync::Mutex` that is never held across an `.await` (no method here is
-//! async), and every change is broadcast as an [`Event`] for the API's
-//! server-sent events.
+//! async) nor while a deployment's change waits for its synced commit (those
+//! are ordered by a lock of their own, so the API's reads never wait for the
+//! disk), and every change is broadcast as an [`Event`] for the API's
+//! server-sent events. Log lines are committed in batches by a thread of
+//! their own (see `log_writer`).
 //!
 //! Every durable change also gets a version number (1, 2, … from the moment
 //! the state was opened) and goes out, in version order, on the
@@ -40,6 +43,7 @@ use crate::runtime::ContainerStats;
 use crate::stats::NodeStats;
 
 mod feed;
+mod log_writer;
 
 pub use feed::{Change, ReplicaFeed, Versioned};
 
@@ -226,8 +230,14 @@ struct Inner {
 
 struct Shared {
     path: PathBuf,
-    db: Database,
+    db: Arc<Database>,
     limits: StateLimits,
+    // Orders the synced writes of deployments and settings: taken before the
+    // commit, with `inner` locked only around the in-memory change after it.
+    writer: Mutex<()>,
+    // Orders the appenders of log lines (their batches queue in this order).
+    log_order: Mutex<()>,
+    logs: log_writer::LogWriter,
     // Guards the in-memory copy; never held across an await (nothing here awaits),
     // and each write to `db` happens under it so the two never disagree.
     inner: Mutex<Inner>,
@@ -316,11 +326,17 @@ impl State {
         }
         let (events, _) = broadcast::channel(1024);
         let (changes, _) = broadcast::channel(4096);
+        let db = Arc::new(db);
+        let logs = log_writer::LogWriter::start(Arc::clone(&db), path.clone())
+            .map_err(|source| StateError::Io { path: path.clone(), source })?;
         Ok(Self {
             shared: Arc::new(Shared {
                 path,
                 db,
                 limits,
+                writer: Mutex::new(()),
+                log_order: Mutex::new(()),
+                logs,
                 inner: Mutex::new(inner),
                 events,
                 changes,
@@ -333,6 +349,10 @@ impl State {
         // A panic while holding the lock cannot leave `Inner` half-updated in a
         // way worse than the database (which is the source of truth), so keep going.
         self.shared.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn writer(&self) -> MutexGuard<'_, ()> {
+        self.shared.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn db_err(&self) -> impl Fn(redb::Error) -> StateError + '_ {
@@ -395,9 +415,9 @@ impl State {
     /// # Errors
     /// [`StateError`] when it could not be stored; then nothing was stored.
     pub fn create_deployment(&self, url: &str, branch: &str) -> Result<Deployment, StateError> {
-        let mut inner = self.lock();
+        let _writer = self.writer();
         let mut id = random_id(6);
-        while inner.deployments.contains_key(&id) {
+        while self.lock().deployments.contains_key(&id) {
             id = random_id(6);
         }
         let d = Deployment::new(id.clone(), url.to_string(), branch.to_string(), Utc::now());
@@ -406,6 +426,7 @@ impl State {
             txn.open_table(DEPLOYMENTS)?.insert(id.as_str(), bytes.as_slice())?;
             Ok(())
         })?;
+        let mut inner = self.lock();
         inner.deployments.insert(id, d.clone());
         self.record_change(&mut inner, Change::Deployment(Box::new(d.clone())));
         drop(inner);
@@ -425,9 +446,8 @@ impl State {
         id: &str,
         f: impl FnOnce(&mut Deployment) -> bool,
     ) -> Result<Option<Deployment>, StateError> {
-        let mut inner = self.lock();
-        let Some(current) = inner.deployments.get(id) else { return Ok(None) };
-        let mut next = current.clone();
+        let _writer = self.writer();
+        let Some(mut next) = self.deployment(id) else { return Ok(None) };
         if !f(&mut next) {
             return Ok(Some(next));
         }
@@ -436,6 +456,12 @@ impl State {
             txn.open_table(DEPLOYMENTS)?.insert(id, bytes.as_slice())?;
             Ok(())
         })?;
+        let mut inner = self.lock();
+        // Resource samples (in memory only) may have come in meanwhile.
+        if let Some(live) = inner.deployments.get(id) {
+            next.stats = live.stats;
+            next.stats_history = live.stats_history.clone();
+        }
         inner.deployments.insert(id.to_string(), next.clone());
         self.record_change(&mut inner, Change::Deployment(Box::new(next.clone())));
         drop(inner);
@@ -456,6 +482,15 @@ impl State {
         self.lock().deployments.get(id).cloned()
     }
 
+    /// The summaries of all deployments, oldest request first (what the list
+    /// endpoint shows, without copying every history).
+    pub fn deployment_summaries(&self) -> Vec<DeploymentSummary> {
+        let inner = self.lock();
+        let mut all: Vec<&Deployment> = inner.deployments.values().collect();
+        all.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.id.cmp(&b.id)));
+        all.into_iter().map(Deployment::summary).collect()
+    }
+
     /// All deployments, oldest request first.
     pub fn deployments(&self) -> Vec<Deployment> {
         let mut all: Vec<_> = self.lock().deployments.values().cloned().collect();
@@ -463,16 +498,20 @@ impl State {
         all
     }
 
-    /// Appends log lines of a deployment, dropping its oldest lines beyond the limits.
+    /// Appends log lines of a deployment, dropping its oldest lines beyond the
+    /// limits. The lines are numbered and announced at once and committed by
+    /// the log writer thread in a batch; [`State::logs`] waits for them.
     ///
     /// # Errors
-    /// [`StateError`] when they could not be stored.
+    /// None since the commit moved to the log writer (which logs a failed
+    /// commit); the `Result` stays for callers that handle one.
     pub fn append_logs(&self, id: &str, entries: &[LogEntry]) -> Result<Vec<LogLine>, StateError> {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
         let limits = self.shared.limits;
         let now = Utc::now();
+        let order = self.shared.log_order.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut inner = self.lock();
         let meta = inner.logs.entry(id.to_string()).or_default();
         let mut lines = Vec::with_capacity(entries.len());
@@ -506,21 +545,18 @@ impl State {
                 dropped.push(seq);
             }
         }
-        self.write(Durability::Eventual, |txn| {
-            let mut t = txn.open_table(LOGS)?;
-            for (line, enc) in lines.iter().zip(&encoded) {
-                t.insert((id, line.seq), enc.as_slice())?;
-            }
-            for seq in &dropped {
-                t.remove((id, *seq))?;
-            }
-            Ok(())
-        })?;
         let meta = inner.logs.entry(id.to_string()).or_default();
         meta.next_seq = next;
         meta.kept = kept;
         meta.bytes = bytes;
         drop(inner);
+        // Committed by the log writer, off this thread, in this order.
+        self.shared.logs.queue(log_writer::LogBatch {
+            deployment: id.to_string(),
+            lines: lines.iter().map(|l| l.seq).zip(encoded).collect(),
+            dropped,
+        });
+        drop(order);
         for line in &lines {
             self.emit(Event::Log { deployment: id.to_string(), line: line.clone() });
         }
@@ -533,6 +569,8 @@ impl State {
     /// # Errors
     /// [`StateError`] when the database cannot be read.
     pub fn logs(&self, id: &str, offset: u64, limit: usize) -> Result<(Vec<LogLine>, u64), StateError> {
+        // Every line announced so far is queued: wait until it is stored.
+        self.shared.logs.flush();
         let read = self.shared.db.begin_read().map_err(|e| self.db_err()(e.into()))?;
         let table = read.open_table(LOGS).map_err(|e| self.db_err()(e.into()))?;
         let mut out = Vec::new();
@@ -659,12 +697,13 @@ impl State {
     /// # Errors
     /// [`StateError`] when it could not be stored.
     pub fn import_deployment(&self, d: &Deployment) -> Result<(), StateError> {
-        let mut inner = self.lock();
+        let _writer = self.writer();
         let bytes = encode(d);
         self.write(Durability::Immediate, |txn| {
             txn.open_table(DEPLOYMENTS)?.insert(d.id.as_str(), bytes.as_slice())?;
             Ok(())
         })?;
+        let mut inner = self.lock();
         inner.deployments.insert(d.id.clone(), d.clone());
         self.record_change(&mut inner, Change::Deployment(Box::new(d.clone())));
         drop(inner);
@@ -716,7 +755,7 @@ impl State {
     /// # Errors
     /// [`StateError`] when it could not be stored.
     pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StateError> {
-        let _inner = self.lock();
+        let _writer = self.writer();
         self.write(Durability::Immediate, |txn| {
             txn.open_table(META)?.insert(key, value)?;
             Ok(())
@@ -728,7 +767,7 @@ impl State {
     /// # Errors
     /// [`StateError`] when the change could not be stored.
     pub fn remove_meta(&self, key: &str) -> Result<(), StateError> {
-        let _inner = self.lock();
+        let _writer = self.writer();
         self.write(Durability::Immediate, |txn| {
             txn.open_table(META)?.remove(key)?;
             Ok(())

@@ -1,0 +1,175 @@
+//! API latency: `GET /api/v1/deployments` and `GET /api/v1/deployments/{id}`
+//! with many deployments stored (written into the agent's state before it
+//! starts: each one's request, two steps and a failure, as a real history
+//! would hold) and many clients at once, each sending its next request as
+//! soon as the last was answered. Measured twice in one run: with the agent
+//! idle, then while a deployed app prints log lines as fast as it can.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use chrono::Utc;
+use kraken_lib::deployment::Status;
+use kraken_lib::state::{State, StateLimits};
+
+use crate::agent::{Agent, Setup, TOKEN};
+use crate::app::{Kind, Repo};
+use crate::report::{ms, percentile};
+
+/// How much load.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    /// Deployments stored.
+    pub deployments: usize,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Requests per client and endpoint.
+    pub requests: usize,
+}
+
+/// Runs the benchmark and prints its report.
+pub async fn run(setup: &Setup, shape: Shape) -> Result<()> {
+    let mut ids = Vec::new();
+    let agent = Agent::start(setup, |dir| {
+        ids = store_deployments(dir, shape.deployments)?;
+        Ok(())
+    })
+    .await?;
+    let ids = Arc::new(ids);
+    println!(
+        "## API latency ({} deployments stored, {} concurrent clients, {} requests each per endpoint)\n",
+        shape.deployments, shape.clients, shape.requests
+    );
+    println!("| agent | endpoint | p50 | p90 | p99 | max | requests/s |\n| --- | --- | --- | --- | --- | --- | --- |");
+    report("idle", &measure(&agent, &ids, shape).await?);
+
+    let flood = Repo::new(Kind::Flood)?;
+    let id = agent.deploy(&flood.url()).await?;
+    agent.wait_for(&id, &["Running"], Duration::from_secs(120)).await?;
+    // Wait until the flood's lines are being stored.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut newest = 0;
+    while newest < 1000 {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the flooding app's lines are not stored:\n{}",
+            agent.log()
+        );
+        newest = newest_seq(&agent, &id, newest).await?;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (before, started) = (newest_seq(&agent, &id, newest).await?, Instant::now());
+    let results = measure(&agent, &ids, shape).await?;
+    let (after, took) = (newest_seq(&agent, &id, before).await?, started.elapsed());
+    report("an app flooding its log", &results);
+    println!(
+        "\ntarget p99 < 10 ms. While flooding, the agent stored {} log lines in {:.1} s ({:.0} lines/s).\n",
+        after - before,
+        took.as_secs_f64(),
+        (after - before) as f64 / took.as_secs_f64()
+    );
+    agent.destroy(&id).await?;
+    Ok(())
+}
+
+/// Stores `n` failed deployments in the state under `data_dir`; returns their ids.
+fn store_deployments(data_dir: &Path, n: usize) -> Result<Vec<String>> {
+    let state = State::open(&data_dir.join("state"), StateLimits::default()).context("opening the state")?;
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        let d = state.create_deployment(&format!("https://git.example.invalid/app-{i}.git"), "main")?;
+        state.update_deployment(&d.id, |d| {
+            let now = Utc::now();
+            d.transition(Status::ValidatingDeploymentData, "checking the request", now);
+            d.transition(Status::RetrievingApplicationData, "fetching the repository", now);
+            d.transition(Status::Errored, "the repository could not be fetched: host not found", now);
+            d.error = Some("the repository could not be fetched: host not found".into());
+            true
+        })?;
+        ids.push(d.id);
+    }
+    Ok(ids)
+}
+
+struct Results {
+    list: (Vec<Duration>, Duration),
+    one: (Vec<Duration>, Duration),
+}
+
+async fn measure(agent: &Agent, ids: &Arc<Vec<String>>, shape: Shape) -> Result<Results> {
+    let list = load(agent, ids, shape, true).await?;
+    let one = load(agent, ids, shape, false).await?;
+    Ok(Results { list, one })
+}
+
+/// Runs `shape.clients` clients, each sending `shape.requests` requests one
+/// after the other; returns every latency and the wall time.
+async fn load(
+    agent: &Agent,
+    ids: &Arc<Vec<String>>,
+    shape: Shape,
+    list: bool,
+) -> Result<(Vec<Duration>, Duration)> {
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..shape.clients {
+        // A client of its own per task: its own connection, as separate users would have.
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+        let server = agent.server.clone();
+        let ids = Arc::clone(ids);
+        tasks.push(tokio::spawn(async move {
+            let mut samples = Vec::with_capacity(shape.requests);
+            for r in 0..shape.requests {
+                let path = if list {
+                    "/api/v1/deployments".to_string()
+                } else {
+                    format!("/api/v1/deployments/{}", ids[(c * shape.requests + r) % ids.len()])
+                };
+                let start = Instant::now();
+                let resp = http.get(format!("{server}{path}")).bearer_auth(TOKEN).send().await?;
+                let status = resp.status();
+                let body = resp.bytes().await?;
+                samples.push(start.elapsed());
+                anyhow::ensure!(status.is_success(), "GET {path}: {status}");
+                anyhow::ensure!(!body.is_empty(), "GET {path}: an empty body");
+            }
+            Ok::<_, anyhow::Error>(samples)
+        }));
+    }
+    let mut all = Vec::new();
+    for t in futures::future::join_all(tasks).await {
+        all.extend(t.context("a client task")??);
+    }
+    Ok((all, started.elapsed()))
+}
+
+fn report(agent: &str, r: &Results) {
+    for (name, (samples, wall)) in
+        [("GET /api/v1/deployments", &r.list), ("GET /api/v1/deployments/{id}", &r.one)]
+    {
+        println!(
+            "| {agent} | {name} | {} | {} | {} | {} | {:.0} |",
+            ms(percentile(samples, 50.0)),
+            ms(percentile(samples, 90.0)),
+            ms(percentile(samples, 99.0)),
+            ms(percentile(samples, 100.0)),
+            samples.len() as f64 / wall.as_secs_f64()
+        );
+    }
+}
+
+/// The `seq` after the newest stored log line of deployment `id`, reading
+/// forward from `from` (a `seq` known to be stored or passed).
+async fn newest_seq(agent: &Agent, id: &str, from: u64) -> Result<u64> {
+    let mut offset = from;
+    loop {
+        let page = agent.get(&format!("/api/v1/deployments/{id}/logs?offset={offset}&limit=5000")).await?;
+        let count = page["lines"].as_array().map_or(0, Vec::len);
+        offset = page["next_offset"].as_u64().unwrap_or(offset);
+        if count < 5000 {
+            return Ok(offset);
+        }
+    }
+}

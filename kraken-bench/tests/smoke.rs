@@ -1,0 +1,71 @@
+//! Smoke test of the benchmark harness: each benchmark runs once in its tiny
+//! configuration against a real agent (the workspace's debug `kraken`) and
+//! must print its report. Figures are not checked: the tests never judge time.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// The debug `kraken` binary, built if needed (it belongs to another package,
+/// so Cargo does not build it for this one's tests).
+fn kraken() -> PathBuf {
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "-q", "-p", "kraken-bin", "--bin", "kraken"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building kraken failed");
+    PathBuf::from(env!("CARGO_BIN_EXE_kraken-bench")).with_file_name("kraken")
+}
+
+/// Runs `kraken-bench --tiny <bench>` and returns its report.
+fn bench(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_kraken-bench"))
+        .arg("--kraken")
+        .arg(kraken())
+        .arg("--tiny")
+        .args(args)
+        .output()
+        .expect("kraken-bench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "kraken-bench {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("machine: "), "no machine line:\n{stdout}");
+    stdout
+}
+
+#[test]
+fn deploy_reports_both_paths_and_the_overhead() {
+    let out = bench(&["deploy"]);
+    assert!(out.contains("| git clone + docker build + docker run | "), "{out}");
+    assert!(out.contains("| kraken POST /api/v1/deployments | "), "{out}");
+    assert!(out.contains("overhead: "), "{out}");
+}
+
+#[test]
+fn acted_reports_percentiles() {
+    let out = bench(&["acted"]);
+    assert!(out.contains("## Request stored → acted on (2 requests"), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("| ") && l.ends_with(" ms |")), "{out}");
+}
+
+#[test]
+fn api_reports_both_endpoints_idle_and_under_a_log_flood() {
+    let out = bench(&["api"]);
+    for agent in ["idle", "an app flooding its log"] {
+        for endpoint in ["GET /api/v1/deployments |", "GET /api/v1/deployments/{id} |"] {
+            assert!(out.contains(&format!("| {agent} | {endpoint}")), "no {agent} {endpoint}:\n{out}");
+        }
+    }
+    assert!(out.contains("log lines in"), "{out}");
+}
+
+#[test]
+fn idle_reports_memory_cpu_and_size() {
+    let out = bench(&["idle"]);
+    for what in ["| binary size |", "| resident memory after the window |", "| CPU over the window |"] {
+        assert!(out.contains(what), "no {what}:\n{out}");
+    }
+}
