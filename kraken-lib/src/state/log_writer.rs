@@ -20,11 +20,14 @@ use redb::{Database, Durability};
 
 use super::LOGS;
 
-/// Batches queued at most before an appender waits.
-const QUEUE: usize = 256;
+/// Batches queued at most before an appender waits. A batch holds at most a
+/// bus message's lines (200 lines of at most 16 KiB), so what waits here and
+/// in one commit stays within a few MiB for ordinary lines and about 30 MiB
+/// for the longest ones: the agent's memory bound holds whatever an app prints.
+const QUEUE: usize = 4;
 
 /// Batches committed together at most.
-const PER_COMMIT: usize = 512;
+const PER_COMMIT: usize = 8;
 
 /// The lines of one deployment to store and the ones to remove.
 #[derive(Debug)]
