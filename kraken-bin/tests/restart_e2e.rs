@@ -32,15 +32,6 @@ fn docker(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-fn history(d: &Value) -> Vec<String> {
-    d["status_history"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|c| c["status"].as_str().map(String::from))
-        .collect()
-}
-
 fn deployment(agent: &Agent, id: &str) -> Value {
     get_json(agent.port, &format!("/api/v1/deployments/{id}")).unwrap_or(Value::Null)
 }

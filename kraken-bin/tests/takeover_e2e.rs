@@ -201,15 +201,6 @@ fn deployment_at(ip: &str, port: u16, id: &str) -> Value {
     get_json_at(ip, port, &format!("/api/v1/deployments/{id}")).unwrap_or(Value::Null)
 }
 
-fn history(d: &Value) -> Vec<String> {
-    d["status_history"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|c| c["status"].as_str().map(String::from))
-        .collect()
-}
-
 fn orchestrator(dir: &Path, account: &BrokerAccount) -> Agent {
     let args = ["--amqp-url", &account.url(), "--join-token", JOIN_TOKEN].map(String::from);
     Agent::spawn("up", dir, "127.0.0.1", free_port(), &args).expect("the orchestrator starts")

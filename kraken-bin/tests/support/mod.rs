@@ -345,3 +345,13 @@ pub fn rand_u32() -> u32 {
         .expect("urandom");
     u32::from_le_bytes(b)
 }
+
+/// The statuses a deployment went through, oldest first.
+pub fn history(d: &Value) -> Vec<String> {
+    d["status_history"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["status"].as_str().map(String::from))
+        .collect()
+}
