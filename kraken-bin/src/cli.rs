@@ -189,6 +189,14 @@ pub(crate) struct UpArgs {
     /// How many such files Docker keeps per app (the oldest output is dropped).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     app_log_files: u32,
+    /// Seconds a stopping app (on update or destroy) gets to exit after
+    /// SIGTERM before it is killed.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=600))]
+    app_stop_timeout: u64,
+    /// Seconds a started app may take to accept connections on its port
+    /// before its deployment fails.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    app_ready_timeout: u64,
 }
 
 /// Prints a build plan: the base image and each step with why it was chosen.
@@ -382,6 +390,8 @@ async fn up(args: UpArgs, role: NodeRole, data_dir: PathBuf, token: Option<Strin
             max_file_bytes: args.app_log_file_mib * 1024 * 1024,
             max_files: args.app_log_files,
         },
+        stop_timeout: Duration::from_secs(args.app_stop_timeout),
+        ready_timeout: Duration::from_secs(args.app_ready_timeout),
     };
     let runtime = DockerRuntime::connect().await.context(
         "Kraken runs apps in Docker containers; install Docker (Debian: apt-get install docker.io) and start it",

@@ -232,6 +232,9 @@ fn container_spec(
         // RabbitMQ runs many threads.
         pids_limit: 0,
         log_rotation: Some(LogRotation::default()),
+        // RabbitMQ handles SIGTERM itself and may need the engine's 10 s to stop.
+        init: false,
+        stop_timeout: None,
     }
 }
 

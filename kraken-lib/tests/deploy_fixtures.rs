@@ -83,6 +83,8 @@ async fn deploy_fixture(name: &str, expected_body: &str, startup_line: &str) -> 
         memory_limit: 0,
         pids_limit: AppLimits::default().pids,
         log_rotation: Some(AppLimits::default().log_rotation),
+        init: true,
+        stop_timeout: Some(AppLimits::default().stop_timeout),
     };
     let (id, host_port) = rt.run_container(&spec).await.expect("run");
     assert_ne!(host_port, 0);

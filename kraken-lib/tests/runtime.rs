@@ -138,6 +138,8 @@ async fn builds_runs_observes_lists_and_removes_an_app() {
         memory_limit: 256 * 1024 * 1024,
         pids_limit: 64,
         log_rotation: Some(LogRotation { max_file_bytes: 1024 * 1024, max_files: 2 }),
+        init: true,
+        stop_timeout: Some(Duration::from_secs(2)),
     };
     let started = Instant::now();
     let (id, host_port) = rt.run_container(&spec).await.unwrap();
@@ -149,6 +151,10 @@ async fn builds_runs_observes_lists_and_removes_an_app() {
     let log_options = log.config.unwrap_or_default();
     assert_eq!(log_options.get("max-size").map(String::as_str), Some("1048576"));
     assert_eq!(log_options.get("max-file").map(String::as_str), Some("2"));
+    // An init process passes signals on; stops wait the spec's timeout, not the engine's 10 s.
+    assert_eq!(host.init, Some(true));
+    let config = rt.client().inspect_container(&id, None).await.unwrap().config.unwrap();
+    assert_eq!(config.stop_timeout, Some(2));
     assert_ne!(host_port, 0);
     let body = http_get(host_port, "/", Duration::from_secs(30)).await;
     let start_time = started.elapsed();
@@ -159,6 +165,10 @@ async fn builds_runs_observes_lists_and_removes_an_app() {
     assert!(state.running, "{state:?}");
     assert_eq!(state.exit_code, None);
     assert!(state.started_at.is_some());
+    // The app answers on its own address too, without the published port.
+    let address = state.address.expect("a running container has an address");
+    let direct = tokio::net::TcpStream::connect((address, 8000)).await;
+    assert!(direct.is_ok(), "{address}:8000 refused: {direct:?}");
 
     let lines: Vec<_> = rt.logs(&id, false, false).collect().await;
     let lines: Vec<_> = lines.into_iter().map(Result::unwrap).collect();
@@ -490,4 +500,60 @@ async fn a_new_runtime_readopts_running_containers_by_label() {
     assert_eq!(http_get(port, "/", Duration::from_secs(30)).await, format!("hello from {run}"));
     assert!(fresh.list_managed(Some(format!("other-{run}"))).await.unwrap().is_empty());
     fresh.remove_container(&id).await.unwrap();
+}
+
+/// Stops `id` the way [`Runtime::remove_container`] does (with the
+/// container's own stop timeout) and returns the exit code the engine saw.
+async fn stop_and_exit_code(rt: &DockerRuntime, id: &str) -> i64 {
+    rt.client().stop_container(id, None).await.unwrap();
+    let state = rt.inspect(id).await.unwrap();
+    assert!(!state.running, "{state:?}");
+    state.exit_code.expect("a stopped container has an exit code")
+}
+
+#[tokio::test]
+async fn an_app_that_ignores_sigterm_as_pid_1_stops_at_once_under_init() {
+    let rt = DockerRuntime::connect().await.unwrap();
+    let run = unique("init");
+    let mut guard = Cleanup::new(&run);
+    let dir = tempfile::tempdir().unwrap();
+    let tag = format!("{run}:v1");
+    // `sleep` installs no SIGTERM handler: as PID 1 the kernel drops the
+    // signal, as the init's child it dies of it. A shell trapping TERM
+    // ignores it either way and is killed when the stop timeout ends.
+    std::fs::write(
+        dir.path().join("stop.sh"),
+        "if [ -n \"$TRAP\" ]; then trap '' TERM; while :; do sleep 1; done; else exec sleep 100000; fi\n",
+    )
+    .unwrap();
+    let body = "COPY stop.sh /stop.sh\nCMD [\"sh\", \"/stop.sh\"]";
+    build(&rt, &mut guard, &plan_with(dir.path(), &run, body), &tag).await.0.unwrap();
+    let spec = |name: &str, trap: bool, init: bool| ContainerSpec {
+        name: format!("{run}-{name}"),
+        image: tag.clone(),
+        labels: app_labels(&guard, name, &format!("node-{run}")),
+        env: if trap { BTreeMap::from([("TRAP".to_string(), "1".to_string())]) } else { BTreeMap::new() },
+        container_port: 8000,
+        host_ip: "127.0.0.1".into(),
+        init,
+        stop_timeout: Some(Duration::from_secs(1)),
+        ..Default::default()
+    };
+
+    // Under init, SIGTERM ends the app: 128 + 15, no kill needed.
+    let (id, _) = rt.run_container(&spec("plain", false, true)).await.unwrap();
+    assert_eq!(stop_and_exit_code(&rt, &id).await, 143, "the app died of SIGTERM");
+    rt.remove_container(&id).await.unwrap();
+    // Without init the same app ignores SIGTERM and is killed (128 + 9) once
+    // the stop timeout ends: what the init option saves.
+    let (id, _) = rt.run_container(&spec("no-init", false, false)).await.unwrap();
+    assert_eq!(stop_and_exit_code(&rt, &id).await, 137, "as PID 1 the app ignored SIGTERM");
+    rt.remove_container(&id).await.unwrap();
+    // An app that traps SIGTERM is killed after the container's own stop
+    // timeout (1 s here), which the engine took from the spec.
+    let (id, _) = rt.run_container(&spec("trap", true, true)).await.unwrap();
+    let config = rt.client().inspect_container(&id, None).await.unwrap().config.unwrap();
+    assert_eq!(config.stop_timeout, Some(1));
+    assert_eq!(stop_and_exit_code(&rt, &id).await, 137, "the trapping app was killed");
+    rt.remove_container(&id).await.unwrap();
 }

@@ -15,9 +15,6 @@ use super::{
 };
 use crate::output::Tail;
 
-/// Seconds a container gets to stop on its own before it is killed.
-const STOP_GRACE_SECS: i64 = 5;
-
 /// A host port to publish an app on: `preferred` if it can be bound on
 /// `0.0.0.0` right now, otherwise a free port the operating system picks.
 ///
@@ -72,6 +69,13 @@ fn published_port(info: &bollard::models::ContainerInspectResponse, container_po
         .iter()
         .filter_map(|b| b.host_port.as_deref()?.parse::<u16>().ok())
         .find(|p| *p != 0)
+}
+
+/// The container's address on the engine's network, from an inspect result.
+fn container_address(info: &bollard::models::ContainerInspectResponse) -> Option<std::net::IpAddr> {
+    let settings = info.network_settings.as_ref()?;
+    let on_networks = settings.networks.iter().flatten().filter_map(|(_, n)| n.ip_address.as_deref());
+    settings.ip_address.as_deref().into_iter().chain(on_networks).find_map(|ip| ip.parse().ok())
 }
 
 impl DockerRuntime {
@@ -195,10 +199,12 @@ pub(super) async fn run_container(
         memory: (spec.memory_limit > 0).then(|| i64::try_from(spec.memory_limit).unwrap_or(i64::MAX)),
         pids_limit: (spec.pids_limit > 0).then_some(spec.pids_limit),
         log_config: log_config(spec.log_rotation),
+        init: Some(spec.init),
         ..Default::default()
     };
     let config = bollard::container::Config {
         image: Some(spec.image.clone()),
+        stop_timeout: spec.stop_timeout.map(|t| i64::try_from(t.as_secs().max(1)).unwrap_or(i64::MAX)),
         env: Some(env_list(&spec.env)),
         labels: Some(managed_labels(&labels)),
         exposed_ports: Some([(port_key, std::collections::HashMap::new())].into_iter().collect()),
@@ -252,7 +258,7 @@ pub(super) async fn keep_restarting(rt: &DockerRuntime, id: &str) -> Result<(), 
 pub(super) async fn inspect(rt: &DockerRuntime, id: &str) -> Result<ContainerState, RuntimeError> {
     let info =
         rt.docker.inspect_container(id, None).await.map_err(|e| map_err(&format!("container {id}"), e))?;
-    let state = info.state.unwrap_or_default();
+    let state = info.state.clone().unwrap_or_default();
     // While the engine waits to restart a crashed container it reports it
     // as running and restarting; the app is not running then.
     let running = state.running.unwrap_or(false) && !state.restarting.unwrap_or(false);
@@ -262,11 +268,13 @@ pub(super) async fn inspect(rt: &DockerRuntime, id: &str) -> Result<ContainerSta
         error: state.error.filter(|e| !e.is_empty()),
         started_at: state.started_at.filter(|s| !s.is_empty() && !s.starts_with("0001-")),
         restart_count: info.restart_count.unwrap_or(0),
+        address: if running { container_address(&info) } else { None },
     })
 }
 pub(super) async fn remove_container(rt: &DockerRuntime, id: &str) -> Result<(), RuntimeError> {
-    let stop = bollard::container::StopContainerOptions { t: STOP_GRACE_SECS };
-    match rt.docker.stop_container(id, Some(stop)).await {
+    // No timeout of our own: the engine uses the one the container was
+    // created with (`ContainerSpec::stop_timeout`).
+    match rt.docker.stop_container(id, None).await {
         Ok(()) => {}
         Err(e) if is_not_found(&e) => return Ok(()),
         // Already stopped (304) or failing to stop: the forced removal below settles it.

@@ -16,6 +16,8 @@
 //! remove images), `error.rs` ([`RuntimeError`]).
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
 
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
@@ -83,6 +85,13 @@ pub struct ContainerSpec {
     /// How the engine keeps the container's output on disk; `None` for the
     /// engine's default (which grows without end).
     pub log_rotation: Option<LogRotation>,
+    /// Whether the engine runs a small init process as PID 1 that passes
+    /// signals on to the app and reaps its children, so an app that never
+    /// handles SIGTERM itself still stops when asked.
+    pub init: bool,
+    /// How long a stop waits for the app to exit before killing it; `None`
+    /// for the engine's default (10 s).
+    pub stop_timeout: Option<Duration>,
 }
 
 /// The engine keeps a container's output in at most `max_files` files of
@@ -109,11 +118,22 @@ pub struct AppLimits {
     pub pids: i64,
     /// How its output is kept on the node's disk (default 3 files of 10 MiB).
     pub log_rotation: LogRotation,
+    /// How long a stopping app gets to exit after SIGTERM before it is
+    /// killed (default 3 s).
+    pub stop_timeout: Duration,
+    /// How long a started app may take to accept connections on its port
+    /// before its deployment fails (default 60 s).
+    pub ready_timeout: Duration,
 }
 
 impl Default for AppLimits {
     fn default() -> Self {
-        Self { pids: 512, log_rotation: LogRotation::default() }
+        Self {
+            pids: 512,
+            log_rotation: LogRotation::default(),
+            stop_timeout: Duration::from_secs(3),
+            ready_timeout: Duration::from_secs(60),
+        }
     }
 }
 
@@ -174,6 +194,10 @@ pub struct ContainerState {
     pub started_at: Option<String>,
     /// How many times the engine restarted it.
     pub restart_count: i64,
+    /// Its address on the engine's network, where this machine reaches the
+    /// app's port directly; `None` when it has none (not running).
+    #[serde(default)]
+    pub address: Option<IpAddr>,
 }
 
 /// One sample of a container's resource use.
@@ -240,7 +264,9 @@ pub trait Runtime: Send + Sync {
     ) -> BoxStream<'static, Result<LogLine, RuntimeError>>;
     /// One sample of resource use.
     async fn stats(&self, id: &str) -> Result<ContainerStats, RuntimeError>;
-    /// Stops (with a short grace) and removes the container; a missing one is not an error.
+    /// Stops (with the container's own stop timeout, see
+    /// [`ContainerSpec::stop_timeout`]) and removes the container; a missing
+    /// one is not an error.
     async fn remove_container(&self, id: &str) -> Result<(), RuntimeError>;
     /// Kraken's containers on this engine, optionally only those of `node`.
     async fn list_managed(&self, node: Option<String>) -> Result<Vec<ManagedContainer>, RuntimeError>;

@@ -356,7 +356,24 @@ mod tests {
 
     /// The state of a container that runs.
     fn up() -> ContainerState {
-        ContainerState { running: true, exit_code: None, error: None, started_at: None, restart_count: 0 }
+        ContainerState {
+            running: true,
+            exit_code: None,
+            error: None,
+            started_at: None,
+            restart_count: 0,
+            address: Some(std::net::Ipv4Addr::LOCALHOST.into()),
+        }
+    }
+
+    /// The port the mock engine's apps listen on: a listener this test
+    /// process holds on 127.0.0.1 (the address [`up`] gives every container),
+    /// so the worker's readiness check connects for real.
+    fn app_port() -> u16 {
+        static LISTENER: std::sync::OnceLock<std::net::TcpListener> = std::sync::OnceLock::new();
+        let listener = LISTENER
+            .get_or_init(|| std::net::TcpListener::bind("127.0.0.1:0").expect("a free loopback port"));
+        listener.local_addr().expect("bound").port()
     }
 
     /// A git repository holding a static site, and its commit.
@@ -365,7 +382,7 @@ mod tests {
         std::fs::write(dir.join("index.html"), "<h1>hi</h1>").expect("write");
         std::fs::write(
             dir.join("shipwreck.toml"),
-            "[app]\nname = \"site\"\n[config]\nport = 8080\nlang = \"static\"\n",
+            format!("[app]\nname = \"site\"\n[config]\nport = {}\nlang = \"static\"\n", app_port()),
         )
         .expect("write");
         let mut index = repo.index().expect("index");
@@ -550,8 +567,8 @@ mod tests {
         let mut reports = bus.subscribe(&Channel::Deployment).await.expect("subscribe");
 
         let mut spec = spec(repo.path(), &commit, 1);
-        let text = "[app]\nname = \"site\"\n[config]\nport = 8080\n";
-        spec.manifest = Manifest::parse("shipwreck.toml", text, &[]).expect("manifest");
+        let text = format!("[app]\nname = \"site\"\n[config]\nport = {}\n", app_port());
+        spec.manifest = Manifest::parse("shipwreck.toml", &text, &[]).expect("manifest");
         spec.builder = builder.to_string();
         node.publish(&Channel::Work("n1".into()), Body::Work(WorkRequest::Deploy(spec)))
             .await

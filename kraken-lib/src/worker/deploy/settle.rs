@@ -1,8 +1,14 @@
-//! The settle phase: the app counts as started once it stays up for
-//! [`SETTLE`]; then the engine is told to bring it back after a stop or a
-//! reboot. An app that stops before is removed with its image, after its
-//! last words reached the log.
+//! The settle phase: the app counts as started as soon as it accepts a TCP
+//! connection on its port (reached on the container's own address, not
+//! through the published port, which the engine's proxy answers for any
+//! container); then the engine is told to bring it back after a stop or a
+//! reboot. An app that stops first, or never listens within the node's
+//! `ready_timeout`, is removed with its image, after its last words reached
+//! the log, and its deployment fails with its exit code and the end of its
+//! log.
 
+use std::collections::VecDeque;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use futures::TryStreamExt;
@@ -10,42 +16,82 @@ use tracing::warn;
 
 use super::{Failed, Job};
 
-/// How long a freshly started app must stay up to count as started.
-const SETTLE: Duration = Duration::from_millis(1500);
+/// How often the container's state and port are looked at while it starts.
+const POLL: Duration = Duration::from_millis(25);
+/// How long one connection attempt may take.
+const CONNECT: Duration = Duration::from_secs(1);
+/// How many of a failed app's last log lines its error shows.
+const LOG_LINES: usize = 10;
+/// The most characters of one such line shown.
+const LOG_LINE_CHARS: usize = 300;
 
-/// Waits for the container to stay up for [`SETTLE`].
-pub(super) async fn settle(job: &Job<'_>, container_id: &str) -> Result<(), Failed> {
+/// Waits until the container accepts connections on the app's port; returns
+/// the container's address.
+pub(super) async fn settle(job: &Job<'_>, container_id: &str) -> Result<IpAddr, Failed> {
     let runtime = &job.shared.runtime;
-    let deadline = tokio::time::Instant::now() + SETTLE;
-    let mut ticker = tokio::time::interval(Duration::from_millis(150));
-    loop {
+    let port = job.spec.manifest.config.port;
+    let timeout = job.shared.node.config.app_limits.ready_timeout;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut ticker = tokio::time::interval(POLL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let reason = loop {
         ticker.tick().await;
-        let stopped = match runtime.inspect(container_id).await {
-            Ok(s) if !s.running || s.restart_count > 0 => Some(match s.exit_code {
-                Some(code) => {
-                    format!("the app exited with code {code} right after it started; its log shows why")
+        match runtime.inspect(container_id).await {
+            Ok(s) if !s.running || s.restart_count > 0 => {
+                break match s.exit_code {
+                    Some(code) => format!("the app exited with code {code} right after it started"),
+                    None => "the app stopped right after it started".to_string(),
                 }
-                None => "the app stopped right after it started; its log shows why".to_string(),
-            }),
-            Ok(_) => None,
-            Err(e) => Some(format!("the container vanished after it started: {e}")),
-        };
-        if let Some(reason) = stopped {
-            // Let the log follower pick up the app's last words before removing it.
-            let settle_logs = tokio::time::Instant::now() + Duration::from_millis(500);
-            let mut logs = runtime.logs(container_id, false, false);
-            while let Ok(Ok(Some(_))) = tokio::time::timeout_at(settle_logs, logs.try_next()).await {}
-            job.shared.stop_following(&job.spec.deployment);
-            let _ = runtime.remove_container(container_id).await;
-            job.remove_image(&job.tag).await;
-            return Err(Failed(reason));
+            }
+            Ok(s) => {
+                if let Some(address) = s.address {
+                    let connect = tokio::net::TcpStream::connect((address, port));
+                    if let Ok(Ok(_)) = tokio::time::timeout(CONNECT, connect).await {
+                        keep_running(job, container_id).await;
+                        return Ok(address);
+                    }
+                }
+            }
+            Err(e) => break format!("the container vanished after it started: {e}"),
         }
         if tokio::time::Instant::now() >= deadline {
-            break;
+            break format!(
+                "the app never listened on port {port} within {} s (the manifest's `port` must be the \
+                 one it listens on, on all addresses, not only 127.0.0.1)",
+                timeout.as_secs_f64()
+            );
         }
-    }
-    if let Err(e) = runtime.keep_restarting(container_id).await {
+    };
+    let tail = log_tail(job, container_id).await;
+    job.shared.stop_following(&job.spec.deployment);
+    let _ = runtime.remove_container(container_id).await;
+    job.remove_image(&job.tag).await;
+    Err(Failed(match tail {
+        Some(tail) => format!("{reason}; the end of its log:\n{tail}"),
+        None => format!("{reason}; it printed nothing"),
+    }))
+}
+
+/// From now on the engine brings the started app back when it stops.
+async fn keep_running(job: &Job<'_>, container_id: &str) {
+    if let Err(e) = job.shared.runtime.keep_restarting(container_id).await {
         warn!(error = %e, "could not set the container's restart policy; it will not come back after a reboot");
     }
-    Ok(())
+}
+
+/// The last [`LOG_LINES`] lines the container printed, if any. Reading them
+/// also gives the log follower time to pick up the app's last words.
+async fn log_tail(job: &Job<'_>, container_id: &str) -> Option<String> {
+    let until = tokio::time::Instant::now() + Duration::from_millis(500);
+    let mut logs = job.shared.runtime.logs(container_id, false, false);
+    let mut tail = VecDeque::with_capacity(LOG_LINES);
+    while let Ok(Ok(Some(line))) = tokio::time::timeout_at(until, logs.try_next()).await {
+        if tail.len() == LOG_LINES {
+            tail.pop_front();
+        }
+        tail.push_back(
+            line.line.chars().filter(|c| !c.is_control()).take(LOG_LINE_CHARS).collect::<String>(),
+        );
+    }
+    (!tail.is_empty()).then(|| Vec::from(tail).join("\n"))
 }

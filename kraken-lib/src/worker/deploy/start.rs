@@ -39,6 +39,8 @@ pub(super) async fn start(job: &Job<'_>, previous: Option<&Active>) -> Result<(S
         memory_limit: 0,
         pids_limit: shared.node.config.app_limits.pids,
         log_rotation: Some(shared.node.config.app_limits.log_rotation),
+        init: true,
+        stop_timeout: Some(shared.node.config.app_limits.stop_timeout),
     };
     let started = match shared.runtime.run_container(&container).await {
         Ok(r) => Ok(r),
