@@ -30,6 +30,8 @@
 //!   actions (placement, drain, reschedule, destroy, fencing), and the thin loop applying them.
 //! - [`worker`]: the worker executor: deploy in phases (fetch, plan, build, test, start,
 //!   settle), re-adopt, report, follow logs, destroy.
+//! - [`proxy`]: the port proxy: each app's published port held by the agent and forwarded
+//!   to its current container, so an update switches containers without a failed connection.
 //! - [`discovery`]: find an orchestrator on the LAN: `--join`, mDNS, or a subnet scan.
 //! - [`auth`]: tokens and their hashes, node keys, files private from creation.
 //! - [`api`]: the HTTP API (axum) under `/api/v1`.
@@ -85,6 +87,7 @@ pub mod openapi;
 pub mod orchestrator;
 pub mod output;
 pub mod platform;
+pub mod proxy;
 pub mod retry;
 pub mod role;
 pub mod rollover;

@@ -8,15 +8,18 @@
 //! removes them all ([`clean_leftovers`]); the orchestrator hands the
 //! interrupted work over again. Then the app containers of this node are
 //! adopted ([`adopt`]): only containers labelled as apps, never a test
-//! container, even though it carries its image's deployment labels.
+//! container, even though it carries its image's deployment labels. The
+//! port proxy is rebuilt from them: each app is served again on the port
+//! its container's label names.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use tracing::{info, warn};
 
-use super::{Active, Shared, LABEL_GENERATION};
-use crate::runtime::{ManagedContainer, LABEL_DEPLOYMENT, ROLE_APP};
+use super::{Active, Shared, LABEL_GENERATION, LABEL_PUBLIC_PORT};
+use crate::proxy::Backend;
+use crate::runtime::{ManagedContainer, LABEL_DEPLOYMENT, LABEL_PORT, ROLE_APP};
 
 /// The file next to a work directory that lists the layers its build made so
 /// far (one id a line), so that an interrupted build's layers can be removed.
@@ -145,6 +148,10 @@ pub(super) async fn adopt(shared: &Shared, containers: Vec<ManagedContainer>) {
                 warn!(container = %c.id, error = %e, "could not set the restart policy of an adopted container");
             }
         }
+        let host_port = match serve_again(shared, &dep, &c).await {
+            Some(port) => Some(port),
+            None => c.host_port,
+        };
         shared.active().insert(
             dep.clone(),
             Active {
@@ -152,11 +159,32 @@ pub(super) async fn adopt(shared: &Shared, containers: Vec<ManagedContainer>) {
                 in_progress: false,
                 container_id: Some(c.id.clone()),
                 image: Some(c.image.clone()),
-                host_port: c.host_port,
+                host_port,
                 running: c.running,
                 stats: None,
             },
         );
         shared.follow_logs(&dep, generation, &c.id, true);
     }
+}
+
+/// Holds the port an adopted container's app was served on again (the
+/// container's [`LABEL_PUBLIC_PORT`]) and forwards it to the container;
+/// returns the port. `None` for a container from before the agent held ports
+/// (it publishes its port itself), or when no port could be held.
+async fn serve_again(shared: &Shared, dep: &str, c: &ManagedContainer) -> Option<u16> {
+    let wanted = c.labels.get(LABEL_PUBLIC_PORT)?.parse::<u16>().ok()?;
+    let app_port = c.labels.get(LABEL_PORT).and_then(|p| p.parse::<u16>().ok())?;
+    let port = match shared.proxy.open(dep, &shared.node.config.publish_ip, wanted).await {
+        Ok(port) => port,
+        Err(e) => {
+            warn!(deployment = %dep, port = wanted, error = %e, "cannot serve an adopted app");
+            return None;
+        }
+    };
+    if port != wanted {
+        warn!(deployment = %dep, wanted, port, "the app's port was taken meanwhile; it is served on another");
+    }
+    shared.proxy.switch(dep, Backend { container_id: c.id.clone(), port: app_port, address: None });
+    Some(port)
 }

@@ -14,6 +14,8 @@ use crate::runtime::{RuntimeError, LABEL_DEPLOYMENT};
 /// image that stays is only logged).
 async fn remove_everything(shared: &Shared, dep: &str) -> Result<(), RuntimeError> {
     shared.stop_following(dep);
+    // No new connections; open ones end as the container stops.
+    shared.proxy.close(dep);
     let containers = shared.runtime.list_managed(Some(shared.node.id.clone())).await?;
     let mut images = Vec::new();
     for c in containers.iter().filter(|c| c.labels.get(LABEL_DEPLOYMENT).map(String::as_str) == Some(dep)) {

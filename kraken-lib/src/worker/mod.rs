@@ -21,6 +21,7 @@ use crate::bus::{trust, Body, Channel, Subscription, WorkRequest};
 use crate::deployment::DeploymentId;
 use crate::executor::{ExecutionFailure, Executor, SetupFailure};
 use crate::node::GenericNode;
+use crate::proxy::PortProxy;
 use crate::runtime::{ContainerStats, Runtime};
 
 mod adopt;
@@ -33,6 +34,9 @@ pub use report::PresenceExecutor;
 
 /// Label holding the generation of the work a container runs.
 pub const LABEL_GENERATION: &str = "kraken.generation";
+/// Label holding the port the agent holds for the app (see [`crate::proxy`]),
+/// so a restarted agent serves it on the same port again.
+pub const LABEL_PUBLIC_PORT: &str = "kraken.public-port";
 
 /// What this worker holds of one deployment.
 #[derive(Debug, Default, Clone)]
@@ -62,6 +66,8 @@ struct Shared {
     // operations, never across an await.
     active: Arc<Mutex<HashMap<DeploymentId, Active>>>,
     tasks: Arc<Mutex<Tasks>>,
+    /// The ports held for the apps.
+    proxy: PortProxy,
     /// This run of the agent (see [`WorkerExecutor`]).
     instance: String,
 }
@@ -151,6 +157,7 @@ impl Executor for WorkerExecutor {
                 registry: self.registry.clone(),
                 active: Arc::default(),
                 tasks: Arc::default(),
+                proxy: PortProxy::new(self.runtime.clone()),
                 instance: self.instance.clone(),
             },
         };
@@ -458,7 +465,13 @@ mod tests {
                 assert_ne!(r.status, Status::Errored, "{}", r.message);
                 if r.status == Status::Running {
                     running += 1;
-                    assert_eq!(r.address.as_deref(), Some("http://127.0.0.1:18080"));
+                    // Served on the port the agent holds, not the container's own.
+                    let address = r.address.clone().expect("an address");
+                    let port = address.strip_prefix("http://127.0.0.1:").expect("on the advertised host");
+                    let port: u16 = port.parse().expect("a port");
+                    assert_ne!(port, 18080, "{address}");
+                    std::net::TcpStream::connect(("127.0.0.1", port))
+                        .expect("the agent holds the app's port");
                 }
             }
         }

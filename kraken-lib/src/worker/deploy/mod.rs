@@ -1,7 +1,8 @@
 //! Deploying on the worker, phase by phase: [`fetch`] the commit, [`plan`]
 //! the build with the builder the orchestrator chose, [`build`] the image,
-//! run the manifest's [`test`], [`start`] the container (in place of the
-//! previous one on an update) and let it [`settle`].
+//! run the manifest's [`test`], [`start`] the container (beside the previous
+//! one on an update) and wait until it [`settle`]s, accepting connections;
+//! then the port proxy switches to it and the previous container is stopped.
 //!
 //! Each phase returns [`Failed`] with a reason a person can act on; the
 //! phase that fails undoes what it made (an image, a container), and
@@ -14,6 +15,7 @@ use super::{Active, Shared};
 use crate::bus::DeploySpec;
 use crate::deployment::Status;
 use crate::log_sink::LogSink;
+use crate::proxy::Backend;
 
 mod build;
 mod fetch;
@@ -96,8 +98,38 @@ async fn deploy(
     let image = build::build(&job, &checkout, &plan).await?;
     test::test(&job).await?;
     job.report(Status::Deploying, "starting the container").await;
-    let (container_id, host_port) = start::start(&job, previous.as_ref()).await?;
-    settle::settle(&job, &container_id).await?;
+    let start::Started { container_id, public_port: host_port, fresh_port } =
+        start::start(&job, previous.as_ref()).await?;
+    let address = match settle::settle(&job, &container_id).await {
+        Ok(address) => address,
+        Err(failed) => {
+            if fresh_port {
+                shared.proxy.close(&spec.deployment);
+            }
+            return Err(failed);
+        }
+    };
+    // Ready: new connections go to the new container from now on, and its
+    // output (all of it, from its start) to the deployment's log.
+    let backend = Backend {
+        container_id: container_id.clone(),
+        port: spec.manifest.config.port,
+        address: Some(address),
+    };
+    let drain = shared.proxy.switch(&spec.deployment, backend);
+    shared.follow_logs(&spec.deployment, spec.generation, &container_id, false);
+    if let Some(old) =
+        previous.as_ref().and_then(|p| p.container_id.as_deref()).filter(|id| *id != container_id)
+    {
+        // Connections still open on the old container may finish first.
+        let stop_timeout = shared.node.config.app_limits.stop_timeout;
+        if let Some(drain) = drain {
+            drain.wait(stop_timeout).await;
+        }
+        if let Err(e) = shared.runtime.remove_container(old).await {
+            warn!(error = %e, "could not remove the previous container");
+        }
+    }
 
     if let Some(old) = previous.and_then(|p| p.image).filter(|i| *i != job.tag && *i != image) {
         job.remove_image(&old).await;

@@ -1,4 +1,4 @@
-//! The settle phase: the app counts as started as soon as it accepts a TCP
+//! The settle phase: the app counts as ready as soon as it accepts a TCP
 //! connection on its port (reached on the container's own address, not
 //! through the published port, which the engine's proxy answers for any
 //! container); then the engine is told to bring it back after a stop or a
@@ -22,6 +22,8 @@ const POLL: Duration = Duration::from_millis(25);
 const CONNECT: Duration = Duration::from_secs(1);
 /// How many of a failed app's last log lines its error shows.
 const LOG_LINES: usize = 10;
+/// How long a failed app's output may take to read.
+const LOG_READ: Duration = Duration::from_secs(5);
 /// The most characters of one such line shown.
 const LOG_LINE_CHARS: usize = 300;
 
@@ -63,7 +65,6 @@ pub(super) async fn settle(job: &Job<'_>, container_id: &str) -> Result<IpAddr, 
         }
     };
     let tail = log_tail(job, container_id).await;
-    job.shared.stop_following(&job.spec.deployment);
     let _ = runtime.remove_container(container_id).await;
     job.remove_image(&job.tag).await;
     Err(Failed(match tail {
@@ -79,16 +80,18 @@ async fn keep_running(job: &Job<'_>, container_id: &str) {
     }
 }
 
-/// The last [`LOG_LINES`] lines the container printed, if any. Reading them
-/// also gives the log follower time to pick up the app's last words.
+/// Copies what the container printed into the deployment's log (nothing
+/// follows a container before it is ready) and returns the last
+/// [`LOG_LINES`] lines, if any.
 async fn log_tail(job: &Job<'_>, container_id: &str) -> Option<String> {
-    let until = tokio::time::Instant::now() + Duration::from_millis(500);
+    let until = tokio::time::Instant::now() + LOG_READ;
     let mut logs = job.shared.runtime.logs(container_id, false, false);
     let mut tail = VecDeque::with_capacity(LOG_LINES);
     while let Ok(Ok(Some(line))) = tokio::time::timeout_at(until, logs.try_next()).await {
         if tail.len() == LOG_LINES {
             tail.pop_front();
         }
+        job.sink.send(&line.stream, line.line.clone());
         tail.push_back(
             line.line.chars().filter(|c| !c.is_control()).take(LOG_LINE_CHARS).collect::<String>(),
         );
