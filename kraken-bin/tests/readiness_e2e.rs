@@ -41,10 +41,16 @@ fn deploy(agent: &Agent, repo: &AppRepo) -> String {
 /// One GET of `/` at `address` (`http://ip:port`), without retrying: the
 /// status line and the body.
 fn get_once(address: &str) -> (String, String) {
+    get_path_once(address, "/")
+}
+
+/// One GET of `path` at `address`, without retrying: the status line and
+/// the body.
+fn get_path_once(address: &str, path: &str) -> (String, String) {
     let host = address.trim_start_matches("http://");
     let mut stream = TcpStream::connect(host).unwrap_or_else(|e| panic!("{address} refused: {e}"));
     stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    write!(stream, "GET / HTTP/1.0\r\nHost: {host}\r\n\r\n").expect("request sent");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").expect("request sent");
     let mut answer = String::new();
     stream.read_to_string(&mut answer).unwrap_or_else(|e| panic!("{address} did not answer: {e}"));
     let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
@@ -106,4 +112,31 @@ fn an_app_that_exits_or_never_listens_fails_with_its_log_and_leaves_nothing() {
     assert!(reason.contains("never listened on port 9000 within 8 s"), "{reason}");
     assert!(reason.contains("never-listens starting, but not listening"), "the end of its log: {reason}");
     assert!(containers_of(&silent_id).is_empty(), "the silent container was removed");
+}
+
+#[test]
+fn with_a_health_path_running_waits_for_a_healthy_answer() {
+    let (agent, _dir) = agent();
+    let healthy = AppRepo::new("health-gated");
+    let sick = AppRepo::new("health-gated");
+    let manifest = std::fs::read_to_string(sick.path().join("shipwreck.toml")).expect("manifest");
+    sick.commit(
+        &[("shipwreck.toml", &manifest.replace("HEALTHY_AFTER = \"3\"", "HEALTHY_AFTER = \"never\""))],
+        "never healthy",
+    );
+    let healthy_id = deploy(&agent, &healthy);
+    let sick_id = deploy(&agent, &sick);
+
+    // It listens at once but is healthy only after 3 s: reported running,
+    // its health path answers at the first try.
+    let d = wait_status(&agent, &healthy_id, "Running", DEPLOY);
+    let (status, body) = get_path_once(d["address"].as_str().expect("address"), "/healthz");
+    assert!(status.contains(" 200 "), "{status}: {body}");
+
+    let d = wait_status(&agent, &sick_id, "Errored", DEPLOY);
+    let reason = d["error"].as_str().unwrap_or_default();
+    assert!(reason.contains("never answered its health path /healthz on port 7000"), "{reason}");
+    assert!(reason.contains("503"), "the last answer is named: {reason}");
+    assert!(reason.contains("health-gated listening on port 7000"), "the end of its log: {reason}");
+    assert!(containers_of(&sick_id).is_empty(), "the unhealthy container was removed");
 }

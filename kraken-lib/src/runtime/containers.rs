@@ -222,9 +222,13 @@ pub(super) async fn run_container(
             .inspect_container(&id, None)
             .await
             .map_err(|e| map_err(&format!("container {}", spec.name), e))?;
+        let exited = !info.state.as_ref().and_then(|s| s.running).unwrap_or(false);
         match published_port(&info, spec.container_port) {
             Some(port) => Ok(port),
             None if spec.host_port != 0 => Ok(spec.host_port),
+            // Its process ended before the port was published: the caller
+            // sees the exit (code and output) when it looks at the container.
+            None if exited => Ok(0),
             None => Err(RuntimeError::Unexpected(format!(
                 "container {} started but port {}/tcp is not published; did its process exit at once?",
                 spec.name, spec.container_port

@@ -245,7 +245,8 @@ pub trait Runtime: Send + Sync {
         timeout: std::time::Duration,
     ) -> Result<(i64, String), RuntimeError>;
     /// Creates and starts a container that the engine does not restart yet;
-    /// returns its id and the published host port.
+    /// returns its id and the published host port (0 when its process
+    /// already exited, before the port was published).
     async fn run_container(&self, spec: &ContainerSpec) -> Result<(String, u16), RuntimeError>;
     /// From now on the engine restarts the container when it stops or the
     /// machine reboots, until it is removed (`unless-stopped`).

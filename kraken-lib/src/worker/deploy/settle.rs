@@ -1,7 +1,8 @@
 //! The settle phase: the app counts as ready as soon as it accepts a TCP
 //! connection on its port (reached on the container's own address, not
 //! through the published port, which the engine's proxy answers for any
-//! container); then the engine is told to bring it back after a stop or a
+//! container) and, when the manifest names a `health` path, answers a GET of
+//! it with a status below 500; then the engine is told to bring it back after a stop or a
 //! reboot. An app that stops first, or never listens within the node's
 //! `ready_timeout`, is removed with its image, after its last words reached
 //! the log, and its deployment fails with its exit code and the end of its
@@ -33,6 +34,9 @@ pub(super) async fn settle(job: &Job<'_>, container_id: &str) -> Result<IpAddr, 
     let runtime = &job.shared.runtime;
     let port = job.spec.manifest.config.port;
     let timeout = job.shared.node.config.app_limits.ready_timeout;
+    let health = job.spec.manifest.config.health.as_deref();
+    let client = reqwest::Client::builder().timeout(CONNECT).no_proxy().build().unwrap_or_default();
+    let mut last_answer = None;
     let deadline = tokio::time::Instant::now() + timeout;
     let mut ticker = tokio::time::interval(POLL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -48,7 +52,20 @@ pub(super) async fn settle(job: &Job<'_>, container_id: &str) -> Result<IpAddr, 
             Ok(s) => {
                 if let Some(address) = s.address {
                     let connect = tokio::net::TcpStream::connect((address, port));
-                    if let Ok(Ok(_)) = tokio::time::timeout(CONNECT, connect).await {
+                    let listens = matches!(tokio::time::timeout(CONNECT, connect).await, Ok(Ok(_)));
+                    let healthy = match health.filter(|_| listens) {
+                        Some(path) => {
+                            let url = format!("http://{}{path}", std::net::SocketAddr::from((address, port)));
+                            let answer = client.get(&url).send().await.map(|r| r.status());
+                            last_answer = Some(match &answer {
+                                Ok(status) => format!("it last answered {status}"),
+                                Err(e) => format!("it last answered: {e}"),
+                            });
+                            answer.is_ok_and(|status| !status.is_server_error())
+                        }
+                        None => listens,
+                    };
+                    if healthy {
                         keep_running(job, container_id).await;
                         return Ok(address);
                     }
@@ -57,6 +74,13 @@ pub(super) async fn settle(job: &Job<'_>, container_id: &str) -> Result<IpAddr, 
             Err(e) => break format!("the container vanished after it started: {e}"),
         }
         if tokio::time::Instant::now() >= deadline {
+            if let (Some(path), Some(answer)) = (health, &last_answer) {
+                break format!(
+                    "the app never answered its health path {path} on port {port} with a status below 500 \
+                     within {} s ({answer})",
+                    timeout.as_secs_f64()
+                );
+            }
             break format!(
                 "the app never listened on port {port} within {} s (the manifest's `port` must be the \
                  one it listens on, on all addresses, not only 127.0.0.1)",
