@@ -245,3 +245,113 @@ async fn connect(backend: &Backend, current: &Mutex<Current>, runtime: &dyn Runt
         _ => None,
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::runtime::MockRuntime;
+
+    /// A server on loopback that greets every connection with `name` and
+    /// then echoes until the client closes.
+    async fn greeter(name: &'static str) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    conn.write_all(name.as_bytes()).await.unwrap();
+                    let mut buf = [0u8; 64];
+                    while let Ok(n) = conn.read(&mut buf).await {
+                        if n == 0 || conn.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    fn backend(port: u16) -> Backend {
+        Backend { container_id: format!("c{port}"), port, address: Some(Ipv4Addr::LOCALHOST.into()) }
+    }
+
+    /// Connects to the proxy and reads the greeting.
+    async fn greeting(port: u16) -> (TcpStream, String) {
+        let mut conn = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let mut buf = [0u8; 3];
+        conn.read_exact(&mut buf).await.unwrap();
+        (conn, String::from_utf8_lossy(&buf).into_owned())
+    }
+
+    #[tokio::test]
+    async fn new_connections_follow_a_switch_while_open_ones_stay_until_they_end() {
+        let (old, new) = (greeter("old").await, greeter("new").await);
+        let proxy = PortProxy::new(Arc::new(MockRuntime::new()));
+        assert!(proxy.switch("d1", backend(old)).is_none(), "nothing is held yet");
+        let port = proxy.open("d1", "127.0.0.1", 0).await.unwrap();
+        assert_eq!(proxy.open("d1", "127.0.0.1", 0).await.unwrap(), port, "the held port is kept");
+        assert!(proxy.switch("d1", backend(old)).is_none(), "no previous backend to drain");
+        let (mut open_on_old, said) = greeting(port).await;
+        assert_eq!(said, "old");
+
+        let drain = proxy.switch("d1", backend(new)).expect("the old backend to drain");
+        assert_eq!(greeting(port).await.1, "new");
+        // The connection made before the switch still reaches the old app.
+        open_on_old.write_all(b"ping").await.unwrap();
+        let mut echo = [0u8; 4];
+        open_on_old.read_exact(&mut echo).await.unwrap();
+        assert_eq!(&echo, b"ping");
+        let waiting = tokio::spawn(drain.wait(Duration::from_secs(30)));
+        drop(open_on_old);
+        assert!(waiting.await.unwrap(), "the drain ends once the old connection closed");
+
+        proxy.close("d1");
+        assert_eq!(proxy.port("d1"), None);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while TcpListener::bind(("127.0.0.1", port)).await.is_err() {
+            assert!(tokio::time::Instant::now() < deadline, "port {port} is still held after close");
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_taken_port_gives_another_and_a_bad_address_is_named() {
+        let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let wanted = taken.local_addr().unwrap().port();
+        let proxy = PortProxy::new(Arc::new(MockRuntime::new()));
+        let port = proxy.open("d1", "127.0.0.1", wanted).await.unwrap();
+        assert_ne!(port, wanted);
+        assert_ne!(port, 0);
+        let err = proxy.open("d2", "my-laptop", 80).await.unwrap_err();
+        assert!(matches!(err, ProxyError::BadAddress(_)), "{err}");
+        assert!(err.to_string().contains("my-laptop"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_container_that_moved_is_looked_up_again() {
+        let app = greeter("app").await;
+        let mut runtime = MockRuntime::new();
+        runtime.expect_inspect().returning(|_| {
+            Ok(crate::runtime::ContainerState {
+                running: true,
+                exit_code: None,
+                error: None,
+                started_at: None,
+                restart_count: 0,
+                address: Some(Ipv4Addr::LOCALHOST.into()),
+            })
+        });
+        let proxy = PortProxy::new(Arc::new(runtime));
+        let port = proxy.open("d1", "127.0.0.1", 0).await.unwrap();
+        // An address nothing listens on (the app's old one, say).
+        let stale = Backend { address: Some(Ipv4Addr::new(127, 0, 0, 77).into()), ..backend(app) };
+        proxy.switch("d1", stale);
+        assert_eq!(greeting(port).await.1, "app");
+    }
+}
