@@ -98,9 +98,9 @@ async fn deploy(
     let image = build::build(&job, &checkout, &plan).await?;
     test::test(&job).await?;
     job.report(Status::Deploying, "starting the container").await;
-    let start::Started { container_id, public_port: host_port, fresh_port } =
+    let start::Started { container_id, public_port: host_port, fresh_port, following } =
         start::start(&job, previous.as_ref()).await?;
-    let address = match settle::settle(&job, &container_id).await {
+    let address = match settle::settle(&job, &container_id, following).await {
         Ok(address) => address,
         Err(failed) => {
             if fresh_port {
@@ -110,14 +110,16 @@ async fn deploy(
         }
     };
     // Ready: new connections go to the new container from now on, and its
-    // output (all of it, from its start) to the deployment's log.
+    // output (all of it, from its start, on an update) to the deployment's log.
     let backend = Backend {
         container_id: container_id.clone(),
         port: spec.manifest.config.port,
         address: Some(address),
     };
     let drain = shared.proxy.switch(&spec.deployment, backend);
-    shared.follow_logs(&spec.deployment, spec.generation, &container_id, false);
+    if !following {
+        shared.follow_logs(&spec.deployment, spec.generation, &container_id, false);
+    }
     if let Some(old) =
         previous.as_ref().and_then(|p| p.container_id.as_deref()).filter(|id| *id != container_id)
     {

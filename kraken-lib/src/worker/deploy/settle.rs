@@ -29,8 +29,9 @@ const LOG_READ: Duration = Duration::from_secs(5);
 const LOG_LINE_CHARS: usize = 300;
 
 /// Waits until the container accepts connections on the app's port; returns
-/// the container's address.
-pub(super) async fn settle(job: &Job<'_>, container_id: &str) -> Result<IpAddr, Failed> {
+/// the container's address. `following`: whether its output is followed
+/// into the deployment's log already.
+pub(super) async fn settle(job: &Job<'_>, container_id: &str, following: bool) -> Result<IpAddr, Failed> {
     let runtime = &job.shared.runtime;
     let port = job.spec.manifest.config.port;
     let timeout = job.shared.node.config.app_limits.ready_timeout;
@@ -88,7 +89,10 @@ pub(super) async fn settle(job: &Job<'_>, container_id: &str) -> Result<IpAddr, 
             );
         }
     };
-    let tail = log_tail(job, container_id).await;
+    let tail = log_tail(job, container_id, !following).await;
+    if following {
+        job.shared.stop_following(&job.spec.deployment);
+    }
     let _ = runtime.remove_container(container_id).await;
     job.remove_image(&job.tag).await;
     Err(Failed(match tail {
@@ -104,10 +108,11 @@ async fn keep_running(job: &Job<'_>, container_id: &str) {
     }
 }
 
-/// Copies what the container printed into the deployment's log (nothing
-/// follows a container before it is ready) and returns the last
-/// [`LOG_LINES`] lines, if any.
-async fn log_tail(job: &Job<'_>, container_id: &str) -> Option<String> {
+/// Returns the last [`LOG_LINES`] lines the container printed, if any; with
+/// `copy`, copies all it printed into the deployment's log (for a container
+/// nothing followed). Reading also gives a follower time to pick up the
+/// app's last words.
+async fn log_tail(job: &Job<'_>, container_id: &str, copy: bool) -> Option<String> {
     let until = tokio::time::Instant::now() + LOG_READ;
     let mut logs = job.shared.runtime.logs(container_id, false, false);
     let mut tail = VecDeque::with_capacity(LOG_LINES);
@@ -115,7 +120,9 @@ async fn log_tail(job: &Job<'_>, container_id: &str) -> Option<String> {
         if tail.len() == LOG_LINES {
             tail.pop_front();
         }
-        job.sink.send(&line.stream, line.line.clone());
+        if copy {
+            job.sink.send(&line.stream, line.line.clone());
+        }
         tail.push_back(
             line.line.chars().filter(|c| !c.is_control()).take(LOG_LINE_CHARS).collect::<String>(),
         );

@@ -21,6 +21,10 @@ pub(super) struct Started {
     /// Whether the port was opened for this container (and is closed again
     /// when it fails), rather than held already for the running version.
     pub(super) fresh_port: bool,
+    /// Whether the container's output is followed into the deployment's log
+    /// already: from its start when no previous version runs on; otherwise
+    /// the previous version's output is followed until the switch.
+    pub(super) following: bool,
 }
 
 /// Holds the app's port and starts its container.
@@ -66,7 +70,13 @@ pub(super) async fn start(job: &Job<'_>, previous: Option<&Active>) -> Result<St
         stop_timeout: Some(shared.node.config.app_limits.stop_timeout),
     };
     match shared.runtime.run_container(&container).await {
-        Ok((container_id, _)) => Ok(Started { container_id, public_port, fresh_port }),
+        Ok((container_id, _)) => {
+            let previous_runs = !fresh_port && previous.is_some_and(|p| p.container_id.is_some());
+            if !previous_runs {
+                shared.follow_logs(dep, spec.generation, &container_id, false);
+            }
+            Ok(Started { container_id, public_port, fresh_port, following: !previous_runs })
+        }
         Err(e) => {
             if fresh_port {
                 shared.proxy.close(dep);
