@@ -309,17 +309,18 @@ async fn every_answer_matches_the_document() {
     assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
     assert_eq!(api.get("/api/v1/platform", "/api/v1/platform").await.json()["deployment_count"], 1);
 
-    // Joining and the replica: this platform has one machine and no broker.
+    // Joining: this platform has one machine and no broker. The replica:
+    // without the join token and a proof, refused.
     let join = json!({ "node_id": "n2", "name": "other", "address": "http://127.0.0.1:1",
                        "join_token": "x", "public_key": "0".repeat(64) });
     let joined = api.call(Method::POST, "/api/v1/join", "/api/v1/join", false, Body::Json(join)).await;
     assert_eq!(joined.status, 409, "{}", joined.text);
     let replica = api.get("/api/v1/replica", "/api/v1/replica").await;
-    assert_eq!(replica.status, 409);
+    assert_eq!(replica.status, 401);
     let ack = json!({ "session": "s", "version": 1 });
     let acked =
         api.call(Method::POST, "/api/v1/replica/ack", "/api/v1/replica/ack", false, Body::Json(ack)).await;
-    assert_eq!(acked.status, 409);
+    assert_eq!(acked.status, 401);
 
     // Update, then destroy.
     let updated =

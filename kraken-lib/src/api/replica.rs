@@ -53,7 +53,7 @@ pub struct ReplicaQuery {
         (status = 200, description = "server-sent events: `snapshot` (a Snapshot), then `deployment` (a Deployment) and `node` (a NodeRecord), each with its version as the event id",
             content((String = "text/event-stream"))),
         (status = 401, description = "the join token is missing or wrong", body = ErrorBody),
-        (status = 403, description = "the caller is not this platform's rollover candidate, or its proof is not valid", body = ErrorBody),
+        (status = 403, description = "the caller is not this platform's rollover candidate, or its proof is missing or not valid", body = ErrorBody),
         (status = 409, description = "this platform has one machine: there is nothing to replicate to", body = ErrorBody),
     )
 )]
@@ -126,7 +126,7 @@ pub(super) async fn replica(
     responses(
         (status = 204, description = "confirmed"),
         (status = 401, description = "the join token is missing or wrong", body = ErrorBody),
-        (status = 403, description = "the caller is not this platform's rollover candidate, or its proof is not valid", body = ErrorBody),
+        (status = 403, description = "the caller is not this platform's rollover candidate, or its proof is missing or not valid", body = ErrorBody),
         (status = 404, description = "no such replica session (it ended); open the replica stream again", body = ErrorBody),
         (status = 409, description = "this platform has one machine: there is nothing to replicate to", body = ErrorBody),
         BodyErrors,
@@ -150,24 +150,39 @@ pub(super) async fn replica_ack(
 }
 
 /// Checks that the request comes from this platform's rollover candidate: it
-/// carries the join token (several machines only) and the proof, signed with
+/// carries the join token and the proof (both looked for first; the token
+/// itself is checked on a platform of several machines only), signed with
 /// the node key the candidate registered when it joined, that it is the node
 /// this orchestrator named as its candidate (every joined machine holds the
 /// join token). Returns the candidate's node id and the join token's hash.
 fn candidate_checked(ctx: &ApiContext, headers: &HeaderMap) -> ApiResult<(String, TokenHash)> {
+    let Some(token) = bearer(headers) else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "the replica stream needs the join token as `Authorization: Bearer <join token>`",
+        ));
+    };
+    let Some(proof) = headers.get(proof::HEADER).and_then(|v| v.to_str().ok()) else {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "the replica goes only to the rollover candidate, which shows its proof in the `{}` header",
+                proof::HEADER
+            ),
+        ));
+    };
     let Some(info) = &ctx.join else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "this platform has one machine; there is nothing to replicate to",
         ));
     };
-    if !info.token.matches(bearer(headers).unwrap_or_default()) {
+    if !info.token.matches(token) {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "the replica stream needs the join token as `Authorization: Bearer <join token>`",
         ));
     }
-    let proof = headers.get(proof::HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let state = &ctx.state;
     let asking = proof::check_replica_proof(proof, Utc::now().timestamp(), |id| {
         state.node(id).and_then(|n| n.public_key)
