@@ -8,11 +8,12 @@
 //! details go to the log, not to the client. Bad JSON, unknown ids and
 //! oversized bodies get a 4xx.
 //!
-//! One file per resource: [`deployments`](self) (list, read, create, update,
-//! destroy), logs, validate, nodes, join, platform (platform, builders, the
-//! document), health (`/ping`, `/health`, the worker's router), events,
-//! replica; auth and error hold what they all share. This file only
-//! assembles the router.
+//! One file per resource: `deployments` (list, read, create, update,
+//! destroy), `logs`, `validate`, `nodes`, `join`, `platform` (platform,
+//! builders, the document), `health` (`/ping`, `/health`, the worker's
+//! router), `events`, `replica` and `replication`; `auth`, `error` and
+//! `context` hold what they all share, `list_cache` the encoded list of
+//! deployments. This file only assembles the router.
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
