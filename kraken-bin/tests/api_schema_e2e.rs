@@ -4,8 +4,10 @@
 //! schemathesis run together in a network namespace of their own (only
 //! loopback), so the repositories the fuzzer makes up are never looked for on
 //! a real network. A bounded number of cases per operation, a fixed seed;
-//! every check schemathesis has, tuned only where
-//! `tests/fixtures/schemathesis.toml` says why. Nothing may fail, and the
+//! every check schemathesis has but `use_after_free` (`--checks all` turns
+//! on every check, whatever the configuration file says, so it is left out
+//! here; `tests/fixtures/schemathesis.toml` says why), tuned only where that
+//! file says why. Nothing may fail, and the
 //! agent's log may hold no panic.
 
 mod support;
@@ -35,7 +37,7 @@ agent=$!
 for _ in $(seq 1 300); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
 cd "$WORK"
 "$SCHEMATHESIS" --no-color --config-file "$CONFIG" run "http://127.0.0.1:$PORT/api/v1/openapi.json" \
-  -H "Authorization: Bearer $TOKEN" --checks all --exclude-path /api/v1/events \
+  -H "Authorization: Bearer $TOKEN" --checks all --exclude-checks use_after_free --exclude-path /api/v1/events \
   --max-examples 25 --seed 1 --workers 1 --request-timeout 15 --generation-database none
 status=$?
 kill -TERM "$agent"

@@ -27,7 +27,9 @@ pub type NodeId = String;
 pub const STATS_HISTORY: usize = 120;
 
 /// Where a deployment is in its lifecycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord, utoipa::ToSchema,
+)]
 pub enum Status {
     /// Accepted and stored; nothing done yet.
     DeploymentRequested,
@@ -130,7 +132,7 @@ impl fmt::Display for Status {
 }
 
 /// One entry of a deployment's status history.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StatusChange {
     /// The status entered.
     pub status: Status,
@@ -141,7 +143,7 @@ pub struct StatusChange {
 }
 
 /// What the person asked the deployment to be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum Desired {
     /// Keep it running.
     Running,
@@ -150,7 +152,7 @@ pub enum Desired {
 }
 
 /// One sample of a deployment's resource use.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StatsSample {
     /// When it was taken.
     pub at: DateTime<Utc>,
@@ -161,9 +163,10 @@ pub struct StatsSample {
 }
 
 /// Everything the platform knows about a deployment.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Deployment {
     /// Its id.
+    #[schema(value_type = String)]
     pub id: DeploymentId,
     /// The git URL.
     pub url: String,
@@ -185,6 +188,7 @@ pub struct Deployment {
     /// stale or replayed message is recognised and ignored.
     pub generation: u64,
     /// The node running (or building) it.
+    #[schema(value_type = Option<String>)]
     pub node: Option<NodeId>,
     /// Where people reach the app: `http://host:port`.
     pub address: Option<String>,
@@ -207,6 +211,7 @@ pub struct Deployment {
     pub stats: Option<ContainerStats>,
     /// Recent resource samples, oldest first (not persisted).
     #[serde(default)]
+    #[schema(value_type = Vec<StatsSample>)]
     pub stats_history: VecDeque<StatsSample>,
 }
 
@@ -287,9 +292,10 @@ impl Deployment {
 }
 
 /// A deployment in a list.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeploymentSummary {
     /// Its id.
+    #[schema(value_type = String)]
     pub id: DeploymentId,
     /// The app's name, once known.
     pub name: Option<String>,
@@ -302,6 +308,7 @@ pub struct DeploymentSummary {
     /// The current status.
     pub status: Status,
     /// The node.
+    #[schema(value_type = Option<String>)]
     pub node: Option<NodeId>,
     /// Where people reach it.
     pub address: Option<String>,

@@ -43,7 +43,7 @@ pub const CONFIG_KEYS: &[&str] = &["port", "lang", "run", "test", "dockerfile", 
 pub const MAX_NAME_LEN: usize = 63;
 
 /// A parsed and validated `shipwreck.toml`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Manifest {
     /// The `[app]` table.
     pub app: AppSection,
@@ -52,7 +52,7 @@ pub struct Manifest {
 }
 
 /// The `[app]` table: who the app is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AppSection {
     /// Required. Usable as a container and DNS name: 1–63 characters of
     /// lowercase ASCII letters, digits and `-`, starting with a letter and not
@@ -69,7 +69,7 @@ pub struct AppSection {
 }
 
 /// The `[config]` table: how the app is built and run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ConfigSection {
     /// Required. The one TCP port the app listens on inside its container, 1–65535.
     pub port: u16,

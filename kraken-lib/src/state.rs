@@ -44,6 +44,7 @@ use crate::stats::NodeStats;
 
 mod feed;
 mod log_writer;
+mod summaries;
 
 pub use feed::{Change, ReplicaFeed, Versioned};
 
@@ -121,7 +122,7 @@ pub enum KeyConflict {
 }
 
 /// One stored log line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LogLine {
     /// Its position in the deployment's log (0-based, never reused).
     pub seq: u64,
@@ -134,7 +135,7 @@ pub struct LogLine {
 }
 
 /// The role a node plays.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// It runs the orchestrator (and may run apps too).
@@ -148,7 +149,7 @@ fn runs_apps_default() -> bool {
 }
 
 /// One sample of a node's history.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NodeSample {
     /// When.
     pub at: DateTime<Utc>,
@@ -159,9 +160,10 @@ pub struct NodeSample {
 }
 
 /// What the orchestrator knows about a node.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NodeRecord {
     /// Its id.
+    #[schema(value_type = String)]
     pub id: NodeId,
     /// Its name.
     pub name: String,
@@ -183,15 +185,18 @@ pub struct NodeRecord {
     pub runs_apps: bool,
     /// The deployments it runs, as it last reported.
     #[serde(default)]
+    #[schema(value_type = Vec<String>)]
     pub deployments: Vec<DeploymentId>,
     /// Its latest statistics (not persisted).
     #[serde(default)]
     pub stats: NodeStats,
     /// Its recent statistics, oldest first (not persisted).
     #[serde(default)]
+    #[schema(value_type = Vec<NodeSample>)]
     pub history: VecDeque<NodeSample>,
     /// The key it signs its messages with, registered when it joined.
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     pub public_key: Option<PublicKey>,
 }
 

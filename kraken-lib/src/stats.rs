@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// One sample of a node's resource use.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 pub struct NodeStats {
     /// CPU use over all cores, 0–100.
     pub cpu_percent: f64,

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 /// One decision of a plan: a command (or an image) and why it was chosen.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Step {
     /// The shell command, or for a base image the image reference.
     pub command: String,
@@ -27,7 +27,7 @@ impl Step {
 /// What a builder produces: the decisions (base image, install, build and
 /// start steps, each with its reason), the Dockerfile text written from them
 /// and the directory sent as the build context.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BuildPlan {
     /// The builder that made the plan.
     pub builder: String,

@@ -2,22 +2,32 @@
 //! serialises them) and [`Client`](super::Client) (which reads them), so the
 //! two cannot drift apart.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{PublicKey, TokenHash};
 use crate::builder::plan::BuildPlan;
 use crate::deployment::{Deployment, DeploymentId, DeploymentSummary, Status};
+use crate::rollover::replication::ReplicationStatus;
 use crate::shipwreck::Manifest;
 use crate::state::{LogLine, NodeRecord};
 
 /// The body of validate and create calls.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SourceRequest {
-    /// The git URL.
+    /// An https://, http:// or git:// URL (an agent started with
+    /// `--allow-local-sources` also takes local paths and file:// URLs).
+    #[schema(
+        min_length = 1,
+        max_length = 2048,
+        pattern = r"^(?:[Hh][Tt][Tt][Pp][Ss]?|[Gg][Ii][Tt])://[^/?#\s]+"
+    )]
     pub url: String,
     /// The branch (default `main`).
     #[serde(default = "default_branch")]
+    #[schema(min_length = 1, max_length = 255, default = "main")]
     pub branch: String,
 }
 
@@ -26,9 +36,10 @@ fn default_branch() -> String {
 }
 
 /// The answer of a call that changed the platform (create, update, destroy).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct Accepted {
     /// The deployment.
+    #[schema(value_type = String)]
     pub id: DeploymentId,
     /// Its status now.
     pub status: Status,
@@ -38,7 +49,7 @@ pub struct Accepted {
 }
 
 /// The answer of drain and undrain calls.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct Drained {
     /// The node.
     pub id: String,
@@ -49,7 +60,7 @@ pub struct Drained {
 }
 
 /// What `POST /api/v1/validate` found in a repository.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct Validation {
     /// The app's manifest.
     pub manifest: Manifest,
@@ -64,7 +75,7 @@ pub struct Validation {
 }
 
 /// One page of a deployment's log.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct LogPage {
     /// The lines, oldest first.
     pub lines: Vec<LogLine>,
@@ -73,7 +84,7 @@ pub struct LogPage {
 }
 
 /// The answer of `GET /ping`: who answered.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct PingAnswer {
     /// Always `kraken`.
     pub service: String,
@@ -100,7 +111,7 @@ pub struct PingAnswer {
 }
 
 /// The answer of `GET /health`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct Health {
     /// Always true when it answers.
     pub ok: bool,
@@ -112,22 +123,76 @@ pub struct Health {
     pub epoch: u64,
 }
 
+/// The answer of `GET /api/v1/platform`: the platform at a glance.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+pub struct PlatformInfo {
+    /// The orchestrator's version.
+    pub version: String,
+    /// The orchestrator's epoch.
+    pub epoch: u64,
+    /// The node running the orchestrator.
+    pub orchestrator: OrchestratorInfo,
+    /// How many nodes the platform knows.
+    pub node_count: usize,
+    /// How many of them reported within the grace period.
+    pub nodes_up: usize,
+    /// How many deployments it holds (destroyed ones included).
+    pub deployment_count: usize,
+    /// How many deployments are in each status (statuses with none are left out).
+    pub deployments_by_status: BTreeMap<String, usize>,
+    /// Whether changes are copied to a rollover candidate before they are acknowledged.
+    pub replication: ReplicationStatus,
+}
+
+/// The node running the orchestrator, as the platform call names it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+pub struct OrchestratorInfo {
+    /// Its node id.
+    pub node_id: String,
+    /// Its name.
+    pub name: String,
+    /// Its API address.
+    pub address: String,
+}
+
+/// One builder of `GET /api/v1/builders`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+pub struct BuilderInfo {
+    /// The name a manifest's `lang` gives.
+    pub name: String,
+    /// What it builds.
+    pub description: String,
+    /// An example `shipwreck.toml` for it.
+    pub example: String,
+}
+
+/// The data of a `lagged` event of `GET /api/v1/events`: the stream fell
+/// behind and dropped events, so the records should be read again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+pub struct Lagged {
+    /// How many events were missed.
+    pub missed: u64,
+}
+
 /// An error answer's body.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// What went wrong and what would be right.
     pub error: String,
 }
 
 /// The body of a join request.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JoinRequest {
     /// The joining node's id.
+    #[schema(pattern = r"^[A-Za-z0-9_-]{1,64}$")]
     pub node_id: String,
     /// Its name.
+    #[schema(min_length = 1, max_length = 64)]
     pub name: String,
     /// Its API address.
+    #[schema(pattern = r"^https?://[^\s/?#]+")]
     pub address: String,
     /// The platform's join token.
     pub join_token: String,
@@ -137,7 +202,7 @@ pub struct JoinRequest {
 }
 
 /// The answer to a successful join.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct JoinAnswer {
     /// The broker to connect to.
     pub amqp_url: String,
@@ -150,11 +215,12 @@ pub struct JoinAnswer {
     /// The key the orchestrator signs work with; workers act only on work
     /// signed with it.
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     pub orchestrator_key: Option<PublicKey>,
 }
 
 /// The body of `POST /api/v1/replica/ack`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplicaAck {
     /// The session of the stream (from its snapshot).
@@ -164,15 +230,17 @@ pub struct ReplicaAck {
 }
 
 /// The first event of the replica stream: everything a rollover candidate needs.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Snapshot {
     /// The orchestrator's epoch.
     pub epoch: u64,
     /// The orchestrator's node id.
     pub orchestrator_id: String,
     /// The hash of the platform token (enough to check it, not to learn it).
+    #[schema(value_type = String)]
     pub token_hash: TokenHash,
     /// The hash of the join token.
+    #[schema(value_type = String)]
     pub join_token_hash: TokenHash,
     /// Every deployment, with its status history.
     pub deployments: Vec<Deployment>,

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -24,7 +24,7 @@ use tracing::{info, warn};
 use crate::deployment::{random_id, NodeId};
 
 /// Where the platform's replication stands, as `GET /api/v1/platform` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ReplicationState {
@@ -39,13 +39,14 @@ pub enum ReplicationState {
 }
 
 /// The replication status with the details people need.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReplicationStatus {
     /// The state.
     pub state: ReplicationState,
     /// Why the platform is degraded, when it is.
     pub reason: Option<String>,
     /// The node holding the copy, when one is connected.
+    #[schema(value_type = Option<String>)]
     pub candidate: Option<NodeId>,
 }
 

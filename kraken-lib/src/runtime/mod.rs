@@ -201,7 +201,7 @@ pub struct ContainerState {
 }
 
 /// One sample of a container's resource use.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 pub struct ContainerStats {
     /// CPU use in percent of one core.
     pub cpu_percent: f64,
