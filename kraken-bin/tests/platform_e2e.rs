@@ -150,6 +150,11 @@ fn static_and_dockerfile_apps_run_and_answer() {
         let id = v["id"].as_str().expect("id").to_string();
         let d = wait_status(&agent, &id, "Running", DEPLOY);
         assert!(http_body(d["address"].as_str().expect("address"), Duration::from_secs(20)).contains(body));
+        // One fetch per deployment: the worker of this agent builds the tree
+        // its orchestrator fetched to read the request, at that commit.
+        let log = wait_log(&agent, &id, "fetched when the request was read", Duration::from_secs(20));
+        assert!(log.contains(&format!("at {}", repo.head())), "the tree of the commit read:\n{log}");
+        assert!(!log.contains("fetching "), "the worker did not fetch again:\n{log}");
         ids.push((id, repo));
     }
     wait_log(&agent, &ids[1].0, "dockerfile-app serving /www on port 9000", Duration::from_secs(20));

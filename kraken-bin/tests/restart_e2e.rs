@@ -89,7 +89,7 @@ fn crashed_in(
     repo: &AppRepo,
     status: Status,
     node: &str,
-    retrieved: &kraken_lib::orchestrator::Retrieved,
+    retrieved: &kraken_lib::retrieval::Retrieved,
 ) -> Deployment {
     use Status::*;
     let now = Utc::now();
@@ -162,7 +162,7 @@ fn an_agent_started_again_resumes_or_settles_a_deployment_in_every_status_and_cl
     );
     let retrieved = tokio::runtime::Runtime::new()
         .expect("a runtime")
-        .block_on(kraken_lib::orchestrator::retrieve(
+        .block_on(kraken_lib::retrieval::retrieve(
             &fetcher,
             true,
             &repo.url(),

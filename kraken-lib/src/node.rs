@@ -24,6 +24,7 @@ use crate::bus::{Body, Bus, BusError, Channel, Envelope};
 use crate::deployment::{random_id, NodeId};
 use crate::executor::{ExecutionFailure, Executor, SetupFailure};
 use crate::fetcher::{FetchProgram, Fetcher};
+use crate::retrieval::FetchedTrees;
 use crate::runtime::AppLimits;
 use crate::source::FetchLimits;
 use crate::state::StateLimits;
@@ -161,6 +162,9 @@ pub struct GenericNode {
     trust: Arc<RwLock<Trust>>,
     /// Runs this node's fetches under its limits (one queue for the whole agent).
     pub fetcher: Fetcher,
+    /// Trees the orchestrator fetched, kept for this agent's worker so that
+    /// a deployment placed here is fetched once.
+    pub fetched: FetchedTrees,
     /// Cancelled when the node stops.
     pub shutdown: CancellationToken,
 }
@@ -203,6 +207,7 @@ impl GenericNode {
             key: None,
             trust: Arc::default(),
             fetcher,
+            fetched: FetchedTrees::default(),
             shutdown: CancellationToken::new(),
         }
     }

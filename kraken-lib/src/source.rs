@@ -289,6 +289,21 @@ pub fn check_allowed(url: &str, allow_local: bool) -> Result<(), SourceError> {
     Ok(())
 }
 
+/// Checks the form of `url` from its text alone: a network URL Kraken can
+/// fetch, a `file://` URL or a path; the part of [`validate_url`] that
+/// touches neither the disk nor the network.
+///
+/// # Errors
+/// [`SourceError::InvalidUrl`] for a form Kraken does not fetch (ssh, other
+/// schemes, empty, option-like text).
+pub fn check_url(url: &str) -> Result<(), SourceError> {
+    classify_url(url).map(|_| ())
+}
+
+fn classify_url(url: &str) -> Result<UrlKind, SourceError> {
+    classify(url).map_err(|reason| SourceError::InvalidUrl { url: url.to_string(), reason })
+}
+
 /// Checks that `url` is a URL or path Kraken can fetch, without contacting it
 /// (a local path must exist as a directory).
 ///
@@ -301,7 +316,7 @@ pub fn check_allowed(url: &str, allow_local: bool) -> Result<(), SourceError> {
 /// a local path that is not an existing directory.
 pub fn validate_url(url: &str) -> Result<String, SourceError> {
     let invalid = |reason: String| SourceError::InvalidUrl { url: url.to_string(), reason };
-    match classify(url).map_err(invalid)? {
+    match classify_url(url)? {
         UrlKind::Network | UrlKind::FileUrl => Ok(url.to_string()),
         UrlKind::LocalPath => {
             let path = Path::new(url);
