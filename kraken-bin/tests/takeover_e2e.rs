@@ -22,7 +22,7 @@ use apps::AppRepo;
 use kraken_lib::builder::{BaseImages, BuilderRegistry};
 use kraken_lib::node::NodeConfig;
 use kraken_lib::platform::{NodeRole, Platform};
-use kraken_lib::rollover::takeover::{TakeoverFaults, TakeoverStep};
+use kraken_lib::rollover::takeover::{InjectedFault, TakeoverFaults, TakeoverStep};
 use kraken_lib::runtime::DockerRuntime;
 use serde_json::{json, Value};
 use support::*;
@@ -50,6 +50,7 @@ impl Steps {
             }
             // Waiting for the test must not hold up the agent's other tasks.
             tokio::task::block_in_place(|| answer.recv_timeout(Duration::from_secs(300)).unwrap_or(Ok(())))
+                .map_err(InjectedFault::new)
         });
         (hook, Self { calls })
     }

@@ -326,13 +326,31 @@ impl GenericNode {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum NodeError {
+    /// An executor could not be set up, and trying again would not help.
+    #[error("executor {executor} failed: {}", .source.reason())]
+    Setup {
+        /// Its name.
+        executor: String,
+        /// The failure it returned.
+        #[source]
+        source: SetupFailure,
+    },
     /// An executor failed fatally.
-    #[error("executor {executor} failed: {reason}")]
+    #[error("executor {executor} failed: {}", .source.reason())]
     Executor {
         /// Its name.
         executor: String,
-        /// Why.
-        reason: String,
+        /// The failure it returned.
+        #[source]
+        source: ExecutionFailure,
+    },
+    /// An executor's task ended without returning (it panicked or was
+    /// cancelled).
+    #[error("executor task ended abnormally: {source}")]
+    Task {
+        /// Why the task ended.
+        #[source]
+        source: tokio::task::JoinError,
     },
 }
 
@@ -376,7 +394,8 @@ impl NodeRunner {
     /// Runs every executor until `shutdown` completes or one fails fatally.
     ///
     /// # Errors
-    /// [`NodeError::Executor`] for a fatal failure.
+    /// [`NodeError`] for a fatal failure of an executor (its failure as the
+    /// source) or a task that ended abnormally.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
         let token = self.node.shutdown.clone();
         let mut tasks = JoinSet::new();
@@ -400,7 +419,7 @@ impl NodeRunner {
                     }
                     Some(Err(join)) => {
                         error!(error = %join, "an executor task ended abnormally; stopping the node");
-                        result = Err(NodeError::Executor { executor: "unknown".into(), reason: join.to_string() });
+                        result = Err(NodeError::Task { source: join });
                         break;
                     }
                 },
@@ -426,7 +445,6 @@ impl NodeRunner {
 async fn drive(mut executor: Box<dyn Executor>, mut node: GenericNode) -> Result<(), NodeError> {
     let name = executor.name().to_string();
     let token = node.shutdown.clone();
-    let fatal = |reason: String| NodeError::Executor { executor: name.clone(), reason };
     'setup: loop {
         let mut backoff = crate::retry::Backoff::new(Duration::from_millis(250), SETUP_BACKOFF_MAX);
         loop {
@@ -444,7 +462,7 @@ async fn drive(mut executor: Box<dyn Executor>, mut node: GenericNode) -> Result
                         () = tokio::time::sleep(pause) => {}
                     }
                 }
-                Err(why) => return Err(fatal(why.reason())),
+                Err(source) => return Err(NodeError::Setup { executor: name.clone(), source }),
             }
         }
         info!(executor = %name, node = %node.id, "started");
@@ -474,9 +492,9 @@ async fn drive(mut executor: Box<dyn Executor>, mut node: GenericNode) -> Result
                     executor.teardown(&mut node).await;
                     return Ok(());
                 }
-                Err(why) => {
+                Err(source) => {
                     executor.teardown(&mut node).await;
-                    return Err(fatal(why.reason()));
+                    return Err(NodeError::Executor { executor: name.clone(), source });
                 }
             }
         }
@@ -570,6 +588,13 @@ mod tests {
             .expect("ends")
             .expect_err("fatal");
         assert!(err.to_string().contains("disk on fire"), "{err}");
+        match err {
+            NodeError::Executor { executor, source: ExecutionFailure::Fatal { what, .. } } => {
+                assert_eq!(executor, "failing");
+                assert_eq!(what, "disk on fire");
+            }
+            other => panic!("the executor's own failure is kept as the source: {other:?}"),
+        }
     }
 
     #[tokio::test]

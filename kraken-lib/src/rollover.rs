@@ -181,14 +181,13 @@ impl RolloverExecutor {
         Client::with_http(orchestrator, http)?.with_timeout(Duration::from_secs(2)).nodes().await
     }
 
-    fn ensure_replica(&mut self, node: &GenericNode) -> Result<(), String> {
+    fn ensure_replica(&mut self, node: &GenericNode) -> Result<(), crate::state::StateError> {
         if self.replica.is_none() {
-            let state = State::open(&node.config.data_dir.join("replica"), node.config.state_limits)
-                .map_err(|e| e.to_string())?;
+            let state = State::open(&node.config.data_dir.join("replica"), node.config.state_limits)?;
             // An older version kept the tokens in clear here; the next
             // snapshot brings their hashes.
             for legacy in ["token", "join_token"] {
-                state.remove_meta(legacy).map_err(|e| e.to_string())?;
+                state.remove_meta(legacy)?;
             }
             self.replica = Some(Replica { state, task: None });
         }
