@@ -25,7 +25,7 @@ mod kept;
 mod request;
 
 pub use error::RetrieveError;
-pub use kept::{FetchedTree, FetchedTrees};
+pub use kept::{FetchedTree, FetchedTrees, KEEP_FOR, MAX_KEPT};
 pub use request::{check_request, RequestError, MAX_BRANCH_CHARS, MAX_URL_CHARS};
 
 /// What reading a repository found.
