@@ -130,6 +130,24 @@ impl Manifest {
     /// table or key, a missing required key, a value of the wrong type, a port
     /// outside 1–65535, an app name that cannot name a container, an unknown
     /// `lang`, a `dockerfile` path outside the repository, or a bad `env` entry.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kraken_lib::shipwreck::{Manifest, FILE_NAME};
+    ///
+    /// let text = "[app]\nname = \"hello\"\n\n[config]\nport = 8080\nlang = \"python\"\n";
+    /// let manifest = Manifest::parse(FILE_NAME, text, &[])?;
+    /// assert_eq!(manifest.app.name, "hello");
+    /// assert_eq!(manifest.config.port, 8080);
+    ///
+    /// // A misspelt key is refused with where it is and what was meant.
+    /// let misspelt = text.replace("lang", "lnag");
+    /// let err = Manifest::parse(FILE_NAME, &misspelt, &[]).unwrap_err();
+    /// assert_eq!((err.line, err.column), (6, 1));
+    /// assert!(err.to_string().contains("`lang`"), "{err}");
+    /// # Ok::<(), kraken_lib::shipwreck::ShipwreckError>(())
+    /// ```
     pub fn parse(file: &str, text: &str, known_langs: &[String]) -> Result<Manifest, ShipwreckError> {
         let parser = Parser { file, text };
         let doc = ImDocument::parse(text).map_err(|e| {
