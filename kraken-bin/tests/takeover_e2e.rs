@@ -13,6 +13,7 @@
 mod apps;
 mod support;
 
+use kraken_test_support::wait_until;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
@@ -164,17 +165,6 @@ impl Drop for Candidate {
 
 fn ping_at(ip: &str, port: u16) -> Value {
     get_json_at(ip, port, "/ping").unwrap_or(Value::Null)
-}
-
-fn wait_until<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn post_at(ip: &str, port: u16, path: &str, body: Option<Value>) -> (u16, Value) {
