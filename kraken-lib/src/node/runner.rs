@@ -39,6 +39,33 @@ pub enum NodeError {
 pub struct NodeRunner {
     node: GenericNode,
     executors: Vec<Box<dyn Executor>>,
+    started_tx: tokio::sync::mpsc::UnboundedSender<Box<dyn Executor>>,
+    started_rx: tokio::sync::mpsc::UnboundedReceiver<Box<dyn Executor>>,
+}
+
+/// Starts executors on a running node beside the ones it started with, each
+/// in a task of its own (a node promoted to orchestrator starts its
+/// orchestrator this way). Cheap to clone.
+#[derive(Clone)]
+pub struct ExecutorSpawner {
+    tx: tokio::sync::mpsc::UnboundedSender<Box<dyn Executor>>,
+}
+
+impl std::fmt::Debug for ExecutorSpawner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecutorSpawner").finish_non_exhaustive()
+    }
+}
+
+impl ExecutorSpawner {
+    /// Starts `executor`, already set up on this node: the runner goes on
+    /// with its rounds, and sets it up again only if it asks to be.
+    ///
+    /// # Errors
+    /// The executor back, when the node's runner has stopped.
+    pub fn start_set_up(&self, executor: Box<dyn Executor>) -> Result<(), Box<dyn Executor>> {
+        self.tx.send(executor).map_err(|e| e.0)
+    }
 }
 
 impl std::fmt::Debug for NodeRunner {
@@ -53,7 +80,13 @@ pub(super) const TRANSIENT_BACKOFF: Duration = Duration::from_millis(250);
 impl NodeRunner {
     /// A runner for `node` with no executors yet.
     pub fn new(node: GenericNode) -> Self {
-        Self { node, executors: Vec::new() }
+        let (started_tx, started_rx) = tokio::sync::mpsc::unbounded_channel();
+        Self { node, executors: Vec::new(), started_tx, started_rx }
+    }
+
+    /// A handle that starts executors on this node once it runs.
+    pub fn spawner(&self) -> ExecutorSpawner {
+        ExecutorSpawner { tx: self.started_tx.clone() }
     }
 
     /// Adds an executor.
@@ -77,17 +110,23 @@ impl NodeRunner {
     /// # Errors
     /// [`NodeError`] for a fatal failure of an executor (its failure as the
     /// source) or a task that ended abnormally.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
         let token = self.node.shutdown.clone();
         let mut tasks = JoinSet::new();
-        for executor in self.executors {
+        for executor in std::mem::take(&mut self.executors) {
             let node = self.node.clone();
-            tasks.spawn(drive(executor, node));
+            tasks.spawn(drive(executor, node, false));
         }
         tokio::pin!(shutdown);
         let mut result = Ok(());
         loop {
             tokio::select! {
+                // First: an executor started by one that then finished is
+                // running before that one's end is looked at.
+                biased;
+                Some(executor) = self.started_rx.recv() => {
+                    tasks.spawn(drive(executor, self.node.clone(), true));
+                }
                 () = &mut shutdown => break,
                 () = token.cancelled() => break,
                 joined = tasks.join_next() => match joined {
@@ -123,30 +162,22 @@ impl NodeRunner {
     }
 }
 
-pub(super) async fn drive(mut executor: Box<dyn Executor>, mut node: GenericNode) -> Result<(), NodeError> {
+pub(super) async fn drive(
+    mut executor: Box<dyn Executor>,
+    mut node: GenericNode,
+    mut set_up: bool,
+) -> Result<(), NodeError> {
     let name = executor.name().to_string();
     let token = node.shutdown.clone();
     'setup: loop {
-        let mut backoff = crate::retry::Backoff::new(Duration::from_millis(250), SETUP_BACKOFF_MAX);
-        loop {
-            let attempt = tokio::select! {
-                () = token.cancelled() => return Ok(()),
-                r = executor.setup(&mut node) => r,
-            };
-            match attempt {
-                Ok(()) => break,
-                Err(why @ SetupFailure::Retry { .. }) => {
-                    let pause = backoff.next_pause();
-                    warn!(executor = %name, %why, retry_in = ?pause, "setup failed; retrying");
-                    tokio::select! {
-                        () = token.cancelled() => return Ok(()),
-                        () = tokio::time::sleep(pause) => {}
-                    }
-                }
-                Err(source) => return Err(NodeError::Setup { executor: name.clone(), source }),
+        if std::mem::take(&mut set_up) {
+            info!(executor = %name, node = %node.id, "started (set up already)");
+        } else {
+            if !set_up_once(&mut *executor, &mut node, &name).await? {
+                return Ok(());
             }
+            info!(executor = %name, node = %node.id, "started");
         }
-        info!(executor = %name, node = %node.id, "started");
         loop {
             let round = tokio::select! {
                 () = token.cancelled() => {
@@ -178,6 +209,35 @@ pub(super) async fn drive(mut executor: Box<dyn Executor>, mut node: GenericNode
                     return Err(NodeError::Executor { executor: name.clone(), source });
                 }
             }
+        }
+    }
+}
+
+/// Sets `executor` up, trying again with a back-off while it asks to; false
+/// when the node stopped meanwhile.
+async fn set_up_once(
+    executor: &mut dyn Executor,
+    node: &mut GenericNode,
+    name: &str,
+) -> Result<bool, NodeError> {
+    let token = node.shutdown.clone();
+    let mut backoff = crate::retry::Backoff::new(Duration::from_millis(250), SETUP_BACKOFF_MAX);
+    loop {
+        let attempt = tokio::select! {
+            () = token.cancelled() => return Ok(false),
+            r = executor.setup(node) => r,
+        };
+        match attempt {
+            Ok(()) => return Ok(true),
+            Err(why @ SetupFailure::Retry { .. }) => {
+                let pause = backoff.next_pause();
+                warn!(executor = %name, %why, retry_in = ?pause, "setup failed; retrying");
+                tokio::select! {
+                    () = token.cancelled() => return Ok(false),
+                    () = tokio::time::sleep(pause) => {}
+                }
+            }
+            Err(source) => return Err(NodeError::Setup { executor: name.to_string(), source }),
         }
     }
 }

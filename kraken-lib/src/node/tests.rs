@@ -121,3 +121,44 @@ fn identity_is_kept_across_loads() {
     assert_eq!(a.id, b.id);
     assert_eq!(a.name, "pi");
 }
+
+/// Starts a [`Counting`] executor, as already set up, then finishes.
+struct Starting {
+    spawner: ExecutorSpawner,
+    started: Option<Counting>,
+}
+
+#[async_trait::async_trait]
+impl Executor for Starting {
+    fn name(&self) -> &str {
+        "starting"
+    }
+    async fn setup(&mut self, _node: &mut GenericNode) -> Result<(), SetupFailure> {
+        Ok(())
+    }
+    async fn execute(&mut self, _node: &mut GenericNode) -> Result<(), ExecutionFailure> {
+        if let Some(next) = self.started.take() {
+            if self.spawner.start_set_up(Box::new(next)).is_err() {
+                return Err(ExecutionFailure::fatal("the runner stopped"));
+            }
+        }
+        Err(ExecutionFailure::finished("handed on"))
+    }
+}
+
+#[tokio::test]
+async fn an_executor_started_while_running_runs_without_being_set_up_again() {
+    let setups = Arc::new(AtomicUsize::new(0));
+    let rounds = Arc::new(AtomicUsize::new(0));
+    let runner = NodeRunner::new(node());
+    let started =
+        Counting { setups: setups.clone(), rounds: rounds.clone(), fail_setup_times: 0, finish_after: 3 };
+    let spawner = runner.spawner();
+    let runner = runner.with(Starting { spawner, started: Some(started) });
+    tokio::time::timeout(Duration::from_secs(10), runner.run(std::future::pending()))
+        .await
+        .expect("the runner ends once both executors finished")
+        .expect("no error");
+    assert_eq!(rounds.load(Ordering::SeqCst), 3, "the started executor ran its rounds");
+    assert_eq!(setups.load(Ordering::SeqCst), 0, "and was not set up again");
+}
