@@ -16,7 +16,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use apps::AppRepo;
-use serde_json::{json, Value};
+use serde_json::Value;
 use support::*;
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -91,18 +91,6 @@ fn wait_nodes_up(o: &Agent, count: usize, timeout: Duration) {
     }
 }
 
-fn deploy(o: &Agent, repo: &AppRepo) -> String {
-    let (status, v) = call(
-        o.port,
-        "POST",
-        "/api/v1/deployments",
-        Some(json!({"url": repo.url(), "branch": "main"})),
-        Some(TOKEN),
-    );
-    assert_eq!(status, 202, "{v}");
-    v["id"].as_str().expect("id").to_string()
-}
-
 #[test]
 fn six_apps_spread_over_three_nodes_and_move_when_a_machine_dies() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
@@ -123,7 +111,7 @@ fn six_apps_spread_over_three_nodes_and_move_when_a_machine_dies() {
         ("static-site", "hello from a static site"),
     ];
     let repos: Vec<AppRepo> = fixtures.iter().map(|(name, _)| AppRepo::new(name)).collect();
-    let ids: Vec<String> = repos.iter().map(|r| deploy(o, r)).collect();
+    let ids: Vec<String> = repos.iter().map(|r| deploy(o, &r.url())).collect();
     let mut placed: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (i, id) in ids.iter().enumerate() {
         let d = wait_status(o, id, "Running", DEPLOY);
@@ -201,11 +189,11 @@ fn a_broker_restart_under_load_loses_and_duplicates_nothing() {
     let o = &cluster.orchestrator;
     let repos: Vec<AppRepo> =
         ["node-hello", "python-hello", "static-site"].iter().map(|n| AppRepo::new(n)).collect();
-    let mut ids = vec![deploy(o, &repos[0]), deploy(o, &repos[1])];
+    let mut ids = vec![deploy(o, &repos[0].url()), deploy(o, &repos[1].url())];
     let t0 = Instant::now();
     rabbitmqctl(&["stop_app"]);
     // A request while the broker is away is accepted and kept.
-    ids.push(deploy(o, &repos[2]));
+    ids.push(deploy(o, &repos[2].url()));
     rabbitmqctl(&["start_app"]);
     rabbitmqctl(&["await_startup"]);
     eprintln!("MEASURED broker down for {:.1} s", t0.elapsed().as_secs_f64());
@@ -302,7 +290,7 @@ fn a_node_with_a_wrong_join_token_is_refused_and_garbage_is_dropped() {
         let _ = conn.close(0, "done").await;
     });
     let repo = AppRepo::new("static-site");
-    let id = deploy(o, &repo);
+    let id = deploy(o, &repo.url());
     wait_status(o, &id, "Running", DEPLOY);
     assert!(o.log().contains("not an envelope"), "the garbage was logged and dropped:\n{}", o.log());
     call(o.port, "DELETE", &format!("/api/v1/deployments/{id}"), None, Some(TOKEN));
@@ -353,7 +341,7 @@ fn an_orchestrator_without_a_broker_starts_its_own_with_generated_credentials() 
             .expect("worker joins");
     wait_nodes_up(&o, 2, Duration::from_secs(60));
     let repo = AppRepo::new("static-site");
-    let id = deploy(&o, &repo);
+    let id = deploy(&o, &repo.url());
     let d = wait_status(&o, &id, "Running", DEPLOY);
     assert_eq!(d["node"], w.node_id().as_str());
     http_body(d["address"].as_str().expect("address"), Duration::from_secs(20));
@@ -375,7 +363,7 @@ fn draining_a_node_moves_its_deployments_and_places_nothing_new_there() {
     // Everything goes to the worker while the orchestrator's node is drained.
     assert_eq!(call(o.port, "POST", &format!("/api/v1/nodes/{o_id}/drain"), None, Some(TOKEN)).0, 202);
     let repo = AppRepo::new("static-site");
-    let id = deploy(o, &repo);
+    let id = deploy(o, &repo.url());
     assert_eq!(wait_status(o, &id, "Running", DEPLOY)["node"], w_id.as_str());
     // Drain the worker and let the orchestrator's node take work again: the app moves.
     assert_eq!(call(o.port, "POST", &format!("/api/v1/nodes/{o_id}/undrain"), None, Some(TOKEN)).0, 202);
@@ -411,7 +399,7 @@ fn draining_a_node_moves_its_deployments_and_places_nothing_new_there() {
     assert!(nodes.as_array().into_iter().flatten().any(|n| n["id"] == w_id.as_str() && n["drained"] == true));
     // Nothing new lands on the drained node.
     let second = AppRepo::new("node-hello");
-    let id2 = deploy(o, &second);
+    let id2 = deploy(o, &second.url());
     assert_eq!(wait_status(o, &id2, "Running", DEPLOY)["node"], o_id.as_str());
     for id in [&id, &id2] {
         call(o.port, "DELETE", &format!("/api/v1/deployments/{id}"), None, Some(TOKEN));

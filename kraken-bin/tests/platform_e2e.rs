@@ -14,15 +14,6 @@ use support::*;
 
 const DEPLOY: Duration = Duration::from_secs(180);
 
-fn statuses(d: &Value) -> Vec<String> {
-    d["status_history"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|c| c["status"].as_str().map(String::from))
-        .collect()
-}
-
 #[test]
 fn deploy_update_and_destroy_through_the_cli_and_the_api() {
     let agent = Agent::start();
@@ -46,7 +37,7 @@ fn deploy_update_and_destroy_through_the_cli_and_the_api() {
     assert!(address.starts_with("http://127.0.0.1:"), "{address}");
     assert_eq!(http_body(&address, Duration::from_secs(20)).trim(), "hello from node");
     wait_log(&agent, &node_id, "node-hello listening on port 3000", Duration::from_secs(20));
-    let history = statuses(&d);
+    let steps = history(&d);
     for s in [
         "DeploymentRequested",
         "ValidatingDeploymentData",
@@ -56,7 +47,7 @@ fn deploy_update_and_destroy_through_the_cli_and_the_api() {
         "Deploying",
         "Running",
     ] {
-        assert!(history.iter().any(|h| h == s), "history has {s}: {history:?}");
+        assert!(steps.iter().any(|h| h == s), "history has {s}: {steps:?}");
     }
 
     // A second app wanting the same port gets another free one.
@@ -93,9 +84,9 @@ fn deploy_update_and_destroy_through_the_cli_and_the_api() {
     let py_id = created["id"].as_str().expect("id").to_string();
     let d = wait_status(&agent, &py_id, "Running", DEPLOY);
     assert!(
-        statuses(&d).iter().any(|s| s == "TestingDeployment"),
+        history(&d).iter().any(|s| s == "TestingDeployment"),
         "the manifest's test ran: {:?}",
-        statuses(&d)
+        history(&d)
     );
     assert_eq!(
         http_body(d["address"].as_str().expect("address"), Duration::from_secs(20)).trim(),
@@ -150,6 +141,11 @@ fn static_and_dockerfile_apps_run_and_answer() {
         let id = v["id"].as_str().expect("id").to_string();
         let d = wait_status(&agent, &id, "Running", DEPLOY);
         assert!(http_body(d["address"].as_str().expect("address"), Duration::from_secs(20)).contains(body));
+        // One fetch per deployment: the worker of this agent builds the tree
+        // its orchestrator fetched to read the request, at that commit.
+        let log = wait_log(&agent, &id, "fetched when the request was read", Duration::from_secs(20));
+        assert!(log.contains(&format!("at {}", repo.head())), "the tree of the commit read:\n{log}");
+        assert!(!log.contains("fetching "), "the worker did not fetch again:\n{log}");
         ids.push((id, repo));
     }
     wait_log(&agent, &ids[1].0, "dockerfile-app serving /www on port 9000", Duration::from_secs(20));
@@ -292,8 +288,8 @@ fn a_restart_keeps_deployments_and_their_containers() {
         let restarted = Agent::start_in(&data_dir, port);
         for (i, id) in ids.iter().enumerate() {
             let d = wait_status(&restarted, id, "Running", Duration::from_secs(30));
-            let old = statuses(&before[i]);
-            let now = statuses(&d);
+            let old = history(&before[i]);
+            let now = history(&d);
             assert!(
                 now.len() >= old.len() && now[..old.len()] == old[..],
                 "round {round}: history kept: {old:?} vs {now:?}"

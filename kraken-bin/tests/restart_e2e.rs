@@ -89,7 +89,7 @@ fn crashed_in(
     repo: &AppRepo,
     status: Status,
     node: &str,
-    retrieved: &kraken_lib::orchestrator::Retrieved,
+    retrieved: &kraken_lib::retrieval::Retrieved,
 ) -> Deployment {
     use Status::*;
     let now = Utc::now();
@@ -162,7 +162,7 @@ fn an_agent_started_again_resumes_or_settles_a_deployment_in_every_status_and_cl
     );
     let retrieved = tokio::runtime::Runtime::new()
         .expect("a runtime")
-        .block_on(kraken_lib::orchestrator::retrieve(
+        .block_on(kraken_lib::retrieval::retrieve(
             &fetcher,
             true,
             &repo.url(),
@@ -346,18 +346,6 @@ fn slow_repos() -> (AppRepo, AppRepo) {
     (building, testing)
 }
 
-fn create(agent: &Agent, repo: &AppRepo) -> String {
-    let (status, v) = call(
-        agent.port,
-        "POST",
-        "/api/v1/deployments",
-        Some(json!({"url": repo.url(), "branch": "main"})),
-        Some(TOKEN),
-    );
-    assert_eq!(status, 202, "{v}");
-    v["id"].as_str().expect("id").to_string()
-}
-
 fn wait_in(agent: &Agent, id: &str, status: &str) {
     let deadline = Instant::now() + DEPLOY;
     while deployment(agent, id)["status"] != status {
@@ -374,21 +362,21 @@ fn stopped_with_sigterm_or_sigkill_mid_build_mid_test_or_waiting_every_deploymen
     let port = agent.port;
     let node = agent.node_id();
     let running_repo = AppRepo::new("node-hello");
-    let running = create(&agent, &running_repo);
+    let running = deploy(&agent, &running_repo.url());
     let before = wait_settled(&agent, &running, "Running");
     let running_container = containers_of(&running);
 
     for how in ["TERM", "KILL"] {
         let (building_repo, testing_repo) = slow_repos();
-        let building = create(&agent, &building_repo);
-        let testing = create(&agent, &testing_repo);
+        let building = deploy(&agent, &building_repo.url());
+        let testing = deploy(&agent, &testing_repo.url());
         wait_in(&agent, &building, "BuildingDeployment");
         wait_in(&agent, &testing, "TestingDeployment");
         // The only node drained: a new request waits in DelegatingDeployment.
         let (status, _) = call(port, "POST", &format!("/api/v1/nodes/{node}/drain"), None, Some(TOKEN));
         assert_eq!(status, 202);
         let late_repo = AppRepo::new("static-site");
-        let waiting = create(&agent, &late_repo);
+        let waiting = deploy(&agent, &late_repo.url());
         wait_in(&agent, &waiting, "DelegatingDeployment");
         let test_containers = of_role(&node, "test");
         assert!(!test_containers.is_empty(), "the test command runs in its container");

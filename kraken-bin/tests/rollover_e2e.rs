@@ -8,6 +8,7 @@
 mod apps;
 mod support;
 
+use kraken_test_support::wait_until;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -40,17 +41,6 @@ fn nodes_at(agent: &Agent) -> Vec<Value> {
 
 fn ping(agent: &Agent) -> Value {
     get_json_at(&agent.ip, agent.port, "/ping").unwrap_or(Value::Null)
-}
-
-fn wait_until<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn deployment_at(agent: &Agent, id: &str) -> Value {

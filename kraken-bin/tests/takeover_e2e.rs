@@ -13,6 +13,7 @@
 mod apps;
 mod support;
 
+use kraken_test_support::wait_until;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
@@ -22,7 +23,7 @@ use apps::AppRepo;
 use kraken_lib::builder::{BaseImages, BuilderRegistry};
 use kraken_lib::node::NodeConfig;
 use kraken_lib::platform::{NodeRole, Platform};
-use kraken_lib::rollover::takeover::{TakeoverFaults, TakeoverStep};
+use kraken_lib::rollover::takeover::{InjectedFault, TakeoverFaults, TakeoverStep};
 use kraken_lib::runtime::DockerRuntime;
 use serde_json::{json, Value};
 use support::*;
@@ -50,6 +51,7 @@ impl Steps {
             }
             // Waiting for the test must not hold up the agent's other tasks.
             tokio::task::block_in_place(|| answer.recv_timeout(Duration::from_secs(300)).unwrap_or(Ok(())))
+                .map_err(InjectedFault::new)
         });
         (hook, Self { calls })
     }
@@ -163,17 +165,6 @@ impl Drop for Candidate {
 
 fn ping_at(ip: &str, port: u16) -> Value {
     get_json_at(ip, port, "/ping").unwrap_or(Value::Null)
-}
-
-fn wait_until<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn post_at(ip: &str, port: u16, path: &str, body: Option<Value>) -> (u16, Value) {

@@ -15,6 +15,8 @@
 //! - [`shipwreck`]: parse and validate `shipwreck.toml`.
 //! - [`builder`]: the `Builder` trait, the registry, build plans as data, and one module per built-in builder.
 //! - [`source`]: fetch a git URL + branch with `git2`.
+//! - [`retrieval`]: read a repository for a deployment: check the request, fetch, validate
+//!   the manifest, choose the builder, make the plan; trees kept so a deployment is fetched once.
 //! - [`fetcher`]: bounded fetching: each fetch in a child process with time limits, a queue.
 //! - [`log_sink`]: a deployment's log lines batched onto the bus through a bounded queue.
 //! - [`output`]: what containers print, split into lines in bounded memory and linear time.
@@ -88,6 +90,7 @@ pub mod orchestrator;
 pub mod output;
 pub mod platform;
 pub mod proxy;
+pub mod retrieval;
 pub mod retry;
 pub mod role;
 pub mod rollover;

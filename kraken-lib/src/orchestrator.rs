@@ -19,8 +19,8 @@
 //! - `reconcile`: one pass as a pure function from (deployments, nodes,
 //!   time, what was sent) to actions and when to pass again.
 //! - `placement`: the least-loaded node that can take new work.
-//! - `retrieval`: fetching a repository in a task of its own and handing
-//!   the deployment on once it is read.
+//! - `retrieval`: reading a repository (through [`crate::retrieval`]) in a
+//!   task of its own and handing the deployment on once it is read.
 //! - `reports`: what workers report; work a node lost is judged by `resume`.
 //! - `resume`: what to do about a deployment its node's report does not
 //!   account for.
@@ -35,14 +35,11 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 use tracing::warn;
 
-use crate::builder::{BuildPlan, BuilderRegistry, Detection};
+use crate::builder::BuilderRegistry;
 use crate::bus::{Body, Channel, Subscription};
 use crate::deployment::DeploymentId;
 use crate::executor::{ExecutionFailure, Executor, SetupFailure};
-use crate::fetcher::Fetcher;
 use crate::node::GenericNode;
-use crate::shipwreck::{Manifest, FILE_NAME};
-use crate::source;
 use crate::state::State;
 
 mod actions;
@@ -70,114 +67,6 @@ const STALL: Duration = Duration::from_millis(500);
 /// beyond the grace to (re)connect (the bus's longest pause between two
 /// reconnection attempts).
 const RECONNECT_ALLOWANCE: Duration = Duration::from_secs(5);
-
-/// What reading a repository found.
-#[derive(Debug, Clone)]
-pub struct Retrieved {
-    /// The commit read.
-    pub commit: String,
-    /// The validated manifest.
-    pub manifest: Manifest,
-    /// The builder chosen and why.
-    pub detection: Detection,
-    /// The whole build plan (base image, install, build and start steps with
-    /// their reasons, the Dockerfile), made here so that a request whose plan
-    /// fails is refused before anything is delegated.
-    pub plan: Box<BuildPlan>,
-}
-
-/// Why reading a repository failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum RetrieveError {
-    /// Too many repositories are being fetched; asking again later may succeed.
-    #[error("{0}")]
-    Busy(String),
-    /// The repository or its manifest cannot be deployed; the message says why.
-    #[error("{0}")]
-    Refused(String),
-}
-
-/// Fetches `branch` of `url` with `fetcher` into a temporary directory under
-/// `work_root`, validates its `shipwreck.toml`, chooses its builder and makes
-/// the whole build plan. With
-/// `wait`, waits for a place in the fetch queue; without, is refused with
-/// [`RetrieveError::Busy`] when the queue is full.
-///
-/// # Errors
-/// [`RetrieveError`] with a message a person can act on (naming no path of
-/// this machine beyond what was given).
-pub async fn retrieve(
-    fetcher: &Fetcher,
-    wait: bool,
-    url: &str,
-    branch: &str,
-    registry: &BuilderRegistry,
-    work_root: &std::path::Path,
-) -> Result<Retrieved, RetrieveError> {
-    let refused = RetrieveError::Refused;
-    let dir = crate::auth::files::private_dir(work_root)
-        .and_then(|()| tempfile::Builder::new().prefix("fetch-").tempdir_in(work_root))
-        .map_err(|e| {
-            warn!(root = %work_root.display(), error = %e, "cannot make a directory for a checkout");
-            refused(format!(
-                "this machine cannot make a directory for the checkout ({e}); its log has the details"
-            ))
-        })?;
-    let dest = dir.path().join("src");
-    let fetched = if wait {
-        fetcher.fetch(url, branch, None, &dest).await
-    } else {
-        fetcher.try_fetch(url, branch, None, &dest).await
-    };
-    let checkout = fetched.map_err(|e| {
-        if e.is_busy() {
-            RetrieveError::Busy(e.to_string())
-        } else {
-            refused(e.to_string())
-        }
-    })?;
-    let registry = registry.clone();
-    let hide = fetcher.clone();
-    tokio::task::spawn_blocking(move || {
-        let refused = |e: String| refused(hide.hide_paths(&e, &dest));
-        let manifest = Manifest::parse(FILE_NAME, &checkout.manifest_text, &registry.names())
-            .map_err(|e| refused(e.to_string()))?;
-        let (plan, detection) = registry
-            .plan(&checkout.dir, &manifest)
-            .map_err(|e| refused(format!("could not prepare the build: {e}")))?;
-        // The checkout goes with `dir`, here, once it was read; the plan is
-        // kept as data (what validate shows and the history records).
-        drop(dir);
-        Ok(Retrieved { commit: checkout.commit, manifest, detection, plan: Box::new(plan) })
-    })
-    .await
-    .map_err(|e| refused(format!("reading the checkout failed: {e}")))?
-}
-
-/// Checks a deployment request's fields before anything is fetched; local
-/// sources (paths, `file://`) only when `allow_local`.
-///
-/// # Errors
-/// What is wrong and what would be right.
-pub fn check_request(url: &str, branch: &str, allow_local: bool) -> Result<(), String> {
-    if url.trim().is_empty() {
-        return Err("the git URL is empty; give an https://, http:// or git:// URL".into());
-    }
-    if url.len() > 2048 {
-        return Err("the git URL is longer than 2048 characters".into());
-    }
-    source::check_allowed(url.trim(), allow_local).map_err(|e| e.to_string())?;
-    if branch.trim().is_empty() {
-        return Err("the branch is empty; give a branch name such as main".into());
-    }
-    if branch.chars().count() > 255 {
-        return Err("the branch name is longer than 255 characters".into());
-    }
-    // Through the source's own check: it refuses control characters (a NUL
-    // would make git's name check panic) before asking git.
-    source::validate_branch(branch).map_err(|e| e.to_string())
-}
 
 /// The orchestrator role of a node.
 pub struct OrchestrationExecutor {
@@ -408,24 +297,5 @@ impl Executor for OrchestrationExecutor {
         }
         d.ack().await;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn requests_are_checked_before_fetching() {
-        assert!(check_request("https://example.org/app.git", "main", false).is_ok());
-        assert!(check_request("", "main", false).unwrap_err().contains("empty"));
-        assert!(check_request("/srv/app", "", true).unwrap_err().contains("branch"));
-        assert!(check_request("/srv/app", "bad..name", true).unwrap_err().contains("not a valid branch"));
-        assert!(check_request(&"x".repeat(3000), "main", false).unwrap_err().contains("2048"));
-        assert!(check_request("/srv/app", "main", false).unwrap_err().contains("--allow-local-sources"));
-        assert!(check_request("file:///srv/app", "main", false)
-            .unwrap_err()
-            .contains("--allow-local-sources"));
-        assert!(check_request("/srv/app", "main", true).is_ok());
     }
 }

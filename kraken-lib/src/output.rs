@@ -5,6 +5,11 @@
 //! turns output frames into lines looking at every byte once and keeping at
 //! most [`MAX_LINE_BYTES`] of a line (the rest of a longer line is dropped and
 //! the line ends with ` […]`); [`Tail`] keeps only the end of an output.
+//!
+//! `tokio_util::codec::LinesCodec` with a maximum length was considered: it
+//! drops a line over the limit whole (and reports an error), where Kraken
+//! keeps its beginning, marked as cut, so a person sees what the app said;
+//! and it decodes one stream, where frames here interleave stdout and stderr.
 
 use std::collections::VecDeque;
 

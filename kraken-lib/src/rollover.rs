@@ -46,7 +46,6 @@ use crate::client::{Client, ClientError};
 use crate::deployment::NodeId;
 use crate::executor::{ExecutionFailure, Executor, SetupFailure};
 use crate::node::GenericNode;
-use crate::orchestrator::OrchestrationExecutor;
 use crate::state::{NodeRecord, State};
 use takeover::{Takeover, TakeoverFaults};
 
@@ -108,6 +107,9 @@ pub struct TakeoverKit {
     pub runtime: Arc<dyn crate::runtime::Runtime>,
     /// Faults to inject into the takeover's steps (tests); `None` in real use.
     pub faults: Option<TakeoverFaults>,
+    /// Starts the orchestrator on this node's runner once it took over, beside
+    /// the node's other executors ([`crate::node::NodeRunner::spawner`]).
+    pub spawner: crate::node::ExecutorSpawner,
 }
 
 impl std::fmt::Debug for TakeoverKit {
@@ -133,12 +135,13 @@ pub struct RolloverExecutor {
     keys: HashMap<NodeId, PublicKey>,
     replica: Option<Replica>,
     takeover: Option<Takeover>,
-    leader: Option<OrchestrationExecutor>,
 }
 
 impl std::fmt::Debug for RolloverExecutor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RolloverExecutor").field("leading", &self.leader.is_some()).finish_non_exhaustive()
+        f.debug_struct("RolloverExecutor")
+            .field("taking_over", &self.takeover.is_some())
+            .finish_non_exhaustive()
     }
 }
 
@@ -167,7 +170,6 @@ impl RolloverExecutor {
             keys: HashMap::new(),
             replica: None,
             takeover: None,
-            leader: None,
         }
     }
 
@@ -181,14 +183,13 @@ impl RolloverExecutor {
         Client::with_http(orchestrator, http)?.with_timeout(Duration::from_secs(2)).nodes().await
     }
 
-    fn ensure_replica(&mut self, node: &GenericNode) -> Result<(), String> {
+    fn ensure_replica(&mut self, node: &GenericNode) -> Result<(), crate::state::StateError> {
         if self.replica.is_none() {
-            let state = State::open(&node.config.data_dir.join("replica"), node.config.state_limits)
-                .map_err(|e| e.to_string())?;
+            let state = State::open(&node.config.data_dir.join("replica"), node.config.state_limits)?;
             // An older version kept the tokens in clear here; the next
             // snapshot brings their hashes.
             for legacy in ["token", "join_token"] {
-                state.remove_meta(legacy).map_err(|e| e.to_string())?;
+                state.remove_meta(legacy)?;
             }
             self.replica = Some(Replica { state, task: None });
         }
@@ -244,7 +245,13 @@ impl RolloverExecutor {
         match takeover.attempt(node, &state, &mut self.kit).await {
             Ok(leader) => {
                 self.takeover = None;
-                self.leader = Some(leader);
+                // The orchestrator runs in a task of its own on this node's
+                // runner, as on a node started as orchestrator; watching
+                // for a missing orchestrator ends here.
+                if self.kit.spawner.start_set_up(Box::new(leader)).is_err() {
+                    return Ok(()); // The node is stopping.
+                }
+                return Err(ExecutionFailure::finished("this node leads the platform now"));
             }
             Err(e) => takeover.failed(&e),
         }
@@ -301,9 +308,6 @@ impl Executor for RolloverExecutor {
     }
 
     async fn execute(&mut self, node: &mut GenericNode) -> Result<(), ExecutionFailure> {
-        if let Some(leader) = self.leader.as_mut() {
-            return leader.execute(node).await;
-        }
         tokio::select! {
             () = node.shutdown.cancelled() => return Ok(()),
             () = tokio::time::sleep(POLL) => {}
@@ -371,9 +375,6 @@ impl Executor for RolloverExecutor {
 
     async fn teardown(&mut self, node: &mut GenericNode) {
         self.stop_replica(node);
-        if let Some(leader) = self.leader.as_mut() {
-            leader.teardown(node).await;
-        }
     }
 }
 

@@ -276,6 +276,21 @@ impl State {
     /// # Errors
     /// [`StateError::InUse`] when another process has it open; other variants
     /// when the directory or database cannot be used.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kraken_lib::deployment::Status;
+    /// use kraken_lib::state::{State, StateLimits};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// let state = State::open(dir.path(), StateLimits::default())?;
+    /// let d = state.create_deployment("https://example.org/app.git", "main")?;
+    /// assert_eq!(state.deployment(&d.id).map(|d| d.status), Some(Status::DeploymentRequested));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn open(dir: &Path, limits: StateLimits) -> Result<Self, StateError> {
         // The database holds the platform's secrets (token hashes, broker
         // credentials): its directory and file are private from creation.

@@ -1,6 +1,7 @@
 //! Helpers shared by the tests of Kraken's crates: the local base image the
-//! tests build on, what `docker` prints, and TCP ports that no other test
-//! (in this process or another) is given at the same time.
+//! tests build on, what `docker` prints, TCP ports that no other test (in
+//! this process or another) is given at the same time, and waiting for a
+//! condition with a deadline.
 //!
 //! ## Ports without a race
 //!
@@ -22,6 +23,7 @@ use std::net::{Ipv4Addr, TcpListener};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
 
 /// The local image the tests build on: `KRAKEN_TEST_BASE_IMAGE`, else
 /// `kraken-test-base:bookworm-v2`.
@@ -121,6 +123,22 @@ fn claim(port: u16) -> bool {
         }
     }
     false
+}
+
+/// Asks `check` every 100 ms until it gives a value, and returns it; fails
+/// the test, naming `what`, when `timeout` passes first.
+///
+/// # Panics
+/// When `check` gave nothing within `timeout`.
+pub fn wait_until<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[cfg(test)]

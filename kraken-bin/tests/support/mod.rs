@@ -355,3 +355,11 @@ pub fn history(d: &Value) -> Vec<String> {
         .filter_map(|c| c["status"].as_str().map(String::from))
         .collect()
 }
+
+/// Requests a deployment of `url` (branch `main`) from `agent`; its id.
+pub fn deploy(agent: &Agent, url: &str) -> String {
+    let body = serde_json::json!({"url": url, "branch": "main"});
+    let (status, v) = call(agent.port, "POST", "/api/v1/deployments", Some(body), Some(TOKEN));
+    assert_eq!(status, 202, "{v}");
+    v["id"].as_str().expect("id").to_string()
+}

@@ -12,7 +12,7 @@ use chrono::Utc;
 
 use crate::client::dto::{Accepted, ErrorBody, SourceRequest};
 use crate::deployment::{Deployment, DeploymentSummary, Desired, Status};
-use crate::orchestrator::check_request;
+use crate::retrieval::check_request;
 
 use super::auth::Authorized;
 use super::error::{ApiError, ApiResult, BodyErrors};
@@ -77,7 +77,7 @@ pub(super) async fn create_deployment(
 ) -> ApiResult<(StatusCode, Json<Accepted>)> {
     let Json(req) = body?;
     check_request(&req.url, &req.branch, ctx.node.config.allow_local_sources)
-        .map_err(|m| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, m))?;
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
     let d = ctx
         .state
         .create_deployment(req.url.trim(), req.branch.trim())

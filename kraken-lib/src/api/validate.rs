@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::Json;
 
 use crate::client::dto::{ErrorBody, SourceRequest, Validation};
-use crate::orchestrator::{check_request, retrieve, RetrieveError};
+use crate::retrieval::{check_request, retrieve};
 
 use super::auth::Authorized;
 use super::error::{ApiError, ApiResult, BodyErrors};
@@ -36,15 +36,16 @@ pub(super) async fn validate(
 ) -> ApiResult<Json<Validation>> {
     let Json(req) = body?;
     check_request(&req.url, &req.branch, ctx.node.config.allow_local_sources)
-        .map_err(|m| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, m))?;
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
     let root = ctx.node.config.data_dir.join("validate");
     // A check waits in the fetch queue only while there is room; else it is
     // refused at once (503), so checks can never pile up.
     let found = retrieve(&ctx.node.fetcher, false, req.url.trim(), req.branch.trim(), &ctx.registry, &root)
         .await
-        .map_err(|e| match e {
-            RetrieveError::Busy(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m),
-            other => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, other.to_string()),
+        .map_err(|e| {
+            let status =
+                if e.is_busy() { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::UNPROCESSABLE_ENTITY };
+            ApiError::new(status, e.to_string())
         })?;
     Ok(Json(Validation {
         manifest: found.manifest,

@@ -25,31 +25,60 @@ pub fn replica_proof(key: &NodeKey, node_id: &str, now: i64) -> String {
     format!("{node_id} {now} {}", hex::encode(key.sign(&message(node_id, now))))
 }
 
+/// Why a node proof is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProofError {
+    /// The header is not `<node id> <unix time> <signature hex>`.
+    #[error("the node proof is malformed")]
+    Malformed,
+    /// The time is not a number.
+    #[error("the node proof's time is not a number")]
+    BadTime,
+    /// The time is further than [`MAX_SKEW_SECS`] from the receiver's clock.
+    #[error("the node proof is too old or from the future; are the machines' clocks right?")]
+    OutOfTime,
+    /// The signature is not hex.
+    #[error("the node proof's signature is not hex")]
+    BadSignature,
+    /// The receiver knows no key for the node named.
+    #[error("node `{node}` has no key registered here")]
+    UnknownNode {
+        /// The node the proof names.
+        node: String,
+    },
+    /// The signature is not the named node's.
+    #[error("the node proof is not signed with node `{node}`'s key")]
+    WrongKey {
+        /// The node the proof names.
+        node: String,
+    },
+}
+
 /// The node id a proof names, once its signature checks out with the key
 /// `key_of` gives for that node and its time is within [`MAX_SKEW_SECS`] of `now`.
 ///
 /// # Errors
-/// What is wrong with the proof, for the answer.
+/// [`ProofError`]: what is wrong with the proof, for the answer.
 pub fn check_replica_proof(
     value: &str,
     now: i64,
     key_of: impl FnOnce(&str) -> Option<PublicKey>,
-) -> Result<String, String> {
+) -> Result<String, ProofError> {
     let mut parts = value.split(' ');
     let (Some(node_id), Some(at), Some(signature), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err("the node proof is malformed".into());
+        return Err(ProofError::Malformed);
     };
-    let at: i64 = at.parse().map_err(|_| "the node proof's time is not a number".to_string())?;
+    let at: i64 = at.parse().map_err(|_| ProofError::BadTime)?;
     if (now - at).abs() > MAX_SKEW_SECS {
-        return Err("the node proof is too old or from the future; are the machines' clocks right?".into());
+        return Err(ProofError::OutOfTime);
     }
-    let signature =
-        hex::decode(signature).map_err(|_| "the node proof's signature is not hex".to_string())?;
-    let key = key_of(node_id).ok_or_else(|| format!("node `{node_id}` has no key registered here"))?;
+    let signature = hex::decode(signature).map_err(|_| ProofError::BadSignature)?;
+    let key = key_of(node_id).ok_or_else(|| ProofError::UnknownNode { node: node_id.to_string() })?;
     if !key.verify(&message(node_id, at), &signature) {
-        return Err(format!("the node proof is not signed with node `{node_id}`'s key"));
+        return Err(ProofError::WrongKey { node: node_id.to_string() });
     }
     Ok(node_id.to_string())
 }
@@ -64,12 +93,19 @@ mod tests {
         let other = NodeKey::generate().expect("key");
         let proof = replica_proof(&key, "n1", 1_000_000);
         assert_eq!(check_replica_proof(&proof, 1_000_010, |_| Some(key.public())), Ok("n1".to_string()));
-        assert!(check_replica_proof(&proof, 1_000_010, |_| Some(other.public())).is_err());
-        assert!(check_replica_proof(&proof, 1_000_010, |_| None).is_err());
-        assert!(check_replica_proof(&proof, 1_000_000 + MAX_SKEW_SECS + 1, |_| Some(key.public())).is_err());
+        let wrong_key = ProofError::WrongKey { node: "n1".into() };
+        assert_eq!(check_replica_proof(&proof, 1_000_010, |_| Some(other.public())), Err(wrong_key));
+        let unknown = ProofError::UnknownNode { node: "n1".into() };
+        assert_eq!(check_replica_proof(&proof, 1_000_010, |_| None), Err(unknown));
+        let late = check_replica_proof(&proof, 1_000_000 + MAX_SKEW_SECS + 1, |_| Some(key.public()));
+        assert_eq!(late, Err(ProofError::OutOfTime));
         let forged = proof.replacen("n1", "n2", 1);
-        assert!(check_replica_proof(&forged, 1_000_010, |_| Some(key.public())).is_err());
-        assert!(check_replica_proof("n1 x y", 1_000_010, |_| Some(key.public())).is_err());
-        assert!(check_replica_proof("", 1_000_010, |_| Some(key.public())).is_err());
+        let forged = check_replica_proof(&forged, 1_000_010, |_| Some(key.public()));
+        assert_eq!(forged, Err(ProofError::WrongKey { node: "n2".into() }));
+        assert_eq!(
+            check_replica_proof("n1 x y", 1_000_010, |_| Some(key.public())),
+            Err(ProofError::BadTime)
+        );
+        assert_eq!(check_replica_proof("", 1_000_010, |_| Some(key.public())), Err(ProofError::Malformed));
     }
 }

@@ -155,6 +155,15 @@ impl BuilderRegistry {
     /// A registry with the built-in builders, in detection order: `dockerfile`,
     /// `node`, `python`, `static`, then `python3.6` (never detected, only
     /// chosen by `lang`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use kraken_lib::builder::{BaseImages, BuilderRegistry};
+    ///
+    /// let registry = BuilderRegistry::with_builtins(BaseImages::defaults());
+    /// assert_eq!(registry.names(), ["dockerfile", "node", "python", "static", "python3.6"]);
+    /// ```
     pub fn with_builtins(images: BaseImages) -> Self {
         let mut r = Self::empty(images);
         r.register(DockerfileBuilder);

@@ -132,6 +132,20 @@ impl Client {
     ///
     /// [`ClientError::BadAddress`] for an unusable address,
     /// [`ClientError::Setup`] when no HTTP client can be made.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use kraken_lib::client::{Client, SourceRequest};
+    ///
+    /// # async fn run() -> Result<(), kraken_lib::client::ClientError> {
+    /// let client = Client::new("192.168.1.20")?.with_token("the platform token");
+    /// let source = SourceRequest { url: "https://example.org/app.git".into(), branch: "main".into() };
+    /// let accepted = client.create(&source).await?;
+    /// println!("deployment {} is {}", accepted.id, client.deployment(&accepted.id).await?.status);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn new(address: &str) -> Result<Self, ClientError> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))

@@ -16,14 +16,35 @@ pub struct SseMessage {
 
 /// Splits a server-sent event stream into messages, chunk by chunk. Bytes are
 /// kept until a message is complete, so a character split across chunks
-/// arrives whole. Each byte is searched once for the end of its message, and
-/// a message larger than the decoder's limit ([`SseDecoder::MAX_MESSAGE_BYTES`]
-/// by default) is dropped rather than kept growing.
+/// arrives whole. Lines may end in `\n`, `\r\n` or `\r` (as the event-stream
+/// format allows); a blank line ends a message. Each byte is looked at once,
+/// and a message larger than the decoder's limit
+/// ([`SseDecoder::MAX_MESSAGE_BYTES`] by default) is dropped rather than kept
+/// growing.
+///
+/// (A crate was considered: `eventsource-stream` keeps whatever a message
+/// grows to, with no limit, which a replica or log stream from a confused
+/// server must not be able to do here.)
+///
+/// # Examples
+///
+/// ```
+/// use kraken_lib::client::{SseDecoder, SseMessage};
+///
+/// let mut decoder = SseDecoder::new();
+/// assert!(decoder.push(b"event: log\r\ndata: hel").is_empty());
+/// let messages = decoder.push(b"lo\r\n\r\n");
+/// assert_eq!(messages, [SseMessage { event: "log".into(), id: None, data: "hello".into() }]);
+/// ```
 #[derive(Debug)]
 pub struct SseDecoder {
     pending: Vec<u8>,
-    /// Where in `pending` the search for the end of a message goes on.
+    /// How much of `pending` was looked at already.
     searched: usize,
+    /// Whether the last byte looked at ended a line (so a line ending next is a blank line).
+    line_ended: bool,
+    /// Whether the last byte looked at was a `\r` (so a `\n` next belongs to it).
+    after_cr: bool,
     /// Whether the current message went over the limit (it is skipped up to its end).
     skipping: bool,
     limit: usize,
@@ -46,7 +67,14 @@ impl SseDecoder {
 
     /// A decoder that drops messages larger than `limit` bytes.
     pub fn with_limit(limit: usize) -> Self {
-        Self { pending: Vec::new(), searched: 0, skipping: false, limit: limit.max(2) }
+        Self {
+            pending: Vec::new(),
+            searched: 0,
+            line_ended: true,
+            after_cr: false,
+            skipping: false,
+            limit: limit.max(2),
+        }
     }
 
     /// Adds `chunk` and returns the messages it completed.
@@ -54,18 +82,30 @@ impl SseDecoder {
         self.pending.extend_from_slice(chunk);
         let mut messages = Vec::new();
         let mut start = 0;
-        // Resume one byte back: a "\n\n" may straddle two chunks.
-        let mut at = self.searched.saturating_sub(1).max(start);
-        while let Some(found) = self.pending[at..].windows(2).position(|w| w == b"\n\n") {
-            let end = at + found + 2;
+        for at in self.searched..self.pending.len() {
+            let byte = self.pending[at];
+            if byte == b'\n' && self.after_cr {
+                // The second half of a `\r\n` already counted.
+                self.after_cr = false;
+                continue;
+            }
+            self.after_cr = byte == b'\r';
+            if byte != b'\n' && byte != b'\r' {
+                self.line_ended = false;
+                continue;
+            }
+            if !self.line_ended {
+                self.line_ended = true;
+                continue;
+            }
+            // A blank line: the message ends here.
             if !self.skipping {
-                if let Some(message) = parse_sse_block(&self.pending[start..end]) {
+                if let Some(message) = parse_sse_block(&self.pending[start..at]) {
                     messages.push(message);
                 }
             }
             self.skipping = false;
-            start = end;
-            at = end;
+            start = at + 1;
         }
         self.pending.drain(..start);
         self.searched = self.pending.len();
@@ -79,12 +119,15 @@ impl SseDecoder {
     }
 }
 
-/// The message in one block of an event stream (up to and with its blank line).
+/// The message in one block of an event stream (its lines, without the
+/// blank line ending it).
 fn parse_sse_block(block: &[u8]) -> Option<SseMessage> {
     let text = String::from_utf8_lossy(block);
     let mut message = SseMessage::default();
     let mut data = Vec::new();
-    for line in text.lines() {
+    // Inside a block every line has text: splitting a `\r\n` leaves an
+    // empty piece, which is no field.
+    for line in text.split(['\r', '\n']) {
         if let Some(v) = line.strip_prefix("event:") {
             message.event = v.trim().to_string();
         } else if let Some(v) = line.strip_prefix("id:") {
@@ -121,5 +164,33 @@ mod tests {
                 SseMessage { event: String::new(), data: "a\nb".into(), id: None },
             ]
         );
+    }
+
+    #[test]
+    fn lines_may_end_in_crlf_or_cr_even_split_across_chunks() {
+        let expected = [
+            SseMessage { event: "log".into(), data: "one\ntwo".into(), id: Some("7".into()) },
+            SseMessage { event: String::new(), data: "three".into(), id: None },
+        ];
+        for ending in ["\r\n", "\r", "\n"] {
+            let text = "event: log\nid: 7\ndata: one\ndata: two\n\n: keep-alive\n\ndata: three\n\n"
+                .replace('\n', ending);
+            let bytes = text.as_bytes();
+            // Every cut, including between the two bytes of a `\r\n`.
+            for cut in 0..=bytes.len() {
+                let mut decoder = SseDecoder::new();
+                let mut messages = decoder.push(&bytes[..cut]);
+                messages.extend(decoder.push(&bytes[cut..]));
+                assert_eq!(messages, expected, "{ending:?} cut at {cut}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_message_over_the_limit_is_dropped_and_the_next_one_kept() {
+        let mut decoder = SseDecoder::with_limit(16);
+        let mut messages = decoder.push(format!("data: {}\r\n", "x".repeat(40)).as_bytes());
+        messages.extend(decoder.push(b"data: more of it\r\n\r\ndata: ok\r\n\r\n"));
+        assert_eq!(messages, [SseMessage { event: String::new(), data: "ok".into(), id: None }]);
     }
 }

@@ -207,6 +207,10 @@ impl OrchestrationExecutor {
                         placed
                     })
                     .map_err(store(&deployment))?;
+                if target != node.id {
+                    // The tree this agent fetched is for its own worker only.
+                    node.fetched.discard(&deployment);
+                }
                 if let Some(spec) = d.as_ref().filter(|_| placed).and_then(spec) {
                     self.send_work(node, &target, WorkRequest::Deploy(spec)).await;
                 }
@@ -227,6 +231,9 @@ impl OrchestrationExecutor {
                     .map_err(store(&deployment))?;
                 if !handed {
                     return Ok(());
+                }
+                if target != node.id {
+                    node.fetched.discard(&deployment);
                 }
                 match d.as_ref().and_then(spec) {
                     Some(spec) if update => self.send_work(node, &target, WorkRequest::Update(spec)).await,

@@ -102,7 +102,7 @@ pub(crate) fn reconcile(o: Observed<'_>) -> Decision {
         match (d.desired, d.status) {
             (Desired::Running, Status::DeploymentRequested) => {
                 pass.transition(Status::ValidatingDeploymentData, "checking the URL and branch");
-                match super::check_request(&d.url, &d.branch, allow_local_sources) {
+                match crate::retrieval::check_request(&d.url, &d.branch, allow_local_sources) {
                     Ok(()) => {
                         pass.transition(
                             Status::RetrievingApplicationData,
@@ -110,7 +110,7 @@ pub(crate) fn reconcile(o: Observed<'_>) -> Decision {
                         );
                         pass.retrieve(false);
                     }
-                    Err(reason) => pass.transition(Status::Errored, reason),
+                    Err(reason) => pass.transition(Status::Errored, reason.to_string()),
                 }
             }
             (Desired::Running, Status::ValidatingDeploymentData | Status::RetrievingApplicationData) => {

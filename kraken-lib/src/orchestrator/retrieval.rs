@@ -1,15 +1,18 @@
 //! Reading a deployment's repository for the orchestrator: the fetch runs in
 //! a task of its own (through the node's bounded fetcher) and reports back
 //! through a channel; what it found is stored on the deployment, which is
-//! then handed to a node (or back to its node, for an update).
+//! then handed to a node (or back to its node, for an update). The fetched
+//! tree is kept for this agent's own worker (`GenericNode::fetched`), so a
+//! deployment placed here is not fetched a second time.
 
 use tracing::{debug, warn};
 
 use super::actions::Action;
 use super::reconcile::delegation;
-use super::{retrieve, OrchestrationExecutor, Retrieved};
+use super::OrchestrationExecutor;
 use crate::deployment::{DeploymentId, Desired, Status};
 use crate::node::GenericNode;
+use crate::retrieval::{retrieve_keeping, RetrieveError, Retrieved};
 
 /// A fetch the orchestrator started, finished.
 #[derive(Debug)]
@@ -18,8 +21,8 @@ pub(super) struct RetrievalDone {
     pub deployment: DeploymentId,
     /// Whether it was for an update of a running deployment.
     pub update: bool,
-    /// What it found, or why it failed (in words a person can act on).
-    pub result: Result<Retrieved, String>,
+    /// What it found, or why it failed.
+    pub result: Result<Retrieved, RetrieveError>,
 }
 
 impl OrchestrationExecutor {
@@ -40,10 +43,16 @@ impl OrchestrationExecutor {
         let fetcher = node.fetcher.clone();
         let root = node.config.data_dir.join("fetch");
         let tx = self.done_tx.clone();
+        let kept = node.fetched.clone();
         tokio::spawn(async move {
             // The platform's own work waits its turn in the fetch queue.
-            let result =
-                retrieve(&fetcher, true, &url, &branch, &registry, &root).await.map_err(|e| e.to_string());
+            let result = retrieve_keeping(&fetcher, true, &url, &branch, &registry, &root).await;
+            let result = result.map(|(found, tree)| {
+                // Kept before the result is handed on, so it is there when
+                // this agent's worker gets the work.
+                kept.keep(&deployment, &found.commit, tree);
+                found
+            });
             let _ = tx.send(RetrievalDone { deployment, update, result });
         });
     }
@@ -51,20 +60,31 @@ impl OrchestrationExecutor {
     /// Stores what a finished fetch found and hands the deployment on.
     pub(super) async fn on_retrieved(&mut self, node: &GenericNode, done: RetrievalDone) {
         self.retrieving.remove(&done.deployment);
-        let Some(d) = self.state.deployment(&done.deployment) else { return };
+        if !self.hand_on(node, &done).await {
+            // Nobody will build what was fetched. (A deployment placed on
+            // another node loses its tree when it is placed.)
+            node.fetched.discard(&done.deployment);
+        }
+    }
+
+    /// Stores what a finished fetch found and hands the deployment on;
+    /// whether it was handed to a node.
+    async fn hand_on(&mut self, node: &GenericNode, done: &RetrievalDone) -> bool {
+        let Some(d) = self.state.deployment(&done.deployment) else { return false };
         if d.desired != Desired::Running {
-            return;
+            return false;
         }
         let expected = if done.update { Status::UpdateRequested } else { Status::RetrievingApplicationData };
         if d.status != expected {
             debug!(deployment = %d.id, status = %d.status, "a fetch finished for a deployment that moved on");
-            return;
+            return false;
         }
         let transition =
             |status, message: String| Action::Transition { deployment: d.id.clone(), status, message };
-        let r = match done.result {
+        let r = match &done.result {
             Ok(r) => r,
-            Err(reason) => {
+            Err(e) => {
+                let reason = e.to_string();
                 if done.update && d.container_id.is_some() {
                     let message = format!("update not possible, still running the previous commit: {reason}");
                     self.apply(node, transition(Status::Running, message)).await;
@@ -75,14 +95,14 @@ impl OrchestrationExecutor {
                 } else {
                     self.apply(node, transition(Status::Errored, reason)).await;
                 }
-                return;
+                return false;
             }
         };
         let short = r.commit.get(..8).unwrap_or(&r.commit).to_string();
         if done.update && d.commit.as_deref() == Some(r.commit.as_str()) && d.container_id.is_some() {
             let message = format!("already at the newest commit {short}");
             self.apply(node, transition(Status::Running, message)).await;
-            return;
+            return false;
         }
         let starts =
             r.plan.start.as_ref().map(|s| format!("; starts with `{}`", s.command)).unwrap_or_default();
@@ -104,7 +124,7 @@ impl OrchestrationExecutor {
         });
         if let Err(e) = stored {
             warn!(deployment = %d.id, error = %e, "could not store the app data");
-            return;
+            return false;
         }
         let on_live_node = d.node.as_deref().and_then(|n| self.state.node(n)).filter(|n| n.up);
         match (done.update, on_live_node, d.container_id.is_some()) {
@@ -121,5 +141,6 @@ impl OrchestrationExecutor {
                 }
             }
         }
+        true
     }
 }

@@ -107,6 +107,7 @@ async fn start_worker(b: PlatformBuilder, g: Ground, address: &str) -> Result<Pl
     node.set_orchestrator(Some(answer.orchestrator_address.clone()));
     node.set_rollover_priority(u32::MAX);
     let switch = SwitchRouter::new(api::worker_router(node.clone()));
+    let runner = NodeRunner::new(node.clone());
     let kit = TakeoverKit {
         registry: g.registry.clone(),
         switch: switch.clone(),
@@ -116,10 +117,9 @@ async fn start_worker(b: PlatformBuilder, g: Ground, address: &str) -> Result<Pl
         faults: b.takeover_faults.clone(),
         join_token: Arc::from(b.join_token.clone().unwrap_or_default().as_str()),
         amqp_url: Arc::from(answer.amqp_url.as_str()),
+        spawner: runner.spawner(),
     };
-    let mut runner = NodeRunner::new(node.clone())
-        .with(WorkerExecutor::new(g.runtime, g.registry))
-        .with(RolloverExecutor::new(kit));
+    let mut runner = runner.with(WorkerExecutor::new(g.runtime, g.registry)).with(RolloverExecutor::new(kit));
     for executor in b.executors {
         runner.push(executor);
     }

@@ -159,19 +159,30 @@ fn proof_of(node: &GenericNode) -> Option<String> {
     Some(crate::auth::proof::replica_proof(key, &node.id, chrono::Utc::now().timestamp()))
 }
 
+/// Why an event of the replica stream could not be stored.
+#[derive(Debug, thiserror::Error)]
+enum EventError {
+    /// The event's data is not what its name says.
+    #[error("the event's data cannot be read: {0}")]
+    Decode(#[from] serde_json::Error),
+    /// The replica could not be written.
+    #[error("the replica cannot be written: {0}")]
+    Store(#[from] crate::state::StateError),
+}
+
 /// Stores one event of the stream.
-fn apply_event(node: &GenericNode, state: &State, message: &SseMessage) -> Result<Reached, String> {
+fn apply_event(node: &GenericNode, state: &State, message: &SseMessage) -> Result<Reached, EventError> {
     let version = || {
         message.id.as_deref().and_then(|v| v.parse::<u64>().ok()).map_or(Reached::Nothing, Reached::Version)
     };
     match message.event.as_str() {
         "snapshot" => {
-            let s = serde_json::from_str::<Snapshot>(&message.data).map_err(|e| e.to_string())?;
-            state.import_snapshot(&s.deployments, &s.nodes).map_err(|e| e.to_string())?;
-            state.set_meta("token_hash", &s.token_hash.to_string()).map_err(|e| e.to_string())?;
-            state.set_meta("join_token_hash", &s.join_token_hash.to_string()).map_err(|e| e.to_string())?;
-            state.set_meta("epoch", &s.epoch.to_string()).map_err(|e| e.to_string())?;
-            state.set_meta("orchestrator_id", &s.orchestrator_id).map_err(|e| e.to_string())?;
+            let s = serde_json::from_str::<Snapshot>(&message.data)?;
+            state.import_snapshot(&s.deployments, &s.nodes)?;
+            state.set_meta("token_hash", &s.token_hash.to_string())?;
+            state.set_meta("join_token_hash", &s.join_token_hash.to_string())?;
+            state.set_meta("epoch", &s.epoch.to_string())?;
+            state.set_meta("orchestrator_id", &s.orchestrator_id)?;
             if let Some((image, port, user, password)) = &s.broker {
                 for (k, v) in [
                     ("broker_image", image.clone()),
@@ -179,7 +190,7 @@ fn apply_event(node: &GenericNode, state: &State, message: &SseMessage) -> Resul
                     ("broker_user", user.clone()),
                     ("broker_password", password.clone()),
                 ] {
-                    state.set_meta(k, &v).map_err(|e| e.to_string())?;
+                    state.set_meta(k, &v)?;
                 }
             }
             node.set_replica_ready(true);
@@ -192,13 +203,13 @@ fn apply_event(node: &GenericNode, state: &State, message: &SseMessage) -> Resul
             Ok(Reached::Snapshot { session: s.session, version: s.version })
         }
         "deployment" => {
-            let d = serde_json::from_str::<Deployment>(&message.data).map_err(|e| e.to_string())?;
-            state.import_deployment(&d).map_err(|e| e.to_string())?;
+            let d = serde_json::from_str::<Deployment>(&message.data)?;
+            state.import_deployment(&d)?;
             Ok(version())
         }
         "node" => {
-            let n = serde_json::from_str::<NodeRecord>(&message.data).map_err(|e| e.to_string())?;
-            state.import_node(&n).map_err(|e| e.to_string())?;
+            let n = serde_json::from_str::<NodeRecord>(&message.data)?;
+            state.import_node(&n)?;
             Ok(version())
         }
         _ => Ok(Reached::Nothing),

@@ -68,8 +68,23 @@ impl std::fmt::Display for TakeoverStep {
 }
 
 /// Faults to inject into takeovers, for tests of their recovery: called
-/// before each step, an `Err` makes that step fail with the message.
-pub type TakeoverFaults = Arc<dyn Fn(TakeoverStep) -> Result<(), String> + Send + Sync>;
+/// before each step, an `Err` makes that step fail with it.
+pub type TakeoverFaults = Arc<dyn Fn(TakeoverStep) -> Result<(), InjectedFault> + Send + Sync>;
+
+/// A fault injected into a takeover step ([`TakeoverFaults`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct InjectedFault {
+    /// What the step is to fail with.
+    pub message: String,
+}
+
+impl InjectedFault {
+    /// A fault failing a step with `message`.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self { message: message.into() }
+    }
+}
 
 /// Why a takeover attempt failed.
 #[derive(Debug, thiserror::Error)]
@@ -88,7 +103,7 @@ pub struct TakeoverError {
 pub enum TakeoverCause {
     /// A fault a test injected ([`TakeoverFaults`]).
     #[error("{0}")]
-    Injected(String),
+    Injected(#[source] InjectedFault),
     /// The broker is unreachable and the platform did not start it, so it
     /// cannot be started here either.
     #[error("the broker is unreachable and the platform did not start it; waiting for it to come back")]
@@ -173,9 +188,7 @@ impl Takeover {
         self.attempts += 1;
         let faults = kit.faults.clone();
         let check = |step: TakeoverStep| match &faults {
-            Some(f) => {
-                f(step).map_err(|reason| TakeoverError { step, cause: TakeoverCause::Injected(reason) })
-            }
+            Some(f) => f(step).map_err(|fault| TakeoverError { step, cause: TakeoverCause::Injected(fault) }),
             None => Ok(()),
         };
         check(TakeoverStep::Broker)?;

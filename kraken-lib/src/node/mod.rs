@@ -24,9 +24,14 @@ use crate::bus::{Body, Bus, BusError, Channel, Envelope};
 use crate::deployment::{random_id, NodeId};
 use crate::executor::{ExecutionFailure, Executor, SetupFailure};
 use crate::fetcher::{FetchProgram, Fetcher};
+use crate::retrieval::FetchedTrees;
 use crate::runtime::AppLimits;
 use crate::source::FetchLimits;
 use crate::state::StateLimits;
+
+mod runner;
+
+pub use runner::*;
 
 /// Settings of one agent.
 #[derive(Debug, Clone)]
@@ -161,6 +166,9 @@ pub struct GenericNode {
     trust: Arc<RwLock<Trust>>,
     /// Runs this node's fetches under its limits (one queue for the whole agent).
     pub fetcher: Fetcher,
+    /// Trees the orchestrator fetched, kept for this agent's worker so that
+    /// a deployment placed here is fetched once.
+    pub fetched: FetchedTrees,
     /// Cancelled when the node stops.
     pub shutdown: CancellationToken,
 }
@@ -203,6 +211,7 @@ impl GenericNode {
             key: None,
             trust: Arc::default(),
             fetcher,
+            fetched: FetchedTrees::default(),
             shutdown: CancellationToken::new(),
         }
     }
@@ -317,287 +326,5 @@ impl GenericNode {
     }
 }
 
-/// Why a node stopped with an error.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum NodeError {
-    /// An executor failed fatally.
-    #[error("executor {executor} failed: {reason}")]
-    Executor {
-        /// Its name.
-        executor: String,
-        /// Why.
-        reason: String,
-    },
-}
-
-/// Composes executors into a running agent.
-pub struct NodeRunner {
-    node: GenericNode,
-    executors: Vec<Box<dyn Executor>>,
-}
-
-impl std::fmt::Debug for NodeRunner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeRunner").field("node", &self.node).field("executors", &self.executors).finish()
-    }
-}
-
-const SETUP_BACKOFF_MAX: Duration = Duration::from_secs(30);
-const TRANSIENT_BACKOFF: Duration = Duration::from_millis(250);
-
-impl NodeRunner {
-    /// A runner for `node` with no executors yet.
-    pub fn new(node: GenericNode) -> Self {
-        Self { node, executors: Vec::new() }
-    }
-
-    /// Adds an executor.
-    pub fn with(mut self, executor: impl Executor + 'static) -> Self {
-        self.executors.push(Box::new(executor));
-        self
-    }
-
-    /// Adds a boxed executor.
-    pub fn push(&mut self, executor: Box<dyn Executor>) {
-        self.executors.push(executor);
-    }
-
-    /// The node the executors share.
-    pub fn node(&self) -> &GenericNode {
-        &self.node
-    }
-
-    /// Runs every executor until `shutdown` completes or one fails fatally.
-    ///
-    /// # Errors
-    /// [`NodeError::Executor`] for a fatal failure.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
-        let token = self.node.shutdown.clone();
-        let mut tasks = JoinSet::new();
-        for executor in self.executors {
-            let node = self.node.clone();
-            tasks.spawn(drive(executor, node));
-        }
-        tokio::pin!(shutdown);
-        let mut result = Ok(());
-        loop {
-            tokio::select! {
-                () = &mut shutdown => break,
-                () = token.cancelled() => break,
-                joined = tasks.join_next() => match joined {
-                    None => break,
-                    Some(Ok(Ok(()))) => {}
-                    Some(Ok(Err(e))) => {
-                        error!(error = %e, "stopping the node");
-                        result = Err(e);
-                        break;
-                    }
-                    Some(Err(join)) => {
-                        error!(error = %join, "an executor task ended abnormally; stopping the node");
-                        result = Err(NodeError::Executor { executor: "unknown".into(), reason: join.to_string() });
-                        break;
-                    }
-                },
-            }
-        }
-        token.cancel();
-        let deadline = tokio::time::sleep(Duration::from_secs(10));
-        tokio::pin!(deadline);
-        loop {
-            tokio::select! {
-                joined = tasks.join_next() => if joined.is_none() { break },
-                () = &mut deadline => {
-                    warn!("executors did not stop within 10 s; aborting them");
-                    tasks.abort_all();
-                    break;
-                }
-            }
-        }
-        result
-    }
-}
-
-async fn drive(mut executor: Box<dyn Executor>, mut node: GenericNode) -> Result<(), NodeError> {
-    let name = executor.name().to_string();
-    let token = node.shutdown.clone();
-    let fatal = |reason: String| NodeError::Executor { executor: name.clone(), reason };
-    'setup: loop {
-        let mut backoff = crate::retry::Backoff::new(Duration::from_millis(250), SETUP_BACKOFF_MAX);
-        loop {
-            let attempt = tokio::select! {
-                () = token.cancelled() => return Ok(()),
-                r = executor.setup(&mut node) => r,
-            };
-            match attempt {
-                Ok(()) => break,
-                Err(why @ SetupFailure::Retry { .. }) => {
-                    let pause = backoff.next_pause();
-                    warn!(executor = %name, %why, retry_in = ?pause, "setup failed; retrying");
-                    tokio::select! {
-                        () = token.cancelled() => return Ok(()),
-                        () = tokio::time::sleep(pause) => {}
-                    }
-                }
-                Err(why) => return Err(fatal(why.reason())),
-            }
-        }
-        info!(executor = %name, node = %node.id, "started");
-        loop {
-            let round = tokio::select! {
-                () = token.cancelled() => {
-                    executor.teardown(&mut node).await;
-                    return Ok(());
-                }
-                r = executor.execute(&mut node) => r,
-            };
-            match round {
-                Ok(()) => {}
-                Err(why @ ExecutionFailure::Transient { .. }) => {
-                    warn!(executor = %name, %why, "transient failure");
-                    tokio::select! {
-                        () = token.cancelled() => {}
-                        () = tokio::time::sleep(TRANSIENT_BACKOFF) => {}
-                    }
-                }
-                Err(why @ ExecutionFailure::Reset { .. }) => {
-                    warn!(executor = %name, %why, "setting up again");
-                    continue 'setup;
-                }
-                Err(why @ ExecutionFailure::Finished { .. }) => {
-                    info!(executor = %name, %why, "finished");
-                    executor.teardown(&mut node).await;
-                    return Ok(());
-                }
-                Err(why) => {
-                    executor.teardown(&mut node).await;
-                    return Err(fatal(why.reason()));
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::bus::memory::MemoryBus;
-    use std::sync::atomic::AtomicUsize;
-
-    struct Counting {
-        setups: Arc<AtomicUsize>,
-        rounds: Arc<AtomicUsize>,
-        fail_setup_times: usize,
-        finish_after: usize,
-    }
-
-    #[async_trait::async_trait]
-    impl Executor for Counting {
-        fn name(&self) -> &str {
-            "counting"
-        }
-        async fn setup(&mut self, _node: &mut GenericNode) -> Result<(), SetupFailure> {
-            let n = self.setups.fetch_add(1, Ordering::SeqCst);
-            if n < self.fail_setup_times {
-                return Err(SetupFailure::retry("not yet"));
-            }
-            Ok(())
-        }
-        async fn execute(&mut self, _node: &mut GenericNode) -> Result<(), ExecutionFailure> {
-            let n = self.rounds.fetch_add(1, Ordering::SeqCst) + 1;
-            if n >= self.finish_after {
-                return Err(ExecutionFailure::finished("done"));
-            }
-            tokio::task::yield_now().await;
-            Ok(())
-        }
-    }
-
-    struct Failing;
-
-    #[async_trait::async_trait]
-    impl Executor for Failing {
-        fn name(&self) -> &str {
-            "failing"
-        }
-        async fn setup(&mut self, _node: &mut GenericNode) -> Result<(), SetupFailure> {
-            Ok(())
-        }
-        async fn execute(&mut self, _node: &mut GenericNode) -> Result<(), ExecutionFailure> {
-            Err(ExecutionFailure::fatal("disk on fire"))
-        }
-    }
-
-    fn node() -> GenericNode {
-        let dir = std::env::temp_dir();
-        let config = NodeConfig::new(dir, "127.0.0.1:0".parse().expect("addr"));
-        GenericNode::new(
-            NodeIdentity { id: "n1".into(), name: "test".into() },
-            config,
-            Arc::new(MemoryBus::new()),
-        )
-    }
-
-    #[tokio::test]
-    async fn setup_is_retried_and_execute_runs_until_finished() {
-        let setups = Arc::new(AtomicUsize::new(0));
-        let rounds = Arc::new(AtomicUsize::new(0));
-        let runner = NodeRunner::new(node()).with(Counting {
-            setups: setups.clone(),
-            rounds: rounds.clone(),
-            fail_setup_times: 2,
-            finish_after: 5,
-        });
-        let run = runner.run(std::future::pending());
-        tokio::time::timeout(Duration::from_secs(10), run)
-            .await
-            .expect("the runner ends once its only executor finished")
-            .expect("no error");
-        assert_eq!(setups.load(Ordering::SeqCst), 3);
-        assert_eq!(rounds.load(Ordering::SeqCst), 5);
-    }
-
-    #[tokio::test]
-    async fn a_fatal_failure_stops_the_node_with_its_reason() {
-        let runner = NodeRunner::new(node()).with(Failing);
-        let err = tokio::time::timeout(Duration::from_secs(10), runner.run(std::future::pending()))
-            .await
-            .expect("ends")
-            .expect_err("fatal");
-        assert!(err.to_string().contains("disk on fire"), "{err}");
-    }
-
-    #[tokio::test]
-    async fn shutdown_stops_every_executor() {
-        let rounds = Arc::new(AtomicUsize::new(0));
-        let runner = NodeRunner::new(node()).with(Counting {
-            setups: Arc::new(AtomicUsize::new(0)),
-            rounds: rounds.clone(),
-            fail_setup_times: 0,
-            finish_after: usize::MAX,
-        });
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let handle = tokio::spawn(runner.run(async {
-            let _ = rx.await;
-        }));
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while rounds.load(Ordering::SeqCst) < 3 && tokio::time::Instant::now() < deadline {
-            tokio::task::yield_now().await;
-        }
-        tx.send(()).expect("runner listening");
-        tokio::time::timeout(Duration::from_secs(10), handle)
-            .await
-            .expect("stops")
-            .expect("joins")
-            .expect("ok");
-    }
-
-    #[test]
-    fn identity_is_kept_across_loads() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let a = NodeIdentity::load_or_create(dir.path(), Some("pi")).expect("create");
-        let b = NodeIdentity::load_or_create(dir.path(), None).expect("load");
-        assert_eq!(a.id, b.id);
-        assert_eq!(a.name, "pi");
-    }
-}
+mod tests;
