@@ -47,8 +47,8 @@ fn up() -> ContainerState {
 /// so the worker's readiness check connects for real.
 fn app_port() -> u16 {
     static LISTENER: std::sync::OnceLock<std::net::TcpListener> = std::sync::OnceLock::new();
-    let listener = LISTENER
-        .get_or_init(|| std::net::TcpListener::bind("127.0.0.1:0").expect("a free loopback port"));
+    let listener =
+        LISTENER.get_or_init(|| std::net::TcpListener::bind("127.0.0.1:0").expect("a free loopback port"));
     listener.local_addr().expect("bound").port()
 }
 
@@ -138,8 +138,7 @@ async fn a_duplicated_deploy_request_builds_and_runs_once() {
                 let port = address.strip_prefix("http://127.0.0.1:").expect("on the advertised host");
                 let port: u16 = port.parse().expect("a port");
                 assert_ne!(port, 18080, "{address}");
-                std::net::TcpStream::connect(("127.0.0.1", port))
-                    .expect("the agent holds the app's port");
+                std::net::TcpStream::connect(("127.0.0.1", port)).expect("the agent holds the app's port");
             }
         }
     }
