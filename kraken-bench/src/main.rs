@@ -14,6 +14,8 @@ mod api;
 mod app;
 mod deploy;
 mod footprint;
+mod logs;
+mod place;
 mod report;
 
 use std::path::PathBuf;
@@ -74,6 +76,23 @@ enum Bench {
         #[arg(long, default_value_t = 40)]
         requests: usize,
     },
+    /// Log ingest: lines per second stored from one app printing as fast as
+    /// it can, and the agent's memory meanwhile.
+    Logs {
+        /// Seconds of the measuring window.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// Placement throughput: the real orchestrator and in-process bus with
+    /// simulated nodes, for each number of nodes and of deployments.
+    Place {
+        /// Simulated nodes (each size is run with each number of deployments).
+        #[arg(long, value_delimiter = ',', default_values_t = [100, 1000])]
+        nodes: Vec<usize>,
+        /// Deployments to place.
+        #[arg(long, value_delimiter = ',', default_values_t = [1000, 10000])]
+        deployments: Vec<usize>,
+    },
     /// An idle agent's resident memory and CPU, and the binary's size.
     Idle {
         /// Seconds over which CPU use is measured.
@@ -111,6 +130,8 @@ async fn main() -> Result<()> {
             };
             api::run(&ctx, shape).await?;
         }
+        Bench::Logs { seconds } => logs::run(&ctx, if tiny { 1 } else { seconds }).await?,
+        Bench::Place { nodes, deployments } => place::run(&place_shapes(tiny, &nodes, &deployments)).await?,
         Bench::Idle { seconds } => footprint::run(&ctx, if tiny { 1 } else { seconds }).await?,
         Bench::All => {
             deploy::run(&ctx, if tiny { 1 } else { 7 }).await?;
@@ -121,8 +142,21 @@ async fn main() -> Result<()> {
                 api::Shape { deployments: 1000, clients: 50, requests: 40 }
             };
             api::run(&ctx, shape).await?;
+            logs::run(&ctx, if tiny { 1 } else { 10 }).await?;
+            place::run(&place_shapes(tiny, &[100, 1000], &[1000, 10000])).await?;
             footprint::run(&ctx, if tiny { 1 } else { 20 }).await?;
         }
     }
     Ok(())
+}
+
+/// Every number of nodes with every number of deployments (or one tiny run).
+fn place_shapes(tiny: bool, nodes: &[usize], deployments: &[usize]) -> Vec<place::Shape> {
+    if tiny {
+        return vec![place::Shape { nodes: 5, deployments: 20 }];
+    }
+    nodes
+        .iter()
+        .flat_map(|&n| deployments.iter().map(move |&d| place::Shape { nodes: n, deployments: d }))
+        .collect()
 }
