@@ -17,6 +17,7 @@ mod footprint;
 mod logs;
 mod place;
 mod report;
+mod update;
 
 use std::path::PathBuf;
 
@@ -53,6 +54,13 @@ enum Bench {
     Deploy {
         /// Rounds of each path (the median is reported).
         #[arg(long, default_value_t = 7)]
+        rounds: usize,
+    },
+    /// Update after a one-file commit: request to the new page served, and
+    /// the requests a client looping on the app saw fail meanwhile.
+    Update {
+        /// Updates to measure (the median is reported).
+        #[arg(long, default_value_t = 5)]
         rounds: usize,
     },
     /// Request stored → acted on: from a deployment's stored request to the
@@ -121,6 +129,7 @@ async fn main() -> Result<()> {
     println!("{}", report::machine(&ctx.kraken, &command));
     match cli.bench {
         Bench::Deploy { rounds } => deploy::run(&ctx, if tiny { 1 } else { rounds }).await?,
+        Bench::Update { rounds } => update::run(&ctx, if tiny { 1 } else { rounds }).await?,
         Bench::Acted { requests } => acted::run(&ctx, if tiny { 2 } else { requests }).await?,
         Bench::Api { deployments, clients, requests } => {
             let shape = if tiny {
@@ -135,6 +144,7 @@ async fn main() -> Result<()> {
         Bench::Idle { seconds } => footprint::run(&ctx, if tiny { 1 } else { seconds }).await?,
         Bench::All => {
             deploy::run(&ctx, if tiny { 1 } else { 7 }).await?;
+            update::run(&ctx, if tiny { 1 } else { 5 }).await?;
             acted::run(&ctx, if tiny { 2 } else { 50 }).await?;
             let shape = if tiny {
                 api::Shape { deployments: 20, clients: 3, requests: 3 }

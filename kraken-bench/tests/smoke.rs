@@ -90,3 +90,10 @@ fn place_reports_placements_per_second() {
     assert!(out.contains("## Placement throughput"), "{out}");
     assert!(out.lines().any(|l| l.starts_with("| 5 | 20 | ")), "{out}");
 }
+
+#[test]
+fn update_reports_the_time_and_the_failed_requests() {
+    let out = bench(&["update"]);
+    assert!(out.contains("## Update after a one-file commit (rounds: 1)"), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("| 1 | ")), "{out}");
+}
