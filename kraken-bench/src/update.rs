@@ -39,16 +39,7 @@ pub async fn run(setup: &Setup, rounds: usize) -> Result<()> {
             Arc::clone(&ok),
             Arc::clone(&failed),
         ));
-        let start = Instant::now();
-        let r = http
-            .post(format!("{}/api/v1/deployments/{id}/update", agent.server))
-            .bearer_auth(TOKEN)
-            .timeout(Duration::from_secs(30))
-            .send()
-            .await?;
-        if !r.status().is_success() {
-            bail!("POST update: {}: {}", r.status(), r.text().await.unwrap_or_default());
-        }
+        let start = request_update(&agent, &http, &id).await?;
         let now_on = new_page_served(&agent, &id, &http, &page).await?;
         let took = start.elapsed();
         stop.store(true, Ordering::Relaxed);
@@ -100,6 +91,32 @@ async fn hammer(
         }
     }
     gap.max(last.elapsed())
+}
+
+/// Asks for the update once the deployment takes one (it refuses with `409`
+/// while a step of its last deploy is still going on); returns when the
+/// request that was taken was sent.
+async fn request_update(agent: &Agent, http: &reqwest::Client, id: &str) -> Result<Instant> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let start = Instant::now();
+        let r = http
+            .post(format!("{}/api/v1/deployments/{id}/update", agent.server))
+            .bearer_auth(TOKEN)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await?;
+        let status = r.status();
+        if status.is_success() {
+            return Ok(start);
+        }
+        let body = r.text().await.unwrap_or_default();
+        if status != reqwest::StatusCode::CONFLICT || Instant::now() > deadline {
+            bail!("POST update: {status}: {body}");
+        }
+        agent.wait_for(id, &["Running"], Duration::from_secs(120)).await?;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Waits until the deployment's address answers with `page`; returns its port.
