@@ -3,8 +3,8 @@
 //! Whatever follows an app's (or its build's) output hands lines to a
 //! [`LogSink`]; a task of the sink gathers them into batches and publishes
 //! them. Between the two sits a queue of at most [`QUEUE_LINES`] lines and
-//! [`QUEUE_BYTES`] bytes (the engine hands over a whole frame of lines at
-//! once, so the queue must hold a few frames): when an app prints faster
+//! [`QUEUE_BYTES`] bytes (lines come in bursts while a batch is being
+//! published and stored, so the queue holds thousands): when an app prints faster
 //! than its lines can be published and stored, the lines that do not fit are
 //! dropped and counted instead of the agent's memory growing, and the log
 //! says so where they are missing: `[kraken] N lines dropped …` comes right
