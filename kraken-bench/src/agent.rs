@@ -173,6 +173,13 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     kb.parse::<u64>().ok().map(|kb| kb * 1024)
 }
 
+/// The peak resident memory of process `pid`, in bytes (`VmHWM`).
+pub fn hwm_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim();
+    kb.parse::<u64>().ok().map(|kb| kb * 1024)
+}
+
 /// The CPU time process `pid` has used (user + system).
 pub fn cpu_time(pid: u32) -> Option<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

@@ -14,7 +14,10 @@ mod api;
 mod app;
 mod deploy;
 mod footprint;
+mod logs;
+mod place;
 mod report;
+mod update;
 
 use std::path::PathBuf;
 
@@ -53,6 +56,13 @@ enum Bench {
         #[arg(long, default_value_t = 7)]
         rounds: usize,
     },
+    /// Update after a one-file commit: request to the new page served, and
+    /// the requests a client looping on the app saw fail meanwhile.
+    Update {
+        /// Updates to measure (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+    },
     /// Request stored → acted on: from a deployment's stored request to the
     /// orchestrator's first step on it, from its status history.
     Acted {
@@ -73,6 +83,23 @@ enum Bench {
         /// Requests per client and endpoint.
         #[arg(long, default_value_t = 40)]
         requests: usize,
+    },
+    /// Log ingest: lines per second stored from one app printing as fast as
+    /// it can, and the agent's memory meanwhile.
+    Logs {
+        /// Seconds of the measuring window.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// Placement throughput: the real orchestrator and in-process bus with
+    /// simulated nodes, for each number of nodes and of deployments.
+    Place {
+        /// Simulated nodes (each size is run with each number of deployments).
+        #[arg(long, value_delimiter = ',', default_values_t = [100, 1000])]
+        nodes: Vec<usize>,
+        /// Deployments to place.
+        #[arg(long, value_delimiter = ',', default_values_t = [1000, 10000])]
+        deployments: Vec<usize>,
     },
     /// An idle agent's resident memory and CPU, and the binary's size.
     Idle {
@@ -102,6 +129,7 @@ async fn main() -> Result<()> {
     println!("{}", report::machine(&ctx.kraken, &command));
     match cli.bench {
         Bench::Deploy { rounds } => deploy::run(&ctx, if tiny { 1 } else { rounds }).await?,
+        Bench::Update { rounds } => update::run(&ctx, if tiny { 1 } else { rounds }).await?,
         Bench::Acted { requests } => acted::run(&ctx, if tiny { 2 } else { requests }).await?,
         Bench::Api { deployments, clients, requests } => {
             let shape = if tiny {
@@ -111,9 +139,12 @@ async fn main() -> Result<()> {
             };
             api::run(&ctx, shape).await?;
         }
+        Bench::Logs { seconds } => logs::run(&ctx, if tiny { 1 } else { seconds }).await?,
+        Bench::Place { nodes, deployments } => place::run(&place_shapes(tiny, &nodes, &deployments)).await?,
         Bench::Idle { seconds } => footprint::run(&ctx, if tiny { 1 } else { seconds }).await?,
         Bench::All => {
             deploy::run(&ctx, if tiny { 1 } else { 7 }).await?;
+            update::run(&ctx, if tiny { 1 } else { 5 }).await?;
             acted::run(&ctx, if tiny { 2 } else { 50 }).await?;
             let shape = if tiny {
                 api::Shape { deployments: 20, clients: 3, requests: 3 }
@@ -121,8 +152,21 @@ async fn main() -> Result<()> {
                 api::Shape { deployments: 1000, clients: 50, requests: 40 }
             };
             api::run(&ctx, shape).await?;
+            logs::run(&ctx, if tiny { 1 } else { 10 }).await?;
+            place::run(&place_shapes(tiny, &[100, 1000], &[1000, 10000])).await?;
             footprint::run(&ctx, if tiny { 1 } else { 20 }).await?;
         }
     }
     Ok(())
+}
+
+/// Every number of nodes with every number of deployments (or one tiny run).
+fn place_shapes(tiny: bool, nodes: &[usize], deployments: &[usize]) -> Vec<place::Shape> {
+    if tiny {
+        return vec![place::Shape { nodes: 5, deployments: 20 }];
+    }
+    nodes
+        .iter()
+        .flat_map(|&n| deployments.iter().map(move |&d| place::Shape { nodes: n, deployments: d }))
+        .collect()
 }

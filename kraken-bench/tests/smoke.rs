@@ -69,3 +69,31 @@ fn idle_reports_memory_cpu_and_size() {
         assert!(out.contains(what), "no {what}:\n{out}");
     }
 }
+
+#[test]
+fn logs_reports_the_rate_the_memory_and_each_stage() {
+    let out = bench(&["logs"]);
+    for what in [
+        "| lines stored | ",
+        "| agent's resident memory while flooding | ",
+        "| engine → a second `docker logs --follow` | ",
+        "| the state alone (`append_logs`",
+    ] {
+        assert!(out.contains(what), "no {what}:\n{out}");
+    }
+    assert!(out.contains(" lines/s** |"), "{out}");
+}
+
+#[test]
+fn place_reports_placements_per_second() {
+    let out = bench(&["place"]);
+    assert!(out.contains("## Placement throughput"), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("| 5 | 20 | ")), "{out}");
+}
+
+#[test]
+fn update_reports_the_time_and_the_failed_requests() {
+    let out = bench(&["update"]);
+    assert!(out.contains("## Update after a one-file commit (rounds: 1)"), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("| 1 | ")), "{out}");
+}

@@ -2,17 +2,21 @@
 //!
 //! Whatever follows an app's (or its build's) output hands lines to a
 //! [`LogSink`]; a task of the sink gathers them into batches and publishes
-//! them. Between the two sits a queue of [`QUEUE_LINES`] lines: when an app
-//! prints faster than its lines can be published and stored, the lines that
-//! do not fit are dropped and counted instead of the agent's memory growing,
-//! and the log says so where they are missing: `[kraken] N lines dropped …`
-//! comes right before the next line that fits (or, when the app went quiet,
-//! after the last line queued). Each line is cut to the state's longest
-//! line, so a batch is at most [`BATCH_LINES`] lines and [`BATCH_BYTES`]
-//! bytes.
+//! them. Between the two sits a queue of at most [`QUEUE_LINES`] lines and
+//! [`QUEUE_BYTES`] bytes (lines come in bursts while a batch is being
+//! published and stored, so the queue holds thousands): when an app prints faster
+//! than its lines can be published and stored, the lines that do not fit are
+//! dropped and counted instead of the agent's memory growing, and the log
+//! says so where they are missing: `[kraken] N lines dropped …` comes right
+//! before the next line that fits (or, when the app went quiet, after the
+//! last line queued). Each line is cut to the state's longest line, so a
+//! batch is at most [`BATCH_LINES`] lines and [`BATCH_BYTES`] bytes (plus
+//! one line). A batch is sent when it is full, or [`GATHER`] after its first
+//! line: a chatty app costs a message per batch, not per line.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tracing::warn;
@@ -23,17 +27,23 @@ use crate::node::GenericNode;
 use crate::output::CUT_MARK;
 
 /// How many lines wait for their batch at most.
-pub const QUEUE_LINES: usize = 256;
+pub const QUEUE_LINES: usize = 8192;
+/// How many bytes of lines wait for their batch at most.
+pub const QUEUE_BYTES: usize = 2 * 1024 * 1024;
 /// The most lines in one batch.
-pub const BATCH_LINES: usize = 200;
+pub const BATCH_LINES: usize = 4096;
 /// The most bytes of lines in one batch.
-pub const BATCH_BYTES: usize = 256 * 1024;
+pub const BATCH_BYTES: usize = 512 * 1024;
+/// How long a batch that is not full waits for more lines after its first.
+pub const GATHER: Duration = Duration::from_millis(10);
 
 /// Batches log lines of one deployment onto the bus. Clones feed the same batches.
 #[derive(Clone)]
 pub struct LogSink {
     tx: mpsc::Sender<LogEntry>,
     dropped: Arc<AtomicU64>,
+    /// Bytes of lines in the queue.
+    queued: Arc<AtomicUsize>,
     max_line: usize,
 }
 
@@ -52,29 +62,37 @@ impl LogSink {
         let (tx, mut rx) = mpsc::channel::<LogEntry>(QUEUE_LINES);
         let max_line = node.config.state_limits.log_line_bytes.max(64);
         let dropped = Arc::new(AtomicU64::new(0));
-        let counter = dropped.clone();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let (counter, in_queue) = (dropped.clone(), queued.clone());
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
+                let until = tokio::time::Instant::now() + GATHER;
                 let mut bytes = first.line.len();
                 let mut lines = vec![first];
-                // Gather what else is already waiting (up to a batch), then send.
+                // Gather what else comes (up to a batch, for a moment), then send.
                 let mut emptied = false;
                 while lines.len() < BATCH_LINES && bytes < BATCH_BYTES {
-                    match rx.try_recv() {
-                        Ok(l) => {
-                            bytes += l.line.len();
-                            lines.push(l);
+                    let next = match rx.try_recv() {
+                        Ok(l) => Some(l),
+                        Err(mpsc::error::TryRecvError::Empty) => {
+                            tokio::time::timeout_at(until, rx.recv()).await.ok().flatten()
                         }
-                        Err(_) => {
-                            emptied = true;
-                            break;
-                        }
-                    }
+                        Err(mpsc::error::TryRecvError::Disconnected) => None,
+                    };
+                    let Some(l) = next else {
+                        emptied = true;
+                        break;
+                    };
+                    bytes += l.line.len();
+                    lines.push(l);
                 }
+                in_queue.fetch_sub(bytes, Ordering::Relaxed);
                 // Every line queued before the drops is in this batch, and
                 // none came after them (a sender puts the note before its
-                // line): the gap is at the end.
-                if emptied {
+                // line): the gap is at the end. A full batch that took the
+                // last line waiting counts too, or the note would wait for
+                // the app's next line.
+                if emptied || rx.is_empty() {
                     let missed = counter.swap(0, Ordering::Relaxed);
                     if missed > 0 {
                         lines.push(dropped_note(missed));
@@ -86,7 +104,7 @@ impl LogSink {
                 }
             }
         });
-        Self { tx, dropped, max_line }
+        Self { tx, dropped, queued, max_line }
     }
 
     /// Hands over a line; drops it (and counts it) when the queue is full.
@@ -100,15 +118,26 @@ impl LogSink {
             line.truncate(cut);
             line.push_str(CUT_MARK);
         }
+        let size = line.len();
+        if self.queued.load(Ordering::Relaxed) + size > QUEUE_BYTES {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         let entry = LogEntry { stream: stream.to_string(), line };
         if self.dropped.load(Ordering::Relaxed) == 0 {
+            // Counted before it is sent, so the batching task never takes
+            // away more than was added.
+            self.queued.fetch_add(size, Ordering::Relaxed);
             match self.tx.try_send(entry) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(_)) => {
+                    self.queued.fetch_sub(size, Ordering::Relaxed);
                     self.dropped.fetch_add(1, Ordering::Relaxed);
                 }
                 // The publishing task ended with the runtime: nothing to do.
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    self.queued.fetch_sub(size, Ordering::Relaxed);
+                }
             }
             return;
         }
@@ -119,10 +148,13 @@ impl LogSink {
                 let missed = self.dropped.swap(0, Ordering::Relaxed);
                 if missed > 0 {
                     if let Some(permit) = permits.next() {
-                        permit.send(dropped_note(missed));
+                        let note = dropped_note(missed);
+                        self.queued.fetch_add(note.line.len(), Ordering::Relaxed);
+                        permit.send(note);
                     }
                 }
                 if let Some(permit) = permits.next() {
+                    self.queued.fetch_add(size, Ordering::Relaxed);
                     permit.send(entry);
                 }
             }
@@ -195,6 +227,22 @@ mod tests {
         let said: usize = note.line.split(' ').nth(1).and_then(|n| n.parse().ok()).expect("a count");
         assert_eq!(said, 10_002 - QUEUE_LINES, "{}", note.line);
         assert_eq!(seen.iter().position(|l| l.line.contains("dropped")), Some(QUEUE_LINES));
+    }
+
+    #[tokio::test]
+    async fn the_queue_holds_at_most_its_bytes_of_long_lines() {
+        let bus = Arc::new(MemoryBus::new());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = NodeConfig::new(dir.path(), "127.0.0.1:0".parse().expect("addr"));
+        let node = GenericNode::new(NodeIdentity { id: "n1".into(), name: "n".into() }, config, bus.clone());
+        let sink = LogSink::start(node, "d1".into(), 1);
+        // Lines of the longest length kept: far fewer fit than QUEUE_LINES.
+        let line = "y".repeat(4096);
+        for _ in 0..2000 {
+            sink.send("stdout", line.clone());
+        }
+        let queued = 2000 - usize::try_from(sink.dropped()).expect("a count");
+        assert_eq!(queued, QUEUE_BYTES / 4096, "the queue holds {queued} lines of 4 KiB");
     }
 
     #[tokio::test]

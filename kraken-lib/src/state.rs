@@ -42,6 +42,7 @@ use crate::deployment::{random_id, Deployment, DeploymentId, DeploymentSummary, 
 use crate::runtime::ContainerStats;
 use crate::stats::NodeStats;
 
+mod by_node;
 mod feed;
 mod log_writer;
 mod summaries;
@@ -552,23 +553,19 @@ impl State {
             encoded.push(encode(&line));
             lines.push(line);
         }
-        let mut kept = meta.kept.clone();
-        let mut bytes = meta.bytes;
+        // In place: a copy of the kept lines' sizes per batch cost more than the batch.
         for (line, enc) in lines.iter().zip(&encoded) {
-            kept.push_back((line.seq, enc.len()));
-            bytes += enc.len();
+            meta.kept.push_back((line.seq, enc.len()));
+            meta.bytes += enc.len();
         }
         let mut dropped = Vec::new();
-        while kept.len() > limits.log_lines || (bytes > limits.log_bytes && kept.len() > 1) {
-            if let Some((seq, size)) = kept.pop_front() {
-                bytes -= size;
+        while meta.kept.len() > limits.log_lines || (meta.bytes > limits.log_bytes && meta.kept.len() > 1) {
+            if let Some((seq, size)) = meta.kept.pop_front() {
+                meta.bytes -= size;
                 dropped.push(seq);
             }
         }
-        let meta = inner.logs.entry(id.to_string()).or_default();
         meta.next_seq = next;
-        meta.kept = kept;
-        meta.bytes = bytes;
         drop(inner);
         // Committed by the log writer, off this thread, in this order.
         self.shared.logs.queue(log_writer::LogBatch {

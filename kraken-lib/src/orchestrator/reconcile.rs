@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use super::actions::{spec, Action, Sent};
-use super::placement::place;
+use super::placement::{place, Loads};
 use crate::deployment::{Deployment, DeploymentId, Desired, Status};
 use crate::state::NodeRecord;
 
@@ -92,13 +92,23 @@ pub(crate) fn reconcile(o: Observed<'_>) -> Decision {
         }
     }
     reassign_priorities(orchestrator, &mut nodes, &mut actions);
+    // Counted once, kept current as this pass places work: placing each of
+    // N deployments among M nodes costs M, not M × N.
+    let mut loads = Loads::count(&deployments);
+    let by_id: HashMap<&str, &NodeRecord> = nodes.iter().map(|n| (n.id.as_str(), n)).collect();
     for i in 0..deployments.len() {
         let d = deployments[i].clone();
-        let on = d.node.as_deref().and_then(|id| nodes.iter().find(|n| n.id == id));
+        let on = d.node.as_deref().and_then(|id| by_id.get(id).copied());
         let (node_up, node_drained) = on.map_or((false, false), |n| (n.up, n.drained));
         let name = d.node.as_deref().map(|id| on.map_or(id.to_string(), |n| n.name.clone()));
         let name = name.unwrap_or_default();
-        let mut pass = Pass { actions: &mut actions, deployments: &mut deployments, nodes: &nodes, i };
+        let mut pass = Pass {
+            actions: &mut actions,
+            deployments: &mut deployments,
+            nodes: &nodes,
+            loads: &mut loads,
+            i,
+        };
         match (d.desired, d.status) {
             (Desired::Running, Status::DeploymentRequested) => {
                 pass.transition(Status::ValidatingDeploymentData, "checking the URL and branch");
@@ -129,9 +139,7 @@ pub(crate) fn reconcile(o: Observed<'_>) -> Decision {
                 }
             }
             (Desired::Running, Status::Running)
-                if node_up
-                    && node_drained
-                    && place(&nodes, pass.deployments, d.node.as_deref()).is_some() =>
+                if node_up && node_drained && place(&nodes, pass.loads, d.node.as_deref()).is_some() =>
             {
                 pass.delegate(d.node.as_deref(), &format!("node {name} is drained; "));
             }
@@ -222,6 +230,7 @@ struct Pass<'p> {
     actions: &'p mut Vec<Action>,
     deployments: &'p mut [Deployment],
     nodes: &'p [NodeRecord],
+    loads: &'p mut Loads,
     i: usize,
 }
 
@@ -250,11 +259,12 @@ impl Pass<'_> {
     /// it wait, on no node, until one can take it; `why` starts the message.
     fn delegate(&mut self, exclude: Option<&str>, why: &str) {
         let deployment = self.id();
-        match place(self.nodes, self.deployments, exclude) {
+        match place(self.nodes, self.loads, exclude) {
             Some(p) => {
                 let message = format!("{why}placed on {} ({})", p.name, p.reason);
                 self.actions.push(Action::Place { deployment, node: p.node.clone(), message });
                 let d = &mut self.deployments[self.i];
+                self.loads.moved(d.node.as_deref(), Some(&p.node));
                 d.node = Some(p.node);
                 d.status = Status::DelegatingDeployment;
             }
@@ -262,6 +272,7 @@ impl Pass<'_> {
                 let d = &mut self.deployments[self.i];
                 if d.status != Status::DelegatingDeployment || d.node.is_some() {
                     let message = format!("{why}waiting for a node to run it");
+                    self.loads.moved(d.node.as_deref(), None);
                     d.node = None;
                     d.status = Status::DelegatingDeployment;
                     self.actions.push(Action::AwaitNode { deployment, message });
@@ -282,7 +293,8 @@ pub(crate) fn delegation(
 ) -> Vec<Action> {
     let mut actions = Vec::new();
     if let Some(i) = deployments.iter().position(|d| d.id == id) {
-        Pass { actions: &mut actions, deployments: &mut deployments, nodes, i }.delegate(None, why);
+        let loads = &mut Loads::count(&deployments);
+        Pass { actions: &mut actions, deployments: &mut deployments, nodes, loads, i }.delegate(None, why);
     }
     actions
 }

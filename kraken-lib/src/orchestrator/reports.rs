@@ -164,10 +164,7 @@ impl OrchestrationExecutor {
             report.deployments.iter().map(|w| (w.deployment.as_str(), w)).collect();
         let now = Instant::now();
         let name = self.state.node(from).map(|n| n.name).unwrap_or_else(|| from.to_string());
-        for d in self.state.deployments() {
-            if d.node.as_deref() != Some(from) {
-                continue;
-            }
+        for d in self.state.deployments_on(from) {
             let sent = self.sent.get(&d.id).filter(|s| s.target == from);
             let waited = now.duration_since(sent.map_or(self.started, |t| t.at));
             let seen = seen(sent, (&report.instance, report.at), fresh, waited);
