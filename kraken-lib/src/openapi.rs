@@ -65,6 +65,12 @@ pub(crate) fn base() -> Document {
 }
 
 /// The document, as JSON.
+///
+/// ```
+/// let doc = kraken_lib::openapi::document();
+/// assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
+/// assert!(doc["paths"]["/api/v1/deployments"]["post"].is_object());
+/// ```
 pub fn document() -> Value {
     static DOCUMENT: OnceLock<Value> = OnceLock::new();
     DOCUMENT

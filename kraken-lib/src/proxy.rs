@@ -111,6 +111,29 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl PortProxy {
     /// A proxy that looks containers up on `runtime`.
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use kraken_lib::proxy::{Backend, PortProxy};
+    /// use kraken_lib::runtime::DockerRuntime;
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let proxy = PortProxy::new(Arc::new(DockerRuntime::connect().await?));
+    /// // Hold port 8080 (or another one when it is taken) for the app…
+    /// let port = proxy.open("my-app", "0.0.0.0", 8080).await?;
+    /// // …send its connections to a container once that container is ready…
+    /// let first = Backend { container_id: "c1".into(), port: 80, address: None };
+    /// proxy.switch("my-app", first);
+    /// // …and to the next one on an update, letting the first one's finish.
+    /// let next = Backend { container_id: "c2".into(), port: 80, address: None };
+    /// if let Some(drain) = proxy.switch("my-app", next) {
+    ///     drain.wait(Duration::from_secs(3)).await;
+    /// }
+    /// println!("my-app answers on port {port}");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn new(runtime: Arc<dyn Runtime>) -> Self {
         Self { runtime, held: Arc::default() }
     }
