@@ -55,7 +55,7 @@ mod testing;
 
 pub use error::OrchestratorError;
 
-use actions::Sent;
+use actions::{Action, Sent};
 use fencing::{admit, Admission, Incoming};
 use reconcile::{reconcile, Health, Observed};
 use retrieval::RetrievalDone;
@@ -165,8 +165,19 @@ impl OrchestrationExecutor {
             allow_local_sources: node.config.allow_local_sources,
         });
         self.next_pass = Instant::now() + decision.requeue_after;
+        // Placements are stored together (one durable commit for the pass);
+        // every other action on its own, in the order decided.
+        let mut places = Vec::new();
         for action in decision.actions {
-            self.apply(node, action).await;
+            match action {
+                Action::Place { deployment, node: target, message } => {
+                    places.push((deployment, target, message))
+                }
+                other => self.apply(node, other).await,
+            }
+        }
+        if !places.is_empty() {
+            self.place_all(node, places).await;
         }
     }
 

@@ -42,6 +42,7 @@ use crate::deployment::{random_id, Deployment, DeploymentId, DeploymentSummary, 
 use crate::runtime::ContainerStats;
 use crate::stats::NodeStats;
 
+mod batch;
 mod by_node;
 mod feed;
 mod log_writer;

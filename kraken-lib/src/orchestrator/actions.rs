@@ -4,6 +4,7 @@
 //! [`super::placement`], [`super::resume`], [`super::fencing`]); only this
 //! file and the loop in `orchestrator.rs` have effects.
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use chrono::Utc;
@@ -283,6 +284,49 @@ impl OrchestrationExecutor {
     /// Sends `work` to node `target`, remembering when (unless it is a
     /// cancel, which says nothing about the work that node holds). A send
     /// that fails is logged: a later pass or report sends it again.
+    /// Places each `(deployment, node, message)`: the deployments still
+    /// wanted are stored as delegated to their node in one durable commit,
+    /// then each node is sent its work. A failed commit is logged and left to
+    /// a later pass, which decides again from what was stored.
+    pub(super) async fn place_all(
+        &mut self,
+        node: &GenericNode,
+        places: Vec<(DeploymentId, String, String)>,
+    ) {
+        let ids: Vec<DeploymentId> = places.iter().map(|(d, _, _)| d.clone()).collect();
+        let chosen: HashMap<&str, (&str, &str)> =
+            places.iter().map(|(d, t, m)| (d.as_str(), (t.as_str(), m.as_str()))).collect();
+        let stored = self.state.update_deployments(&ids, |d| {
+            let Some((target, message)) = chosen.get(d.id.as_str()) else { return false };
+            if !still_wanted(d, Status::DelegatingDeployment) {
+                return false;
+            }
+            info!(deployment = %d.id, node = %target, %message, "status");
+            d.generation += 1;
+            d.node = Some(target.to_string());
+            d.container_id = None;
+            d.transition(Status::DelegatingDeployment, message.to_string(), Utc::now());
+            true
+        });
+        let stored = match stored {
+            Ok(stored) => stored,
+            Err(source) => {
+                let e = OrchestratorError::Store { what: format!("{} placements", ids.len()), source };
+                warn!(error = %e, "an action of the orchestrator failed; a later pass tries again");
+                return;
+            }
+        };
+        for ((deployment, target, _), after) in places.iter().zip(stored) {
+            if *target != node.id {
+                // The tree this agent fetched is for its own worker only.
+                node.fetched.discard(deployment);
+            }
+            if let Some(spec) = after.filter(|(_, placed)| *placed).and_then(|(d, _)| spec(&d)) {
+                self.send_work(node, target, WorkRequest::Deploy(spec)).await;
+            }
+        }
+    }
+
     pub(super) async fn send_work(&mut self, node: &GenericNode, target: &str, work: WorkRequest) {
         let id = work.deployment().to_string();
         let holds = !matches!(work, WorkRequest::Cancel { .. });
