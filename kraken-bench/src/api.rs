@@ -16,6 +16,7 @@ use kraken_lib::state::{State, StateLimits};
 
 use crate::agent::{Agent, Setup, TOKEN};
 use crate::app::{Kind, Repo};
+use crate::logs::newest_seq;
 use crate::report::{ms, percentile};
 
 /// How much load.
@@ -157,19 +158,5 @@ fn report(agent: &str, r: &Results) {
             ms(percentile(samples, 100.0)),
             samples.len() as f64 / wall.as_secs_f64()
         );
-    }
-}
-
-/// The `seq` after the newest stored log line of deployment `id`, reading
-/// forward from `from` (a `seq` known to be stored or passed).
-async fn newest_seq(agent: &Agent, id: &str, from: u64) -> Result<u64> {
-    let mut offset = from;
-    loop {
-        let page = agent.get(&format!("/api/v1/deployments/{id}/logs?offset={offset}&limit=5000")).await?;
-        let count = page["lines"].as_array().map_or(0, Vec::len);
-        offset = page["next_offset"].as_u64().unwrap_or(offset);
-        if count < 5000 {
-            return Ok(offset);
-        }
     }
 }

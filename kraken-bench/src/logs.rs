@@ -110,7 +110,7 @@ pub async fn run(setup: &Setup, seconds: u64) -> Result<()> {
 /// from `x` holds a line when any line at or after `x` is stored, so the
 /// newest is found by doubling steps, then halving them: a few dozen small
 /// requests, whatever the rate.
-async fn newest_seq(agent: &Agent, id: &str, from: u64) -> Result<u64> {
+pub(crate) async fn newest_seq(agent: &Agent, id: &str, from: u64) -> Result<u64> {
     let any_from = |x: u64| async move {
         let page = agent.get(&format!("/api/v1/deployments/{id}/logs?offset={x}&limit=1")).await?;
         Ok::<_, anyhow::Error>(page["lines"].as_array().is_some_and(|l| !l.is_empty()))

@@ -43,6 +43,10 @@ struct Cli {
         default_value = "kraken-test-base:bookworm-v2"
     )]
     base_image: String,
+    /// Gives up (and stops the agent it started) after this many seconds;
+    /// no limit when not given.
+    #[arg(long, global = true)]
+    deadline_secs: Option<u64>,
     #[command(subcommand)]
     bench: Bench,
 }
@@ -127,34 +131,47 @@ async fn main() -> Result<()> {
     let tiny = cli.tiny;
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     println!("{}", report::machine(&ctx.kraken, &command));
-    match cli.bench {
-        Bench::Deploy { rounds } => deploy::run(&ctx, if tiny { 1 } else { rounds }).await?,
-        Bench::Update { rounds } => update::run(&ctx, if tiny { 1 } else { rounds }).await?,
-        Bench::Acted { requests } => acted::run(&ctx, if tiny { 2 } else { requests }).await?,
+    let run = run(cli.bench, &ctx, tiny);
+    match cli.deadline_secs {
+        // On the deadline the benchmark's future is dropped, and with it the
+        // agent it started (stopped, its containers removed).
+        Some(secs) => tokio::time::timeout(std::time::Duration::from_secs(secs), run)
+            .await
+            .map_err(|_| anyhow::anyhow!("the benchmark did not finish within {secs} s"))?,
+        None => run.await,
+    }
+}
+
+/// Runs benchmark `bench`.
+async fn run(bench: Bench, ctx: &agent::Setup, tiny: bool) -> Result<()> {
+    match bench {
+        Bench::Deploy { rounds } => deploy::run(ctx, if tiny { 1 } else { rounds }).await?,
+        Bench::Update { rounds } => update::run(ctx, if tiny { 1 } else { rounds }).await?,
+        Bench::Acted { requests } => acted::run(ctx, if tiny { 2 } else { requests }).await?,
         Bench::Api { deployments, clients, requests } => {
             let shape = if tiny {
                 api::Shape { deployments: 20, clients: 3, requests: 3 }
             } else {
                 api::Shape { deployments, clients, requests }
             };
-            api::run(&ctx, shape).await?;
+            api::run(ctx, shape).await?;
         }
-        Bench::Logs { seconds } => logs::run(&ctx, if tiny { 1 } else { seconds }).await?,
+        Bench::Logs { seconds } => logs::run(ctx, if tiny { 1 } else { seconds }).await?,
         Bench::Place { nodes, deployments } => place::run(&place_shapes(tiny, &nodes, &deployments)).await?,
-        Bench::Idle { seconds } => footprint::run(&ctx, if tiny { 1 } else { seconds }).await?,
+        Bench::Idle { seconds } => footprint::run(ctx, if tiny { 1 } else { seconds }).await?,
         Bench::All => {
-            deploy::run(&ctx, if tiny { 1 } else { 7 }).await?;
-            update::run(&ctx, if tiny { 1 } else { 5 }).await?;
-            acted::run(&ctx, if tiny { 2 } else { 50 }).await?;
+            deploy::run(ctx, if tiny { 1 } else { 7 }).await?;
+            update::run(ctx, if tiny { 1 } else { 5 }).await?;
+            acted::run(ctx, if tiny { 2 } else { 50 }).await?;
             let shape = if tiny {
                 api::Shape { deployments: 20, clients: 3, requests: 3 }
             } else {
                 api::Shape { deployments: 1000, clients: 50, requests: 40 }
             };
-            api::run(&ctx, shape).await?;
-            logs::run(&ctx, if tiny { 1 } else { 10 }).await?;
+            api::run(ctx, shape).await?;
+            logs::run(ctx, if tiny { 1 } else { 10 }).await?;
             place::run(&place_shapes(tiny, &[100, 1000], &[1000, 10000])).await?;
-            footprint::run(&ctx, if tiny { 1 } else { 20 }).await?;
+            footprint::run(ctx, if tiny { 1 } else { 20 }).await?;
         }
     }
     Ok(())

@@ -23,6 +23,8 @@ fn bench(args: &[&str]) -> String {
         .arg("--kraken")
         .arg(kraken())
         .arg("--tiny")
+        // A benchmark that hangs fails the test instead of the whole suite.
+        .args(["--deadline-secs", "600"])
         .args(args)
         .output()
         .expect("kraken-bench runs");
