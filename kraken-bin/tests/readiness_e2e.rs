@@ -20,14 +20,16 @@ use support::*;
 
 const DEPLOY: Duration = Duration::from_secs(180);
 
-/// An agent whose apps must listen within 8 s, and its directory (the
-/// agent is dropped, and stopped, first).
-fn agent() -> (Agent, tempfile::TempDir) {
+/// An agent on loopback whose apps must listen within 8 s, and the folder
+/// holding its data. The folder comes
+/// first so it outlives the agent: the agent removes its containers when
+/// dropped, finding them by the node id stored in that folder.
+fn agent() -> (tempfile::TempDir, Agent) {
     let dir = tempfile::Builder::new().prefix("kraken-ready-").tempdir().expect("tempdir");
     let extra = ["--app-ready-timeout".to_string(), "8".to_string()];
     let agent = Agent::spawn("up", &dir.path().join("data"), "127.0.0.1", free_port(), &extra)
         .expect("kraken up answers");
-    (agent, dir)
+    (dir, agent)
 }
 
 /// Asks the platform to deploy `repo`; returns the deployment's id.
@@ -59,7 +61,7 @@ fn get_path_once(address: &str, path: &str) -> (String, String) {
 
 #[test]
 fn running_means_answering_and_a_stop_is_a_sigterm() {
-    let (agent, _dir) = agent();
+    let (_dir, agent) = agent();
     let repo = AppRepo::new("listens-late");
     let id = deploy(&agent, &repo);
     let d = wait_status(&agent, &id, "Running", DEPLOY);
@@ -95,7 +97,7 @@ fn running_means_answering_and_a_stop_is_a_sigterm() {
 
 #[test]
 fn an_app_that_exits_or_never_listens_fails_with_its_log_and_leaves_nothing() {
-    let (agent, _dir) = agent();
+    let (_dir, agent) = agent();
     let crashing = AppRepo::new("exits-at-once");
     let silent = AppRepo::new("never-listens");
     let crashing_id = deploy(&agent, &crashing);
@@ -116,7 +118,7 @@ fn an_app_that_exits_or_never_listens_fails_with_its_log_and_leaves_nothing() {
 
 #[test]
 fn with_a_health_path_running_waits_for_a_healthy_answer() {
-    let (agent, _dir) = agent();
+    let (_dir, agent) = agent();
     let healthy = AppRepo::new("health-gated");
     let sick = AppRepo::new("health-gated");
     let manifest = std::fs::read_to_string(sick.path().join("shipwreck.toml")).expect("manifest");
