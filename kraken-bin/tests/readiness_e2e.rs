@@ -21,9 +21,9 @@ use support::*;
 const DEPLOY: Duration = Duration::from_secs(180);
 
 /// An agent on loopback whose apps must listen within 8 s, and the folder
-/// holding its data. The folder comes
-/// first so it outlives the agent: the agent removes its containers when
-/// dropped, finding them by the node id stored in that folder.
+/// holding its data. The folder comes first so it outlives the agent: the
+/// agent removes its containers when dropped, finding them by the node id
+/// stored in that folder.
 fn agent() -> (tempfile::TempDir, Agent) {
     let dir = tempfile::Builder::new().prefix("kraken-ready-").tempdir().expect("tempdir");
     let extra = ["--app-ready-timeout".to_string(), "8".to_string()];
