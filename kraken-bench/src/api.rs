@@ -16,7 +16,7 @@ use kraken_lib::state::{State, StateLimits};
 
 use crate::agent::{Agent, Setup, TOKEN};
 use crate::app::{Kind, Repo};
-use crate::logs::newest_seq;
+use crate::logs::{flood_stored, newest_seq};
 use crate::report::{ms, percentile};
 
 /// How much load.
@@ -49,18 +49,7 @@ pub async fn run(setup: &Setup, shape: Shape) -> Result<()> {
     let flood = Repo::new(Kind::Flood)?;
     let id = agent.deploy(&flood.url()).await?;
     agent.wait_for(&id, &["Running"], Duration::from_secs(120)).await?;
-    // Wait until the flood's lines are being stored.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut newest = 0;
-    while newest < 1000 {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the flooding app's lines are not stored:\n{}",
-            agent.log()
-        );
-        newest = newest_seq(&agent, &id, newest).await?;
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let newest = flood_stored(&agent, &id).await?;
     let (before, started) = (newest_seq(&agent, &id, newest).await?, Instant::now());
     let results = measure(&agent, &ids, shape).await?;
     let (after, took) = (newest_seq(&agent, &id, before).await?, started.elapsed());

@@ -43,18 +43,7 @@ pub async fn run(setup: &Setup, seconds: u64) -> Result<()> {
     let d = agent.wait_for(&id, &["Running"], Duration::from_secs(120)).await?;
     let container =
         d["container_id"].as_str().context("the running deployment names no container")?.to_string();
-    // Wait until the flood's lines are being stored.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut newest = 0;
-    while newest < 1000 {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the flooding app's lines are not stored:\n{}",
-            agent.log()
-        );
-        newest = newest_seq(&agent, &id, newest).await?;
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let newest = flood_stored(&agent, &id).await?;
 
     // The agent's rate and memory over the window.
     let before = newest_seq(&agent, &id, newest).await?;
@@ -103,6 +92,23 @@ pub async fn run(setup: &Setup, seconds: u64) -> Result<()> {
     println!("| engine → a second `docker logs --follow` | {engine:.0} lines/s | |");
     println!("| the state alone (`append_logs`, batches of {BATCH_LINES}) | {state_rate:.0} lines/s | |\n");
     Ok(())
+}
+
+/// Waits (30 s at most) until a flooding app's first 1,000 lines are
+/// stored; returns the `seq` after the newest stored line.
+pub(crate) async fn flood_stored(agent: &Agent, id: &str) -> Result<u64> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut newest = 0;
+    while newest < 1000 {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the flooding app's lines are not stored:\n{}",
+            agent.log()
+        );
+        newest = newest_seq(agent, id, newest).await?;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(newest)
 }
 
 /// The `seq` after the newest stored log line of deployment `id`, searching

@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use apps::AppRepo;
-use serde_json::{json, Value};
+use serde_json::Value;
 use support::*;
 
 const DEPLOY: Duration = Duration::from_secs(180);
@@ -111,15 +111,7 @@ fn an_update_switches_without_a_failed_request_and_a_broken_one_changes_nothing(
     let mut agent = Agent::spawn("up", &data, "127.0.0.1", port, &extra).expect("kraken up answers");
     // Busy for 3 s before it listens: the old version must serve meanwhile.
     let repo = AppRepo::new("listens-late");
-    let (status, created) = call(
-        agent.port,
-        "POST",
-        "/api/v1/deployments",
-        Some(json!({"url": repo.url(), "branch": "main"})),
-        Some(TOKEN),
-    );
-    assert_eq!(status, 202, "{created}");
-    let id = created["id"].as_str().expect("id").to_string();
+    let id = deploy(&agent, &repo.url());
     let d = wait_status(&agent, &id, "Running", DEPLOY);
     let address = d["address"].as_str().expect("address").to_string();
     let host = address.trim_start_matches("http://").to_string();
