@@ -173,21 +173,6 @@ impl Api {
     }
 }
 
-/// Removes every container and image of the node when dropped.
-struct NodeCleanup(String);
-
-impl Drop for NodeCleanup {
-    fn drop(&mut self) {
-        let filter = format!("label=kraken.node={}", self.0);
-        for id in docker::docker_lines(&["ps", "-aq", "--filter", &filter]) {
-            let _ = std::process::Command::new("docker").args(["rm", "-f", &id]).output();
-        }
-        for id in docker::docker_lines(&["images", "-q", "--filter", &filter]) {
-            let _ = std::process::Command::new("docker").args(["rmi", "-f", &id]).output();
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_answer_matches_the_document() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -204,7 +189,7 @@ async fn every_answer_matches_the_document() {
         .start()
         .await
         .expect("platform");
-    let _cleanup = NodeCleanup(platform.node_id().to_string());
+    let _cleanup = docker::NodeCleanup(platform.node_id().to_string());
     let base = format!("http://{}", platform.local_addr());
     let token = platform.token().expect("the agent that made the token knows it").to_string();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -133,22 +133,6 @@ const DEPLOY: Duration = Duration::from_secs(900);
 /// The machine's CA bundle: what lets containers reach npm and PyPI here.
 const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
-/// Removes every container and image of the node when dropped, so a failed
-/// run leaves nothing behind.
-struct NodeCleanup(String);
-
-impl Drop for NodeCleanup {
-    fn drop(&mut self) {
-        let filter = format!("label=kraken.node={}", self.0);
-        for id in docker::docker_lines(&["ps", "-aq", "--filter", &filter]) {
-            let _ = std::process::Command::new("docker").args(["rm", "-f", &id]).output();
-        }
-        for id in docker::docker_lines(&["images", "-q", "--filter", &filter]) {
-            let _ = std::process::Command::new("docker").args(["rmi", "-f", &id]).output();
-        }
-    }
-}
-
 /// A client of the platform's API.
 #[derive(Clone)]
 struct Api {
@@ -348,7 +332,7 @@ async fn real_apps_build_install_their_dependencies_and_answer() {
         .expect("platform");
     let node_id =
         std::fs::read_to_string(dir.path().join("data/node-id")).expect("node id").trim().to_string();
-    let _cleanup = NodeCleanup(node_id);
+    let _cleanup = docker::NodeCleanup(node_id);
     let api = Api {
         http: reqwest::Client::builder().timeout(Duration::from_secs(120)).build().expect("client"),
         base: format!("http://{}", platform.local_addr()),

@@ -120,3 +120,20 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Removes, when dropped, every container and image that Kraken made for the
+/// node with id `.0` (its `kraken.node` label), so a failed run of an
+/// in-process platform leaves nothing behind.
+pub struct NodeCleanup(pub String);
+
+impl Drop for NodeCleanup {
+    fn drop(&mut self) {
+        let filter = format!("label=kraken.node={}", self.0);
+        for id in docker_lines(&["ps", "-aq", "--filter", &filter]) {
+            let _ = Command::new("docker").args(["rm", "-f", &id]).output();
+        }
+        for id in docker_lines(&["images", "-q", "--filter", &filter]) {
+            let _ = Command::new("docker").args(["rmi", "-f", &id]).output();
+        }
+    }
+}
