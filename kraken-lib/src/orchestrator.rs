@@ -24,19 +24,21 @@
 //! - `reports`: what workers report; work a node lost is judged by `resume`.
 //! - `resume`: what to do about a deployment its node's report does not
 //!   account for.
-//! - `fencing`: which messages are taken in, and when to step down.
+//! - `fencing`: which messages are taken in, and when to step down;
+//!   `intake` applies it to what comes off the bus (status reports stored
+//!   in batches).
 //! - `actions`: the actions and the code that applies them.
 //! - `error`: [`OrchestratorError`].
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
 use tracing::warn;
 
 use crate::builder::BuilderRegistry;
-use crate::bus::{Body, Channel, Subscription};
+use crate::bus::{Channel, Subscription};
 use crate::deployment::DeploymentId;
 use crate::executor::{ExecutionFailure, Executor, SetupFailure};
 use crate::node::GenericNode;
@@ -45,6 +47,7 @@ use crate::state::State;
 mod actions;
 mod error;
 mod fencing;
+mod intake;
 mod placement;
 mod reconcile;
 mod reports;
@@ -56,9 +59,11 @@ mod testing;
 pub use error::OrchestratorError;
 
 use actions::{Action, Sent};
-use fencing::{admit, Admission, Incoming};
 use reconcile::{reconcile, Health, Observed};
 use retrieval::RetrievalDone;
+
+/// At most this many status reports are taken in (and stored) together.
+const REPORT_BATCH: usize = 512;
 
 /// A pass this much later than planned means the orchestrator itself was held up.
 const STALL: Duration = Duration::from_millis(500);
@@ -180,42 +185,6 @@ impl OrchestrationExecutor {
             self.place_all(node, places).await;
         }
     }
-
-    /// Whether `d` is signed by the key registered for the node it names as
-    /// sender (this node's own key for its own reports).
-    fn signed_by_its_sender(&self, node: &GenericNode, d: &crate::bus::Delivery) -> bool {
-        let from = &d.envelope.from;
-        let expected = if *from == node.id {
-            node.public_key()
-        } else {
-            self.state.node(from).and_then(|n| n.public_key)
-        };
-        crate::bus::trust::from_sender(d, expected)
-    }
-
-    /// Whether `id` is the rollover candidate this orchestrator named: the
-    /// only node whose newer epoch makes it step down.
-    fn is_candidate(&self, id: &str) -> bool {
-        self.state.node(id).is_some_and(|n| n.rollover_priority == 1)
-    }
-
-    /// Takes in one message a worker sent, once fencing let it through.
-    async fn take_in(&mut self, node: &GenericNode, channel: &Channel, from: &str, body: Body) {
-        match (channel, body) {
-            (Channel::Deployment, Body::Deployment(r)) => self.on_deployment_report(from, r),
-            (Channel::Sysinfo, Body::Sysinfo(report)) => self.on_node_report(node, from, report).await,
-            (Channel::Log, Body::Log(batch)) => {
-                // Only the node running the deployment writes to its log.
-                let current = self.state.deployment(&batch.deployment);
-                if current.is_some_and(|c| c.node.as_deref() == Some(from)) {
-                    if let Err(e) = self.state.append_logs(&batch.deployment, &batch.lines) {
-                        warn!(error = %e, "could not store log lines");
-                    }
-                }
-            }
-            (channel, other) => warn!(%channel, ?other, "dropping an unexpected message on this channel"),
-        }
-    }
 }
 
 #[async_trait::async_trait]
@@ -268,6 +237,17 @@ impl Executor for OrchestrationExecutor {
             r = self.done_rx.recv() => Wake::Retrieved(r),
             d = log.next() => Wake::Message(Channel::Log, d),
         };
+        // Status reports waiting behind this one are taken in with it (one
+        // durable commit for them all).
+        let mut more = Vec::new();
+        if matches!(wake, Wake::Message(Channel::Deployment, Some(_))) {
+            while more.len() < REPORT_BATCH {
+                match deployment.next().now_or_never() {
+                    Some(Some(d)) => more.push(d),
+                    _ => break,
+                }
+            }
+        }
         let (channel, d) = match wake {
             Wake::Stop | Wake::Retrieved(None) => return Ok(()),
             Wake::Pass => {
@@ -284,29 +264,7 @@ impl Executor for OrchestrationExecutor {
             }
             Wake::Message(channel, Some(d)) => (channel, d),
         };
-        let from = d.envelope.from.clone();
-        let incoming = Incoming {
-            signed: self.signed_by_its_sender(node, &d),
-            epoch: d.envelope.epoch,
-            from_candidate: self.is_candidate(&from),
-        };
-        match admit(incoming, node.epoch()) {
-            Admission::Accept => self.take_in(node, &channel, &from, d.envelope.body.clone()).await,
-            Admission::Unsigned => {
-                warn!(%from, origin = ?d.origin, "dropping a message not signed by the node it names as sender");
-            }
-            Admission::NewerEpochFromStranger => warn!(
-                %from,
-                epoch = d.envelope.epoch,
-                "dropping a message of a newer epoch from a node that is not the rollover candidate"
-            ),
-            Admission::Superseded { epoch } => {
-                d.ack().await;
-                let e = OrchestratorError::Superseded { from, epoch, ours: node.epoch() };
-                return Err(ExecutionFailure::fatal(e.to_string()));
-            }
-        }
-        d.ack().await;
-        Ok(())
+        more.insert(0, d);
+        self.take_in_all(node, &channel, more).await
     }
 }

@@ -14,9 +14,9 @@ use tracing::{debug, info, warn};
 use super::actions::{Action, Sent};
 use super::reconcile::RESEND_AFTER;
 use super::resume::{self, Seen};
-use super::OrchestrationExecutor;
+use super::{OrchestrationExecutor, OrchestratorError};
 use crate::bus::{DeploymentReport, NodeReport, WorkRequest, WorkerDeployment};
-use crate::deployment::{is_web_address, Desired, Status};
+use crate::deployment::{is_web_address, Deployment, DeploymentId, Desired, Status};
 use crate::node::GenericNode;
 use crate::state::Role;
 
@@ -48,65 +48,100 @@ pub(super) fn seen(
     Seen { restarted, overdue: waited > RESEND_AFTER && report_is_newer }
 }
 
+/// Whether report `r`, sent by `from`, is about the work `d` has now: its
+/// current generation, on the node it is placed on.
+fn from_current_work(d: &Deployment, from: &str, r: &DeploymentReport) -> bool {
+    r.generation == d.generation && d.node.as_deref() == Some(from)
+}
+
+/// Applies report `r`, sent by `from`, to `d`; returns whether `d` changed.
+/// A stale report (another generation or node) and a repeat of the last
+/// status with the same message change nothing.
+fn apply_report(d: &mut Deployment, from: &str, r: &DeploymentReport) -> bool {
+    if !from_current_work(d, from, r) {
+        return false;
+    }
+    if d.desired == Desired::Destroyed && !r.status.is_destruction() && r.status != Status::Errored {
+        // Work finished after destruction was asked for: keep the ids for clean-up.
+        d.container_id = r.container_id.clone().or(d.container_id.take());
+        return true;
+    }
+    if d.status == r.status && d.status_history.last().is_some_and(|c| c.message == r.message) {
+        return false;
+    }
+    if let Some(c) = &r.container_id {
+        d.container_id = Some(c.clone());
+    }
+    if let Some(p) = r.host_port {
+        d.host_port = Some(p);
+    }
+    if let Some(a) = r.address.as_ref().filter(|a| is_web_address(a)) {
+        d.address = Some(a.clone());
+    }
+    if let Some(c) = &r.commit {
+        d.commit = Some(c.clone());
+    }
+    if r.status == Status::Destroyed {
+        d.container_id = None;
+        d.address = None;
+        d.host_port = None;
+    }
+    if r.status == Status::Running && r.container_id.is_some() {
+        d.error = None;
+    }
+    d.transition(r.status, r.message.clone(), Utc::now());
+    true
+}
+
 impl OrchestrationExecutor {
-    /// Takes in node `from`'s report of a deployment's status.
-    pub(super) fn on_deployment_report(&mut self, from: &str, r: DeploymentReport) {
-        let Some(d) = self.state.deployment(&r.deployment) else {
-            debug!(deployment = %r.deployment, "a report about an unknown deployment");
+    /// Takes in the status reports of a batch (each with the node that sent
+    /// it, in the order they came): every change they make is stored in one
+    /// durable commit, so a burst of reports (many apps starting at once)
+    /// costs one disk sync, not one each.
+    pub(super) fn on_deployment_reports(&mut self, reports: Vec<(String, DeploymentReport)>) {
+        let mut ids: Vec<DeploymentId> = Vec::new();
+        let mut by_id: HashMap<DeploymentId, Vec<(String, DeploymentReport)>> = HashMap::new();
+        for (from, r) in reports {
+            let Some(d) = self.state.deployment(&r.deployment) else {
+                debug!(deployment = %r.deployment, "a report about an unknown deployment");
+                continue;
+            };
+            if !from_current_work(&d, &from, &r) {
+                debug!(deployment = %d.id, generation = r.generation, current = d.generation, "ignoring a stale report");
+                continue;
+            }
+            if r.address.as_ref().is_some_and(|a| !is_web_address(a)) {
+                warn!(deployment = %d.id, node = %from, "ignoring an app address that is not an http(s) address");
+            }
+            // The node answered about the work: the wait for its next word
+            // starts again (a removal it is busy with is not asked for again at
+            // once), and the run of its agent that answered is the one holding it.
+            if let Some(sent) = self.sent.get_mut(&d.id) {
+                sent.at = Instant::now();
+                sent.wall = Utc::now();
+                if sent.instance.is_none() {
+                    sent.instance = self.instances.get(&from).cloned();
+                }
+            }
+            let queued = by_id.entry(d.id.clone()).or_default();
+            if queued.is_empty() {
+                ids.push(d.id.clone());
+            }
+            queued.push((from, r));
+        }
+        if ids.is_empty() {
             return;
-        };
-        if r.generation != d.generation || d.node.as_deref() != Some(from) {
-            debug!(deployment = %d.id, generation = r.generation, current = d.generation, "ignoring a stale report");
-            return;
         }
-        if d.desired == Desired::Destroyed && !r.status.is_destruction() && r.status != Status::Errored {
-            // Work finished after destruction was asked for: keep the ids for clean-up.
-            let _ = self.state.update_deployment(&d.id, |d| {
-                d.container_id = r.container_id.clone().or(d.container_id.take());
-                true
-            });
-            return;
-        }
-        if d.status == r.status && d.status_history.last().is_some_and(|c| c.message == r.message) {
-            return;
-        }
-        if r.address.as_ref().is_some_and(|a| !is_web_address(a)) {
-            warn!(deployment = %d.id, node = %from, "ignoring an app address that is not an http(s) address");
-        }
-        // The node answered about the work: the wait for its next word
-        // starts again (a removal it is busy with is not asked for again at
-        // once), and the run of its agent that answered is the one holding it.
-        if let Some(sent) = self.sent.get_mut(&d.id) {
-            sent.at = Instant::now();
-            sent.wall = Utc::now();
-            if sent.instance.is_none() {
-                sent.instance = self.instances.get(from).cloned();
-            }
-        }
-        let _ = self.state.update_deployment(&d.id, |d| {
-            if let Some(c) = &r.container_id {
-                d.container_id = Some(c.clone());
-            }
-            if let Some(p) = r.host_port {
-                d.host_port = Some(p);
-            }
-            if let Some(a) = r.address.as_ref().filter(|a| is_web_address(a)) {
-                d.address = Some(a.clone());
-            }
-            if let Some(c) = &r.commit {
-                d.commit = Some(c.clone());
-            }
-            if r.status == Status::Destroyed {
-                d.container_id = None;
-                d.address = None;
-                d.host_port = None;
-            }
-            if r.status == Status::Running && r.container_id.is_some() {
-                d.error = None;
-            }
-            d.transition(r.status, r.message.clone(), Utc::now());
-            true
+        let stored = self.state.update_deployments(&ids, |d| {
+            let reports = by_id.get(d.id.as_str()).map(Vec::as_slice).unwrap_or_default();
+            // Each report in turn, so two reports of one deployment in the
+            // same batch both reach its history.
+            reports.iter().fold(false, |changed, (from, r)| apply_report(d, from, r) || changed)
         });
+        if let Err(source) = stored {
+            let e = OrchestratorError::Store { what: format!("{} status reports", ids.len()), source };
+            warn!(error = %e, "status reports were not stored");
+        }
     }
 
     /// Takes in node `from`'s periodic report.
@@ -192,6 +227,65 @@ impl OrchestrationExecutor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::orchestrator::testing;
+
+    /// `d` placed on node `n1`, generation 1, being built.
+    fn placed() -> Deployment {
+        let mut d = testing::with_app_data(testing::deployment("d1", Status::DelegatingDeployment));
+        d.node = Some("n1".into());
+        d.generation = 1;
+        d
+    }
+
+    fn report(status: Status, message: &str) -> DeploymentReport {
+        DeploymentReport {
+            deployment: "d1".into(),
+            generation: 1,
+            status,
+            message: message.into(),
+            container_id: (status == Status::Running).then(|| "c1".to_string()),
+            host_port: None,
+            address: Some("http://n1:8080".into()),
+            commit: None,
+        }
+    }
+
+    #[test]
+    fn reports_of_one_batch_reach_the_history_in_their_order() {
+        let mut d = placed();
+        assert!(apply_report(&mut d, "n1", &report(Status::BuildingDeployment, "building")));
+        assert!(apply_report(&mut d, "n1", &report(Status::Deploying, "starting")));
+        assert!(apply_report(&mut d, "n1", &report(Status::Running, "answering")));
+        let tail: Vec<Status> = d.status_history.iter().rev().take(3).rev().map(|c| c.status).collect();
+        assert_eq!(tail, [Status::BuildingDeployment, Status::Deploying, Status::Running]);
+        assert_eq!(d.container_id.as_deref(), Some("c1"));
+        assert_eq!(d.address.as_deref(), Some("http://n1:8080"));
+    }
+
+    #[test]
+    fn stale_and_repeated_reports_change_nothing() {
+        let mut d = placed();
+        let before = d.clone();
+        let mut old = report(Status::Running, "answering");
+        old.generation = 0;
+        assert!(!apply_report(&mut d, "n1", &old), "an older generation");
+        assert!(!apply_report(&mut d, "n2", &report(Status::Running, "answering")), "another node");
+        assert_eq!(d, before);
+        assert!(apply_report(&mut d, "n1", &report(Status::Running, "answering")));
+        let once = d.clone();
+        assert!(!apply_report(&mut d, "n1", &report(Status::Running, "answering")), "a repeat");
+        assert_eq!(d, once);
+    }
+
+    #[test]
+    fn work_that_finishes_after_destruction_was_asked_for_keeps_only_its_container() {
+        let mut d = placed();
+        d.desired = Desired::Destroyed;
+        d.transition(Status::DestructionRequested, "asked", Utc::now());
+        assert!(apply_report(&mut d, "n1", &report(Status::Running, "answering")));
+        assert_eq!(d.status, Status::DestructionRequested, "the destruction goes on");
+        assert_eq!(d.container_id.as_deref(), Some("c1"), "kept for the clean-up");
+    }
 
     fn sent(instance: Option<&str>, wall: DateTime<Utc>) -> Sent {
         Sent { at: Instant::now(), wall, target: "n1".into(), instance: instance.map(str::to_string) }
