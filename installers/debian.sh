@@ -116,11 +116,18 @@ elif [ -f "$repo/Cargo.toml" ] && [ -d "$repo/kraken-bin" ] && cargo_bin="$(find
   pkg-config --exists openssl 2>/dev/null || need+=(libssl-dev)
   [ "${#need[@]}" -eq 0 ] || apt_install "${need[@]}"
   log "building kraken with $cargo_bin (a few minutes the first time)"
+  # The release profile links the whole program at once (fat LTO), which
+  # needs about 1.3 GB of memory at its peak; below 2 GiB, link in parts.
+  profile=()
+  if [ "$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)" -lt $((2 * 1024 * 1024)) ]; then
+    log "less than 2 GiB of memory: building with thin link-time optimisation (a slightly larger binary)"
+    profile=(--config 'profile.release.lto="thin"' --config 'profile.release.codegen-units=4')
+  fi
   if [ -n "${SUDO_USER:-}" ] && [ "$SUDO_USER" != root ] && [ "$(stat -c %U "$repo")" = "$SUDO_USER" ]; then
     # Build as the owner of the source tree, so target/ stays theirs.
-    sudo -u "$SUDO_USER" -H "$cargo_bin" build --release -p kraken-bin --manifest-path "$repo/Cargo.toml"
+    sudo -u "$SUDO_USER" -H "$cargo_bin" build --release "${profile[@]}" -p kraken-bin --manifest-path "$repo/Cargo.toml"
   else
-    "$cargo_bin" build --release -p kraken-bin --manifest-path "$repo/Cargo.toml"
+    "$cargo_bin" build --release "${profile[@]}" -p kraken-bin --manifest-path "$repo/Cargo.toml"
   fi
   binary="$repo/target/release/kraken"
   [ -x "$binary" ] || die "the build did not produce $binary"
