@@ -12,6 +12,7 @@ use kraken_lib::builder::{BaseImages, BuilderRegistry};
 use kraken_lib::bus::memory::MemoryBus;
 use kraken_lib::bus::LogEntry;
 use kraken_lib::node::{GenericNode, NodeConfig, NodeIdentity};
+use kraken_lib::runtime::ContainerStats;
 use kraken_lib::state::{State, StateLimits};
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -381,4 +382,36 @@ async fn bad_page_parameters_get_400_saying_what_would_be_right() {
         assert_eq!(status, StatusCode::BAD_REQUEST, "?{query}: {v}");
         assert!(error_text(&v).contains(expected), "?{query}: {v}");
     }
+}
+
+#[tokio::test]
+async fn a_deployment_read_again_shows_every_change_and_each_new_resource_sample() {
+    let f = fixture();
+    let d = f.state.create_deployment("https://example.org/app.git", "main").expect("stored");
+    let path = format!("/api/v1/deployments/{}", d.id);
+    let (status, first) = call(&f.app, Method::GET, &path, None, None).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(first["status"], "DeploymentRequested");
+    let (_, again) = call(&f.app, Method::GET, &path, None, None).await;
+    assert_eq!(again, first, "nothing changed, the same record");
+
+    // A durable change.
+    let (status, _) = call(&f.app, Method::DELETE, &path, Some(TOKEN), None).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (_, destroyed) = call(&f.app, Method::GET, &path, None, None).await;
+    assert_eq!(destroyed["status"], "DestructionRequested", "{destroyed}");
+
+    // Resource samples are kept in memory only; each one shows at once.
+    for memory in [1_000_000_u64, 2_000_000] {
+        let sample = ContainerStats { cpu_percent: 1.5, memory_bytes: memory, memory_limit_bytes: 8_000_000 };
+        f.state.record_stats(&d.id, sample);
+        let (_, read) = call(&f.app, Method::GET, &path, None, None).await;
+        assert_eq!(read["stats"]["memory_bytes"], memory, "{read}");
+    }
+    let (_, read) = call(&f.app, Method::GET, &path, None, None).await;
+    assert_eq!(read["stats_history"].as_array().map(Vec::len), Some(2), "{read}");
+    // A change to another deployment leaves this one's record as it is.
+    f.state.create_deployment("https://example.org/other.git", "main").expect("stored");
+    let (_, after) = call(&f.app, Method::GET, &path, None, None).await;
+    assert_eq!(after, read);
 }

@@ -50,7 +50,8 @@ pub(super) async fn list_deployments(
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
-/// One deployment with its status history and resource use.
+/// One deployment with its status history and resource use. Its encoding
+/// is kept until the record changes (or a resource sample comes in).
 #[utoipa::path(
     get,
     path = "/api/v1/deployments/{id}",
@@ -65,9 +66,9 @@ pub(super) async fn list_deployments(
 pub(super) async fn get_deployment(
     AxumState(ctx): AxumState<ApiContext>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Deployment>> {
-    let d = ctx.state.deployment(&id).ok_or_else(|| ApiError::not_found(&id))?;
-    Ok(Json(d))
+) -> ApiResult<Response> {
+    let body = ctx.details.body(&ctx.state, &id).ok_or_else(|| ApiError::not_found(&id))?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// Deploys a branch of a git repository: stores the request and answers at

@@ -13,7 +13,8 @@
 //! builders, the document), `health` (`/ping`, `/health`, the worker's
 //! router), `events`, `replica` and `replication`; `auth`, `error` and
 //! `context` hold what they all share, `page` the list's query and
-//! cursor, `list_cache` the encoded list of deployments. This file only assembles the router.
+//! cursor, `list_cache` the encoded list of deployments, `detail_cache` each
+//! deployment's encoded record. This file only assembles the router.
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
@@ -24,6 +25,7 @@ use utoipa_axum::routes;
 mod auth;
 mod context;
 mod deployments;
+mod detail_cache;
 mod error;
 mod events;
 mod health;
