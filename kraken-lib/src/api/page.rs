@@ -35,7 +35,7 @@ pub struct ListQuery {
 }
 
 /// Where a page starts: after the deployment requested at `at` with `id`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(super) struct Cursor {
     /// When that deployment was requested.
     pub(super) at: DateTime<Utc>,
@@ -67,7 +67,7 @@ impl Cursor {
 }
 
 /// A checked query: the page size and where the page starts.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(super) struct PageRequest {
     /// How many deployments, 1 to [`MAX_PAGE`].
     pub(super) limit: usize,
