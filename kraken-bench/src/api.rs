@@ -1,5 +1,6 @@
-//! API latency: `GET /api/v1/deployments` and `GET /api/v1/deployments/{id}`
-//! with many deployments stored (written into the agent's state before it
+//! API latency: `GET /api/v1/deployments` (its first page of the default
+//! size, and the whole list in one page, `?limit=1000`) and `GET
+//! /api/v1/deployments/{id}` with many deployments stored (written into the agent's state before it
 //! starts: each one's request, two steps and a failure, as a real history
 //! would hold) and many clients at once, each sending its next request as
 //! soon as the last was answered. Measured twice in one run: with the agent
@@ -39,6 +40,7 @@ pub async fn run(setup: &Setup, shape: Shape) -> Result<()> {
     })
     .await?;
     let ids = Arc::new(ids);
+    check_pages(&agent, shape.deployments).await?;
     println!(
         "## API latency ({} deployments stored, {} concurrent clients, {} requests each per endpoint)\n",
         shape.deployments, shape.clients, shape.requests
@@ -64,6 +66,29 @@ pub async fn run(setup: &Setup, shape: Shape) -> Result<()> {
     Ok(())
 }
 
+/// Checks, once before measuring, that the pages hold what they should: the
+/// first page the default number (or all when fewer), the full one all.
+async fn check_pages(agent: &Agent, stored: usize) -> Result<()> {
+    let http = reqwest::Client::new();
+    for (query, expected) in
+        [("", stored.min(kraken_lib::api::DEFAULT_PAGE)), ("?limit=1000", stored.min(1000))]
+    {
+        let page: serde_json::Value = http
+            .get(format!("{}/api/v1/deployments{query}", agent.server))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let items = page["items"].as_array().map_or(0, Vec::len);
+        anyhow::ensure!(
+            items == expected,
+            "GET /api/v1/deployments{query} gave {items} deployments, not {expected}"
+        );
+    }
+    Ok(())
+}
+
 /// Stores `n` failed deployments in the state under `data_dir`; returns their ids.
 fn store_deployments(data_dir: &Path, n: usize) -> Result<Vec<String>> {
     let state = State::open(&data_dir.join("state"), StateLimits::default()).context("opening the state")?;
@@ -83,15 +108,49 @@ fn store_deployments(data_dir: &Path, n: usize) -> Result<Vec<String>> {
     Ok(ids)
 }
 
-struct Results {
-    list: (Vec<Duration>, Duration),
-    one: (Vec<Duration>, Duration),
+/// The endpoints measured, in the report's order.
+const ENDPOINTS: [Endpoint; 3] = [Endpoint::Page, Endpoint::Full, Endpoint::One];
+
+/// What a client asks for.
+#[derive(Debug, Clone, Copy)]
+enum Endpoint {
+    /// The list's first page, of the default size.
+    Page,
+    /// The whole list in one page.
+    Full,
+    /// One deployment.
+    One,
 }
 
+impl Endpoint {
+    /// The name in the report.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Page => "GET /api/v1/deployments",
+            Self::Full => "GET /api/v1/deployments?limit=1000",
+            Self::One => "GET /api/v1/deployments/{id}",
+        }
+    }
+
+    /// The path of the `n`th request.
+    fn path(self, ids: &[String], n: usize) -> String {
+        match self {
+            Self::Page => "/api/v1/deployments".to_string(),
+            Self::Full => "/api/v1/deployments?limit=1000".to_string(),
+            Self::One => format!("/api/v1/deployments/{}", ids[n % ids.len()]),
+        }
+    }
+}
+
+/// Every latency and the wall time, per endpoint.
+type Results = Vec<(Endpoint, (Vec<Duration>, Duration))>;
+
 async fn measure(agent: &Agent, ids: &Arc<Vec<String>>, shape: Shape) -> Result<Results> {
-    let list = load(agent, ids, shape, true).await?;
-    let one = load(agent, ids, shape, false).await?;
-    Ok(Results { list, one })
+    let mut results = Vec::new();
+    for endpoint in ENDPOINTS {
+        results.push((endpoint, load(agent, ids, shape, endpoint).await?));
+    }
+    Ok(results)
 }
 
 /// Runs `shape.clients` clients, each sending `shape.requests` requests one
@@ -100,7 +159,7 @@ async fn load(
     agent: &Agent,
     ids: &Arc<Vec<String>>,
     shape: Shape,
-    list: bool,
+    endpoint: Endpoint,
 ) -> Result<(Vec<Duration>, Duration)> {
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -112,11 +171,7 @@ async fn load(
         tasks.push(tokio::spawn(async move {
             let mut samples = Vec::with_capacity(shape.requests);
             for r in 0..shape.requests {
-                let path = if list {
-                    "/api/v1/deployments".to_string()
-                } else {
-                    format!("/api/v1/deployments/{}", ids[(c * shape.requests + r) % ids.len()])
-                };
+                let path = endpoint.path(&ids, c * shape.requests + r);
                 let start = Instant::now();
                 let resp = http.get(format!("{server}{path}")).bearer_auth(TOKEN).send().await?;
                 let status = resp.status();
@@ -136,9 +191,8 @@ async fn load(
 }
 
 fn report(agent: &str, r: &Results) {
-    for (name, (samples, wall)) in
-        [("GET /api/v1/deployments", &r.list), ("GET /api/v1/deployments/{id}", &r.one)]
-    {
+    for (endpoint, (samples, wall)) in r {
+        let name = endpoint.name();
         println!(
             "| {agent} | {name} | {} | {} | {} | {} | {:.0} |",
             ms(percentile(samples, 50.0)),

@@ -54,10 +54,14 @@ fn acted_reports_percentiles() {
 }
 
 #[test]
-fn api_reports_both_endpoints_idle_and_under_a_log_flood() {
+fn api_reports_the_page_the_full_list_and_one_deployment_idle_and_under_a_log_flood() {
     let out = bench(&["api"]);
     for agent in ["idle", "an app flooding its log"] {
-        for endpoint in ["GET /api/v1/deployments |", "GET /api/v1/deployments/{id} |"] {
+        for endpoint in [
+            "GET /api/v1/deployments |",
+            "GET /api/v1/deployments?limit=1000 |",
+            "GET /api/v1/deployments/{id} |",
+        ] {
             assert!(out.contains(&format!("| {agent} | {endpoint}")), "no {agent} {endpoint}:\n{out}");
         }
     }

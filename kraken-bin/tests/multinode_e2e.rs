@@ -205,7 +205,7 @@ fn a_broker_restart_under_load_loses_and_duplicates_nothing() {
     // Give replayed messages time to arrive, then check nothing ran twice.
     std::thread::sleep(Duration::from_secs(3));
     let list = get_json(o.port, "/api/v1/deployments").expect("list");
-    assert_eq!(list.as_array().map(Vec::len), Some(3), "no deployment lost or added: {list:#}");
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(3), "no deployment lost or added: {list:#}");
     for id in &ids {
         let d = get_json(o.port, &format!("/api/v1/deployments/{id}")).expect("get");
         assert_eq!(containers_of(id).len(), 1, "exactly one container for {id}: {d:#}\n{}", o.log());

@@ -345,7 +345,7 @@ fn unauthorised_and_malformed_requests_are_refused() {
     let (status, _) = call(agent.port, "GET", "/api/v1/deployments/does-not-exist", None, None);
     assert_eq!(status, 404);
     let (_, list) = call(agent.port, "GET", "/api/v1/deployments", None, None);
-    assert_eq!(list.as_array().map(Vec::len), Some(0), "nothing was created");
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(0), "nothing was created: {list}");
     let unreachable = cli(&format!("http://127.0.0.1:{}", free_port()), TOKEN, &["ps"]);
     assert_eq!(unreachable.status.code(), Some(3), "{}", text(&unreachable));
 }

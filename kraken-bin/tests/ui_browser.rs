@@ -16,8 +16,8 @@ use std::time::Duration;
 use fantoccini::Locator;
 use serde_json::Value;
 use ui_support::{
-    run_ui_test, run_ui_test_with, runtime, serial, Fixture, Ui, APP_ANSWER, APP_HOME, APP_NAME, APP_PORT,
-    BRANCH_WITHOUT_MANIFEST,
+    run_ui_test, run_ui_test_prepared, run_ui_test_with, runtime, serial, Fixture, Ui, APP_ANSWER, APP_HOME,
+    APP_NAME, APP_PORT, BRANCH_WITHOUT_MANIFEST,
 };
 
 const SHORT: Duration = Duration::from_secs(15);
@@ -294,6 +294,42 @@ fn bad_url_and_branch_without_manifest_show_the_error_and_keep_create_disabled()
             .await;
         assert!(field(&mainx, "text").contains("mainx"), "the error names the branch: {mainx}");
         assert!(!create.is_enabled().await.expect("create state"));
+    }));
+}
+
+#[test]
+fn the_list_shows_every_deployment_when_they_take_several_pages() {
+    let _one_at_a_time = serial();
+    // One and a half pages of the API's default size.
+    let stored = kraken_lib::api::DEFAULT_PAGE * 3 / 2;
+    let ids = std::sync::Mutex::new(Vec::new());
+    let seed = |data_dir: &std::path::Path| {
+        *ids.lock().expect("ids") = support::seed_failed_deployments(data_dir, stored);
+    };
+    let ids = &ids;
+    runtime().block_on(run_ui_test_prepared("list-pages", &[], seed, |ui| async move {
+        ui.open("#/deployments").await;
+        let rows = ui
+            .wait_js(
+                "every deployment in the list",
+                SHORT,
+                "return [...document.querySelectorAll('.deployment-row')].map((r) => r.dataset.id);",
+                |v| v.as_array().is_some_and(|rows| rows.len() >= stored),
+                |_| None,
+            )
+            .await;
+        let mut shown: Vec<String> = rows
+            .as_array()
+            .expect("rows")
+            .iter()
+            .map(|r| r.as_str().unwrap_or_default().to_string())
+            .collect();
+        assert_eq!(shown.len(), stored, "each deployment once");
+        shown.sort();
+        let mut expected = ids.lock().expect("ids").clone();
+        expected.sort();
+        assert_eq!(shown, expected, "the rows are the stored deployments");
+        ui.screenshots("list").await;
     }));
 }
 

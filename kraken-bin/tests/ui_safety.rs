@@ -36,7 +36,7 @@ async fn serve_deployments(ui: &Ui, deployments: &[Value]) {
           const path = new URL(String(input), location.href).pathname;
           const answer = (body) => Promise.resolve(new Response(JSON.stringify(body),
             {{ status: 200, headers: {{ "content-type": "application/json" }} }}));
-          if (path === "/api/v1/deployments") return answer(list);
+          if (path === "/api/v1/deployments") return answer({{ items: list, next: null }});
           const one = list.find((d) => path === "/api/v1/deployments/" + d.id);
           if (one) return answer(one);
           if (list.some((d) => path.startsWith("/api/v1/deployments/" + d.id + "/logs"))) return answer({{ lines: [], next_offset: 0 }});

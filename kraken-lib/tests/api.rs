@@ -12,6 +12,7 @@ use kraken_lib::builder::{BaseImages, BuilderRegistry};
 use kraken_lib::bus::memory::MemoryBus;
 use kraken_lib::bus::LogEntry;
 use kraken_lib::node::{GenericNode, NodeConfig, NodeIdentity};
+use kraken_lib::runtime::ContainerStats;
 use kraken_lib::state::{State, StateLimits};
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -161,9 +162,10 @@ async fn a_deployment_is_created_listed_and_destroyed() {
 
     let (status, list) = call(&f.app, Method::GET, "/api/v1/deployments", None, None).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(list.as_array().map(Vec::len), Some(1));
-    assert_eq!(list[0]["id"], id.as_str());
-    assert_eq!(list[0]["status"], "DeploymentRequested");
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(1), "{list}");
+    assert_eq!(list["items"][0]["id"], id.as_str());
+    assert_eq!(list["items"][0]["status"], "DeploymentRequested");
+    assert_eq!(list["next"], Value::Null, "one page holds it all");
 
     let (status, d) = call(&f.app, Method::GET, &format!("/api/v1/deployments/{id}"), None, None).await;
     assert_eq!(status, StatusCode::OK);
@@ -269,4 +271,147 @@ async fn validate_needs_the_token_and_never_looks_at_local_paths() {
     answers.dedup();
     assert_eq!(answers.len(), 1, "the same answer whether the path exists or not: {answers:?}");
     assert!(f.state.deployments().is_empty());
+}
+
+/// The ids of a page, and its `next`.
+fn page_ids(page: &Value) -> (Vec<String>, Option<String>) {
+    let ids = page["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no items in {page}"))
+        .iter()
+        .map(|d| d["id"].as_str().expect("an id").to_string())
+        .collect();
+    (ids, page["next"].as_str().map(str::to_string))
+}
+
+#[tokio::test]
+async fn pages_cover_every_deployment_once_while_some_come_and_go() {
+    let f = fixture();
+    for i in 0..230 {
+        f.state.create_deployment(&format!("https://example.org/app-{i}.git"), "main").expect("stored");
+    }
+    let (status, first) = call(&f.app, Method::GET, "/api/v1/deployments", None, None).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let (ids, next) = page_ids(&first);
+    assert_eq!(ids.len(), api::DEFAULT_PAGE, "without a limit a page holds the default");
+    assert!(next.is_some(), "230 deployments take more than one page");
+
+    let mut seen: Vec<String> = Vec::new();
+    let mut after: Option<String> = None;
+    let mut round = 0;
+    loop {
+        let uri = match &after {
+            Some(cursor) => format!("/api/v1/deployments?limit=40&after={cursor}"),
+            None => "/api/v1/deployments?limit=40".to_string(),
+        };
+        let (status, page) = call(&f.app, Method::GET, &uri, None, None).await;
+        assert_eq!(status, StatusCode::OK, "{uri}: {page}");
+        let (ids, next) = page_ids(&page);
+        assert!(ids.len() <= 40, "{uri} gave {} deployments", ids.len());
+        seen.extend(ids);
+        let Some(next) = next else { break };
+        after = Some(next);
+        // Between pages: two new requests, and two destroyed (one already
+        // listed, one not yet).
+        round += 1;
+        for _ in 0..2 {
+            let body = format!(r#"{{"url":"https://example.org/new-{round}.git","branch":"main"}}"#);
+            let (status, v) =
+                call(&f.app, Method::POST, "/api/v1/deployments", Some(TOKEN), Some(&body)).await;
+            assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+        }
+        let all = f.state.deployment_summaries();
+        for target in [&seen[seen.len() / 2], &all[all.len() - 3].id] {
+            let (status, v) =
+                call(&f.app, Method::DELETE, &format!("/api/v1/deployments/{target}"), Some(TOKEN), None)
+                    .await;
+            assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+        }
+        assert!(round < 100, "the pages never end");
+    }
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), seen.len(), "no deployment is listed twice");
+    let stored: Vec<String> = f.state.deployment_summaries().into_iter().map(|d| d.id).collect();
+    assert!(stored.len() > 230, "deployments were created during the walk");
+    assert_eq!(seen, stored, "every deployment, in the list's order, exactly once");
+}
+
+#[tokio::test]
+async fn a_cursor_naming_a_deployment_that_is_gone_still_gives_the_next_page() {
+    let f = fixture();
+    let made: Vec<_> = (0..5)
+        .map(|i| {
+            f.state.create_deployment(&format!("https://example.org/app-{i}.git"), "main").expect("stored")
+        })
+        .collect();
+    let (_, page) = call(&f.app, Method::GET, "/api/v1/deployments?limit=2", None, None).await;
+    let (ids, next) = page_ids(&page);
+    assert_eq!(ids, [made[0].id.clone(), made[1].id.clone()]);
+    let next = next.expect("more pages");
+    // The cursor carries when the last deployment was requested, so an id
+    // that is not (or no longer) stored still places the page: an id after
+    // every hex id, at the second deployment's time, starts after it.
+    let (time, _) = next.split_once('_').expect("a cursor is time_id");
+    let gone = format!("{time}_zzzzzz");
+    let (status, page) =
+        call(&f.app, Method::GET, &format!("/api/v1/deployments?limit=2&after={gone}"), None, None).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page_ids(&page).0, [made[2].id.clone(), made[3].id.clone()]);
+    let (_, last) =
+        call(&f.app, Method::GET, &format!("/api/v1/deployments?limit=1000&after={next}"), None, None).await;
+    assert_eq!(page_ids(&last), (vec![made[2].id.clone(), made[3].id.clone(), made[4].id.clone()], None));
+}
+
+#[tokio::test]
+async fn bad_page_parameters_get_400_saying_what_would_be_right() {
+    let f = fixture();
+    f.state.create_deployment("https://example.org/app.git", "main").expect("stored");
+    for (query, expected) in [
+        ("limit=0", "from 1 to 1000"),
+        ("limit=1001", "from 1 to 1000"),
+        ("limit=ten", "from 1 to 1000"),
+        ("limit=", "from 1 to 1000"),
+        ("after=3f2a9c", "`next` of the previous page"),
+        ("after=", "`next` of the previous page"),
+        ("limit=5&after=1764150000.5_abc", "`next` of the previous page"),
+    ] {
+        let (status, v) =
+            call(&f.app, Method::GET, &format!("/api/v1/deployments?{query}"), None, None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "?{query}: {v}");
+        assert!(error_text(&v).contains(expected), "?{query}: {v}");
+    }
+}
+
+#[tokio::test]
+async fn a_deployment_read_again_shows_every_change_and_each_new_resource_sample() {
+    let f = fixture();
+    let d = f.state.create_deployment("https://example.org/app.git", "main").expect("stored");
+    let path = format!("/api/v1/deployments/{}", d.id);
+    let (status, first) = call(&f.app, Method::GET, &path, None, None).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(first["status"], "DeploymentRequested");
+    let (_, again) = call(&f.app, Method::GET, &path, None, None).await;
+    assert_eq!(again, first, "nothing changed, the same record");
+
+    // A durable change.
+    let (status, _) = call(&f.app, Method::DELETE, &path, Some(TOKEN), None).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (_, destroyed) = call(&f.app, Method::GET, &path, None, None).await;
+    assert_eq!(destroyed["status"], "DestructionRequested", "{destroyed}");
+
+    // Resource samples are kept in memory only; each one shows at once.
+    for memory in [1_000_000_u64, 2_000_000] {
+        let sample = ContainerStats { cpu_percent: 1.5, memory_bytes: memory, memory_limit_bytes: 8_000_000 };
+        f.state.record_stats(&d.id, sample);
+        let (_, read) = call(&f.app, Method::GET, &path, None, None).await;
+        assert_eq!(read["stats"]["memory_bytes"], memory, "{read}");
+    }
+    let (_, read) = call(&f.app, Method::GET, &path, None, None).await;
+    assert_eq!(read["stats_history"].as_array().map(Vec::len), Some(2), "{read}");
+    // A change to another deployment leaves this one's record as it is.
+    f.state.create_deployment("https://example.org/other.git", "main").expect("stored");
+    let (_, after) = call(&f.app, Method::GET, &path, None, None).await;
+    assert_eq!(after, read);
 }

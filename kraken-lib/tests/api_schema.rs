@@ -291,7 +291,19 @@ async fn every_answer_matches_the_document() {
     let follow = api.get(logs, &format!("/api/v1/deployments/{id}/logs?follow=true")).await;
     assert_eq!(follow.status, 200);
     let listed = api.get(create, "/api/v1/deployments").await.json();
-    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(listed["items"].as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(listed["next"], Value::Null, "{listed}");
+    // Pages: a page of one, the page after it (empty, the last), and the
+    // refusals of a bad limit or cursor.
+    let first = api.get(create, "/api/v1/deployments?limit=1").await.json();
+    assert_eq!(first["items"][0]["id"], id.as_str(), "{first}");
+    let cursor = format!("{}.000000000_{id}", chrono_seconds(&first["items"][0]["created_at"]) + 1);
+    let after = api.get(create, &format!("/api/v1/deployments?limit=1000&after={cursor}")).await.json();
+    assert_eq!(after["items"].as_array().map(Vec::len), Some(0), "{after}");
+    for query in ["limit=0", "limit=1001", "limit=many", "after=nope", "after=1.5_x"] {
+        let refused = api.get(create, &format!("/api/v1/deployments?{query}")).await;
+        assert_eq!(refused.status, 400, "?{query}: {}", refused.text);
+    }
     assert_eq!(api.get("/api/v1/platform", "/api/v1/platform").await.json()["deployment_count"], 1);
 
     // Joining: this platform has one machine and no broker. The replica:
@@ -355,6 +367,12 @@ async fn every_answer_matches_the_document() {
 
     let _ = stop.send(());
     let _ = serving.await;
+}
+
+/// The whole seconds of an RFC 3339 time in a JSON answer.
+fn chrono_seconds(at: &Value) -> i64 {
+    let text = at.as_str().unwrap_or_else(|| panic!("{at} is not a time"));
+    chrono::DateTime::parse_from_rfc3339(text).unwrap_or_else(|e| panic!("{text}: {e}")).timestamp()
 }
 
 /// The checks can fail: a body that lacks a required field, or has one of

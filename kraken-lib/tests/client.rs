@@ -80,6 +80,35 @@ async fn the_client_creates_lists_reads_and_destroys_deployments() {
 }
 
 #[tokio::test]
+async fn the_client_follows_the_pages_of_the_list() {
+    let served = serve().await;
+    let client = Client::new(&served.address).expect("client");
+    // One more than the largest page, so the whole list takes two pages.
+    let total = api::MAX_PAGE + 1;
+    for i in 0..total {
+        served
+            .state
+            .create_deployment(&format!("https://example.invalid/app-{i}.git"), "main")
+            .expect("stored");
+    }
+    let stored: Vec<String> = served.state.deployment_summaries().into_iter().map(|d| d.id).collect();
+    let listed: Vec<String> = client.deployments().await.expect("listed").into_iter().map(|d| d.id).collect();
+    assert_eq!(listed.len(), total, "every deployment, over two pages");
+    assert_eq!(listed, stored, "in the list's order, each once");
+
+    let first = client.deployment_page(None, None).await.expect("first page");
+    assert_eq!(first.items.len(), api::DEFAULT_PAGE);
+    let next = first.next.expect("a next page");
+    let second = client.deployment_page(Some(3), Some(&next)).await.expect("second page");
+    let ids: Vec<&str> = second.items.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, stored[api::DEFAULT_PAGE..api::DEFAULT_PAGE + 3]);
+
+    let err = client.deployment_page(Some(0), None).await.expect_err("limit 0");
+    assert_eq!(err.status(), Some(StatusCode::BAD_REQUEST));
+    assert!(err.to_string().contains("from 1 to 1000"), "{err}");
+}
+
+#[tokio::test]
 async fn refusals_carry_the_servers_status_and_message() {
     let served = serve().await;
     let anonymous = Client::new(&served.address).expect("client");

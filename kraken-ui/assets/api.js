@@ -172,6 +172,21 @@ async function request(method, path, body, { auth = false } = {}) {
 export const get = (path) => request("GET", path);
 
 /**
+ * Every deployment, page after page (pages of the server's default size,
+ * each after the `next` cursor of the one before), oldest request first.
+ */
+export async function getAllDeployments() {
+  const all = [];
+  let after = null;
+  for (;;) {
+    const page = await get(after ? `/api/v1/deployments?after=${encodeURIComponent(after)}` : "/api/v1/deployments");
+    all.push(...(Array.isArray(page.items) ? page.items : []));
+    if (!page.next || page.next === after) return all;
+    after = page.next;
+  }
+}
+
+/**
  * A call that needs the platform token (every change, and checking a
  * repository): sends the token, and when the platform answers 401 asks for
  * the token and tries once more.

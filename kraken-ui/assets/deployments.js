@@ -1,7 +1,7 @@
 // The Deployments page: a form that checks a git URL and branch before it
 // lets a person deploy them, and the list of deployments, live.
 
-import { get, mutate, onEvent, eventsLive } from "./api.js";
+import { getAllDeployments, mutate, onEvent, eventsLive } from "./api.js";
 import { h, replace, badge, ago, when, debounce, isGone, webAddress } from "./util.js";
 
 export function mount(view) {
@@ -30,7 +30,7 @@ export function mount(view) {
 
   async function refresh() {
     try {
-      const items = await get("/api/v1/deployments");
+      const items = await getAllDeployments();
       if (!alive) return;
       error.hidden = true;
       deployments.clear();

@@ -363,3 +363,27 @@ pub fn deploy(agent: &Agent, url: &str) -> String {
     assert_eq!(status, 202, "{v}");
     v["id"].as_str().expect("id").to_string()
 }
+
+/// Stores `n` deployments that failed to fetch in the state under
+/// `data_dir`, before an agent starts there (as an agent that has run a long
+/// time would hold them); returns their ids, oldest request first.
+pub fn seed_failed_deployments(data_dir: &Path, n: usize) -> Vec<String> {
+    use kraken_lib::deployment::Status;
+    use kraken_lib::state::{State, StateLimits};
+    std::fs::create_dir_all(data_dir).expect("data dir");
+    let state = State::open(&data_dir.join("state"), StateLimits::default()).expect("the state opens");
+    (0..n)
+        .map(|i| {
+            let d = state
+                .create_deployment(&format!("https://git.example.invalid/app-{i}.git"), "main")
+                .expect("stored");
+            state
+                .update_deployment(&d.id, |d| {
+                    d.transition(Status::Errored, "the repository could not be fetched", chrono::Utc::now());
+                    true
+                })
+                .expect("stored");
+            d.id
+        })
+        .collect()
+}

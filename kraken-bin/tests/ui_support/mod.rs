@@ -137,8 +137,15 @@ impl Platform {
 
     /// [`Platform::start`] with `extra` arguments for `kraken up`.
     pub async fn start_with(extra: &[String]) -> Platform {
+        Self::start_prepared(extra, |_| {}).await
+    }
+
+    /// [`Platform::start_with`], after `prepare` has had the data directory
+    /// (to store records there before the agent starts).
+    pub async fn start_prepared(extra: &[String], prepare: impl FnOnce(&Path)) -> Platform {
         let work = tempfile::Builder::new().prefix("kraken-ui-run-").tempdir().expect("temp dir");
         let data_dir = tempfile::Builder::new().prefix("kraken-ui-data-").tempdir().expect("temp data dir");
+        prepare(data_dir.path());
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
         let token = format!("ui-test-token-{}-{port}", std::process::id());
@@ -473,7 +480,16 @@ where
     F: FnOnce(Ui) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let platform = Platform::start_with(extra).await;
+    run_ui_test_prepared(test, extra, |_| {}, body).await
+}
+
+/// [`run_ui_test_with`], after `prepare` has had the agent's data directory.
+pub async fn run_ui_test_prepared<F, Fut>(test: &str, extra: &[String], prepare: impl FnOnce(&Path), body: F)
+where
+    F: FnOnce(Ui) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let platform = Platform::start_prepared(extra, prepare).await;
     let browser = Browser::start().await;
     let ui = Ui {
         client: browser.client.clone().expect("a started browser has a session"),

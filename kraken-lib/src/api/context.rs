@@ -1,6 +1,6 @@
 //! What the API's handlers share: the state, the builders, the node serving
-//! the API, the token hashes, and the copy of the deployment list encoded
-//! for the list call.
+//! the API, the token hashes, and the copies of the deployment list and of
+//! each deployment's record, encoded once per change for the read calls.
 
 use std::sync::Arc;
 
@@ -10,6 +10,7 @@ use crate::node::GenericNode;
 use crate::rollover::replication::Replication;
 use crate::state::State;
 
+use super::detail_cache::DetailCache;
 use super::list_cache::ListCache;
 
 /// What the API's handlers share.
@@ -29,6 +30,8 @@ pub struct ApiContext {
     pub replication: Replication,
     /// The list of deployments as last encoded, with the state's version then.
     pub(super) list: ListCache,
+    /// Each deployment's record as last encoded, with the mark of its content.
+    pub(super) details: DetailCache,
 }
 
 /// What a joining node needs, and the token that lets it have it.
@@ -51,7 +54,16 @@ impl ApiContext {
     /// whose hash is `token`.
     pub fn new(state: State, registry: BuilderRegistry, node: GenericNode, token: TokenHash) -> Self {
         let replication = Replication::new(node.config.replication_timeout);
-        Self { state, registry, node, token, join: None, replication, list: ListCache::default() }
+        Self {
+            state,
+            registry,
+            node,
+            token,
+            join: None,
+            replication,
+            list: ListCache::default(),
+            details: DetailCache::default(),
+        }
     }
 
     /// Lets nodes join with `info`.

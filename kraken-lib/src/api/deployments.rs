@@ -3,37 +3,55 @@
 //! it and the event stream tells how it goes.
 
 use axum::body::Bytes;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State as AxumState};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State as AxumState};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
 
-use crate::client::dto::{Accepted, ErrorBody, SourceRequest};
-use crate::deployment::{Deployment, DeploymentSummary, Desired, Status};
+use crate::client::dto::{Accepted, DeploymentPage, ErrorBody, SourceRequest};
+use crate::deployment::{Deployment, Desired, Status};
 use crate::retrieval::check_request;
 
 use super::auth::Authorized;
 use super::error::{ApiError, ApiResult, BodyErrors};
+use super::page::ListQuery;
 use super::replication::replicated;
 use super::ApiContext;
 
-/// Every deployment, oldest request first, in its short form. The body is
-/// encoded once per change of the state and served from that copy.
+/// A page of the deployments, oldest request first, in their short form:
+/// `?limit=` of them (default 100, at most 1000) after the deployment that
+/// `?after=` names (the `next` of the previous page). Each summary is encoded
+/// once per change of the state and served from that copy.
 #[utoipa::path(
     get,
     path = "/api/v1/deployments",
     tag = "deployments",
     operation_id = "listDeployments",
-    responses((status = 200, description = "every deployment, oldest request first", body = Vec<DeploymentSummary>))
+    params(ListQuery),
+    responses(
+        (status = 200, description = "a page of deployments, oldest request first; `next` is the cursor of the next page, or null on the last", body = DeploymentPage),
+        (status = 400, description = "`limit` is not a whole number from 1 to 1000, or `after` is not a cursor of this list", body = ErrorBody),
+    )
 )]
-pub(super) async fn list_deployments(AxumState(ctx): AxumState<ApiContext>) -> Response {
-    let body: Bytes = ctx.list.body(&ctx.state);
-    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+pub(super) async fn list_deployments(
+    AxumState(ctx): AxumState<ApiContext>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(query) = query.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("{}; expected ?limit=<1 to 1000>&after=<the `next` of the previous page>", e.body_text()),
+        )
+    })?;
+    let page = query.check()?;
+    let body: Bytes = ctx.list.page(&ctx.state, &page);
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
-/// One deployment with its status history and resource use.
+/// One deployment with its status history and resource use. Its encoding
+/// is kept until the record changes (or a resource sample comes in).
 #[utoipa::path(
     get,
     path = "/api/v1/deployments/{id}",
@@ -48,9 +66,9 @@ pub(super) async fn list_deployments(AxumState(ctx): AxumState<ApiContext>) -> R
 pub(super) async fn get_deployment(
     AxumState(ctx): AxumState<ApiContext>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Deployment>> {
-    let d = ctx.state.deployment(&id).ok_or_else(|| ApiError::not_found(&id))?;
-    Ok(Json(d))
+) -> ApiResult<Response> {
+    let body = ctx.details.body(&ctx.state, &id).ok_or_else(|| ApiError::not_found(&id))?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// Deploys a branch of a git repository: stores the request and answers at

@@ -12,8 +12,9 @@
 //! destroy), `logs`, `validate`, `nodes`, `join`, `platform` (platform,
 //! builders, the document), `health` (`/ping`, `/health`, the worker's
 //! router), `events`, `replica` and `replication`; `auth`, `error` and
-//! `context` hold what they all share, `list_cache` the encoded list of
-//! deployments. This file only assembles the router.
+//! `context` hold what they all share, `page` the list's query and
+//! cursor, `list_cache` the encoded list of deployments, `detail_cache` each
+//! deployment's encoded record. This file only assembles the router.
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
@@ -24,6 +25,7 @@ use utoipa_axum::routes;
 mod auth;
 mod context;
 mod deployments;
+mod detail_cache;
 mod error;
 mod events;
 mod health;
@@ -31,6 +33,7 @@ mod join;
 mod list_cache;
 mod logs;
 mod nodes;
+mod page;
 mod platform;
 mod replica;
 mod replication;
@@ -42,6 +45,7 @@ pub use context::{ApiContext, JoinInfo};
 pub use error::ApiError;
 pub use health::worker_router;
 pub use logs::LogQuery;
+pub use page::{ListQuery, DEFAULT_PAGE, MAX_PAGE};
 pub use replica::ReplicaQuery;
 
 /// The largest request body accepted.

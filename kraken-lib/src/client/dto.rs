@@ -74,6 +74,16 @@ pub struct Validation {
     pub plan: BuildPlan,
 }
 
+/// One page of the list of deployments, oldest request first.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+pub struct DeploymentPage {
+    /// The deployments of this page, in their short form.
+    pub items: Vec<DeploymentSummary>,
+    /// The cursor of the next page (`?after=` it), or `null` when this page
+    /// is the last.
+    pub next: Option<String>,
+}
+
 /// One page of a deployment's log.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct LogPage {

@@ -35,8 +35,8 @@ pub mod sse;
 
 pub use address::{normalize_address, AddressError, DEFAULT_PORT};
 pub use dto::{
-    Accepted, ApiEvent, Drained, ErrorBody, Health, JoinAnswer, JoinRequest, LogPage, PingAnswer, ReplicaAck,
-    Snapshot, SourceRequest, Validation,
+    Accepted, ApiEvent, DeploymentPage, Drained, ErrorBody, Health, JoinAnswer, JoinRequest, LogPage,
+    PingAnswer, ReplicaAck, Snapshot, SourceRequest, Validation,
 };
 pub use sse::{SseDecoder, SseMessage};
 
@@ -281,13 +281,57 @@ impl Client {
         parse_ping(&body).map_err(bad)
     }
 
-    /// `GET /api/v1/deployments`: every deployment.
+    /// `GET /api/v1/deployments`, page after page: every deployment, oldest
+    /// request first. Pages of the largest size are asked for, each after
+    /// the last deployment of the one before, so a deployment created or
+    /// destroyed meanwhile neither hides another nor shows twice.
     ///
     /// # Errors
     ///
-    /// The transport errors, [`ClientError::Refused`], [`ClientError::BadAnswer`].
+    /// The transport errors, [`ClientError::Refused`], [`ClientError::BadAnswer`]
+    /// (also when the server hands out a page cursor it handed out before).
     pub async fn deployments(&self) -> Result<Vec<DeploymentSummary>, ClientError> {
-        self.get(&["api", "v1", "deployments"], "a list of deployments").await
+        let mut all = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.deployment_page(Some(crate::api::MAX_PAGE), after.as_deref()).await?;
+            all.extend(page.items);
+            match page.next {
+                None => return Ok(all),
+                Some(next) if after.as_deref() == Some(next.as_str()) => {
+                    return Err(ClientError::BadAnswer {
+                        address: self.address.clone(),
+                        expected: "a list of deployments",
+                        reason: format!("the page after `{next}` points to itself"),
+                    })
+                }
+                Some(next) => after = Some(next),
+            }
+        }
+    }
+
+    /// `GET /api/v1/deployments?limit=&after=`: one page of the list, at most
+    /// `limit` deployments (the server's default, 100, when `None`) after the
+    /// one `after` names (a page's `next`; the first page when `None`).
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Refused`] with 400 for a limit out of 1 to 1000 or a
+    /// cursor not made by the server, and the others.
+    pub async fn deployment_page(
+        &self,
+        limit: Option<usize>,
+        after: Option<&str>,
+    ) -> Result<DeploymentPage, ClientError> {
+        let mut request = self.request(reqwest::Method::GET, &["api", "v1", "deployments"]);
+        if let Some(limit) = limit {
+            request = request.query(&[("limit", limit.to_string())]);
+        }
+        if let Some(after) = after {
+            request = request.query(&[("after", after)]);
+        }
+        let response = self.send(request).await?;
+        self.read(response, "a page of deployments").await
     }
 
     /// `GET /api/v1/deployments/{id}`: one deployment with its history.

@@ -50,6 +50,7 @@ mod summaries;
 
 pub use feed::{Change, ReplicaFeed, Versioned};
 pub use nodes::{NodeRecord, NodeSample, Role};
+pub use summaries::{RecordLookup, RecordMark};
 
 const DEPLOYMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("deployments");
 const NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("nodes");
