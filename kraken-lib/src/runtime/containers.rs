@@ -143,11 +143,13 @@ pub(super) async fn run_to_completion(
     image: &str,
     cmd: &str,
     env: &BTreeMap<String, String>,
+    labels: &BTreeMap<String, String>,
     timeout: std::time::Duration,
 ) -> Result<(i64, String), RuntimeError> {
-    // The image's labels (deployment, node, generation) are inherited: the
-    // role tells this container from the app's.
-    let labels = BTreeMap::from([(LABEL_ROLE.to_string(), ROLE_TEST.to_string())]);
+    // The caller's labels (deployment, node, generation) make it findable
+    // after an interrupted run; the role tells it from the app's container.
+    let mut labels = labels.clone();
+    labels.insert(LABEL_ROLE.to_string(), ROLE_TEST.to_string());
     let limits = AppLimits::default();
     let host_config = bollard::models::HostConfig {
         pids_limit: Some(limits.pids),
