@@ -426,6 +426,11 @@ fn stopped_with_sigterm_or_sigkill_mid_build_mid_test_or_waiting_every_deploymen
             restarted.log()
         );
         assert_eq!(deployment(&restarted, &running)["address"], before["address"]);
+        assert_eq!(
+            docker(&["port", &running_container[0]]),
+            "",
+            "{how}: the app's container publishes no port; the agent's proxy serves it"
+        );
         for c in &test_containers {
             assert!(
                 docker_lines(&["ps", "-aq", "--no-trunc"]).iter().all(|x| !x.starts_with(c.as_str())),

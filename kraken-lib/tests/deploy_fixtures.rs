@@ -78,6 +78,7 @@ async fn deploy_fixture(name: &str, expected_body: &str, startup_line: &str) -> 
         labels: labels.clone(),
         env: manifest.config.env.clone(),
         container_port: manifest.config.port,
+        publish: true,
         host_port: 0,
         host_ip: "127.0.0.1".to_string(),
         memory_limit: 0,

@@ -136,6 +136,7 @@ async fn builds_runs_observes_lists_and_removes_an_app() {
         labels: app_labels(&guard, "dep-1", &node),
         env: BTreeMap::from([("GREETING".to_string(), "hi".to_string())]),
         container_port: 8000,
+        publish: true,
         host_port: 0,
         host_ip: "127.0.0.1".into(),
         memory_limit: 256 * 1024 * 1024,
@@ -354,6 +355,46 @@ async fn an_app_image_is_found_by_its_tag_and_an_earlier_version_s_by_its_labels
 }
 
 #[tokio::test]
+async fn an_unpublished_container_publishes_nothing_and_is_reached_on_its_own_address() {
+    let rt = DockerRuntime::connect().await.unwrap();
+    let run = unique("unpublished");
+    let mut guard = Cleanup::new(&run);
+    let dir = tempfile::tempdir().unwrap();
+    let tag = format!("{run}:v1");
+    let body = format!(
+        "RUN mkdir /www && echo {run} > /www/index.html\n\
+         CMD [\"busybox\", \"httpd\", \"-f\", \"-p\", \"8000\", \"-h\", \"/www\"]"
+    );
+    build(&rt, &mut guard, &plan_with(dir.path(), &run, &body), &tag).await.0.unwrap();
+    let spec = ContainerSpec {
+        name: run.clone(),
+        image: tag,
+        labels: app_labels(&guard, "dep-unpublished", &format!("node-{run}")),
+        container_port: 8000,
+        publish: false,
+        init: true,
+        ..Default::default()
+    };
+    let (id, port) = rt.run_container(&spec).await.unwrap();
+    assert_eq!(port, 0, "no host port");
+    assert_eq!(docker::docker_lines(&["port", &id]), Vec::<String>::new(), "the engine publishes nothing");
+    let listed = rt.list_managed(Some(format!("node-{run}"))).await.unwrap();
+    assert_eq!(listed.iter().find(|c| c.id == id).map(|c| c.host_port), Some(None), "{listed:?}");
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).no_proxy().build().unwrap();
+    let page = wait_for("the app on its container's address", Duration::from_secs(60), || {
+        let (rt, id, client) = (rt.clone(), id.clone(), client.clone());
+        async move {
+            let address = rt.inspect(&id).await.unwrap().address?;
+            let url = format!("http://{}/", std::net::SocketAddr::from((address, 8000)));
+            client.get(&url).send().await.ok()?.text().await.ok()
+        }
+    })
+    .await;
+    assert_eq!(page.trim(), run);
+    rt.remove_container(&id).await.unwrap();
+}
+
+#[tokio::test]
 async fn a_failed_build_removes_the_layers_it_made() {
     let rt = DockerRuntime::connect().await.unwrap();
     let run = unique("layers");
@@ -403,6 +444,7 @@ async fn a_process_that_exits_at_once_is_reported_stopped_with_its_code() {
         image: tag,
         labels: app_labels(&guard, "dep-exit", &format!("node-{run}")),
         container_port: 8000,
+        publish: true,
         host_port: pick_host_port(0),
         host_ip: "127.0.0.1".into(),
         ..Default::default()
@@ -583,6 +625,7 @@ async fn a_new_runtime_readopts_running_containers_by_label() {
         image: tag,
         labels: app_labels(&guard, "dep-adopt", &node),
         container_port: 8000,
+        publish: true,
         host_port: 0,
         host_ip: "127.0.0.1".into(),
         ..Default::default()
@@ -633,6 +676,7 @@ async fn an_app_that_ignores_sigterm_as_pid_1_stops_at_once_under_init() {
         labels: app_labels(&guard, name, &format!("node-{run}")),
         env: if trap { BTreeMap::from([("TRAP".to_string(), "1".to_string())]) } else { BTreeMap::new() },
         container_port: 8000,
+        publish: true,
         host_ip: "127.0.0.1".into(),
         init,
         stop_timeout: Some(Duration::from_secs(1)),

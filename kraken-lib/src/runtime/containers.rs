@@ -191,7 +191,7 @@ pub(super) async fn run_container(
         host_port: Some(if spec.host_port == 0 { String::new() } else { spec.host_port.to_string() }),
     };
     let host_config = HostConfig {
-        port_bindings: Some([(port_key.clone(), Some(vec![binding]))].into_iter().collect()),
+        port_bindings: spec.publish.then(|| [(port_key.clone(), Some(vec![binding]))].into_iter().collect()),
         // No restarts until the caller saw the app start (`keep_restarting`),
         // so an app that exits at once shows its own exit code.
         restart_policy: Some(RestartPolicy {
@@ -219,6 +219,9 @@ pub(super) async fn run_container(
             .start_container::<String>(&id, None)
             .await
             .map_err(|e| map_err(&format!("starting container {}", spec.name), e))?;
+        if !spec.publish {
+            return Ok(0);
+        }
         let info = rt
             .docker
             .inspect_container(&id, None)

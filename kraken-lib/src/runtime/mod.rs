@@ -77,9 +77,14 @@ pub struct ContainerSpec {
     pub env: BTreeMap<String, String>,
     /// The app's port inside the container.
     pub container_port: u16,
-    /// The host port to publish it on; 0 lets the engine choose.
+    /// Whether the engine publishes `container_port` on the host (on
+    /// `host_ip`:`host_port`, one `docker-proxy` process per container).
+    /// Without it the port is reached only on the container's own address
+    /// ([`ContainerState::address`]), as the agent's port proxy does.
+    pub publish: bool,
+    /// The host port to publish it on, when `publish`; 0 lets the engine choose.
     pub host_port: u16,
-    /// The host address to publish on (`0.0.0.0` for the whole LAN).
+    /// The host address to publish on, when `publish` (`0.0.0.0` for the whole LAN).
     pub host_ip: String,
     /// Memory limit in bytes; 0 for none.
     pub memory_limit: u64,
@@ -253,8 +258,9 @@ pub trait Runtime: Send + Sync {
         timeout: std::time::Duration,
     ) -> Result<(i64, String), RuntimeError>;
     /// Creates and starts a container that the engine does not restart yet;
-    /// returns its id and the published host port (0 when its process
-    /// already exited, before the port was published).
+    /// returns its id and the published host port (0 when the spec does not
+    /// [publish](ContainerSpec::publish) it, or when its process already
+    /// exited, before the port was published).
     async fn run_container(&self, spec: &ContainerSpec) -> Result<(String, u16), RuntimeError>;
     /// From now on the engine restarts the container when it stops or the
     /// machine reboots, until it is removed (`unless-stopped`).
