@@ -159,7 +159,15 @@ async fn deploy(
     sink.send("platform", format!("running at {address}"));
     let message = format!("running at {address} on {}", shared.node.name);
     shared
-        .report_running(&spec.deployment, spec.generation, &spec.commit, container_id, host_port, message)
+        .report_running(
+            &spec.deployment,
+            spec.generation,
+            &spec.commit,
+            container_id.clone(),
+            host_port,
+            message,
+        )
         .await;
+    settle::keep_running(&job, &container_id).await;
     Ok(())
 }
