@@ -24,11 +24,13 @@ struct Cleanup(String);
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let filter = format!("label=kraken.node={}", self.0);
-        for (list, remove) in
-            [(&["ps", "-aq"][..], &["rm", "-f"][..]), (&["images", "-q"][..], &["rmi", "-f"][..])]
-        {
-            let Ok(out) = Command::new("docker").args(list).args(["--filter", &filter]).output() else {
+        let containers = format!("label=kraken.node={}", self.0);
+        let images = format!("reference=kraken/{}/*", self.0);
+        for (list, remove, filter) in [
+            (&["ps", "-aq"][..], &["rm", "-f"][..], &containers),
+            (&["images", "-q"][..], &["rmi", "-f"][..], &images),
+        ] {
+            let Ok(out) = Command::new("docker").args(list).args(["--filter", filter]).output() else {
                 continue;
             };
             let ids: Vec<String> =

@@ -19,6 +19,7 @@ use chrono::Utc;
 use kraken_lib::builder::{BaseImages, BuilderRegistry};
 use kraken_lib::deployment::{Deployment, Desired, Status};
 use kraken_lib::node::NodeIdentity;
+use kraken_lib::runtime::AppImage;
 use kraken_lib::state::{NodeRecord, Role, State, StateLimits};
 use serde_json::{json, Value};
 use support::*;
@@ -278,6 +279,8 @@ fn an_agent_started_again_resumes_or_settles_a_deployment_in_every_status_and_cl
         .expect("write");
     let layer = docker(&["build", "-q", &build_dir.display().to_string()]);
     std::fs::write(data.join("work/d00d00000005-1.layers"), format!("{layer}\n")).expect("write");
+    // One as an earlier version labelled it, one as this version tags it
+    // (no labels).
     let unused = format!("kraken/leftover:{}", rand_u32());
     docker(&[
         "build",
@@ -290,6 +293,14 @@ fn an_agent_started_again_resumes_or_settles_a_deployment_in_every_status_and_cl
         &format!("kraken.node={node}"),
         &build_dir.display().to_string(),
     ]);
+    let unused_tagged = AppImage {
+        node: node.clone(),
+        app: "leftover".into(),
+        deployment: "d00d00000009".into(),
+        generation: u64::from(rand_u32()),
+    }
+    .tag();
+    docker(&["build", "-q", "-t", &unused_tagged, &build_dir.display().to_string()]);
 
     let agent = Agent::start_in(&data, port);
     for (id, (status, end, same)) in &expected {
@@ -324,7 +335,14 @@ fn an_agent_started_again_resumes_or_settles_a_deployment_in_every_status_and_cl
         .map(|d| d.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().to_string()).collect())
         .unwrap_or_default();
     assert!(work.is_empty(), "no checkout or layer list left under work/: {work:?}");
-    assert!(docker_lines(&["images", "-q", &unused]).is_empty(), "the image nothing ran was removed");
+    assert!(
+        docker_lines(&["images", "-q", &unused]).is_empty(),
+        "the labelled image nothing ran was removed"
+    );
+    assert!(
+        docker_lines(&["images", "-q", &unused_tagged]).is_empty(),
+        "the tagged image nothing ran was removed"
+    );
     assert!(
         Command::new("docker").args(["image", "inspect", &layer]).output().is_ok_and(|o| !o.status.success()),
         "the interrupted build's layer was removed"
@@ -408,6 +426,11 @@ fn stopped_with_sigterm_or_sigkill_mid_build_mid_test_or_waiting_every_deploymen
             restarted.log()
         );
         assert_eq!(deployment(&restarted, &running)["address"], before["address"]);
+        assert_eq!(
+            docker(&["port", &running_container[0]]),
+            "",
+            "{how}: the app's container publishes no port; the agent's proxy serves it"
+        );
         for c in &test_containers {
             assert!(
                 docker_lines(&["ps", "-aq", "--no-trunc"]).iter().all(|x| !x.starts_with(c.as_str())),

@@ -226,6 +226,7 @@ fn container_spec(
         labels,
         env,
         container_port: 5672,
+        publish: true,
         host_port: port,
         host_ip: config.publish_ip.clone(),
         memory_limit: 0,

@@ -56,7 +56,7 @@ async fn deploy_fixture(name: &str, expected_body: &str, startup_line: &str) -> 
     labels.insert(LABEL_DEPLOYMENT.to_string(), run_id.clone());
     labels.insert(LABEL_NODE.to_string(), run_id.clone());
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let image = rt.build_image(&plan, &tag, &labels, tx).await.expect("build");
+    let image = rt.build_image(&plan, &tag, tx).await.expect("build");
     let mut build_log = Vec::new();
     while let Ok(line) = rx.try_recv() {
         build_log.push(line);
@@ -66,7 +66,7 @@ async fn deploy_fixture(name: &str, expected_body: &str, startup_line: &str) -> 
 
     if let Some(test) = &manifest.config.test {
         let (code, output) = rt
-            .run_to_completion(&tag, test, &manifest.config.env, Duration::from_secs(120))
+            .run_to_completion(&tag, test, &manifest.config.env, &labels, Duration::from_secs(120))
             .await
             .expect("test runs");
         assert_eq!(code, 0, "the manifest's test passes: {output}");
@@ -78,6 +78,7 @@ async fn deploy_fixture(name: &str, expected_body: &str, startup_line: &str) -> 
         labels: labels.clone(),
         env: manifest.config.env.clone(),
         container_port: manifest.config.port,
+        publish: true,
         host_port: 0,
         host_ip: "127.0.0.1".to_string(),
         memory_limit: 0,
@@ -160,10 +161,8 @@ async fn a_failing_build_returns_its_log_and_leaves_nothing_running() {
     let mut cleanup = Cleanup::new(run_id.clone());
     let tag = format!("kraken-test/broken:{run_id}");
     cleanup.track_tag(tag.clone());
-    let mut labels = BTreeMap::new();
-    labels.insert(docker::TEST_LABEL.to_string(), run_id.clone());
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let err = rt.build_image(&plan, &tag, &labels, tx).await.expect_err("the build fails");
+    let err = rt.build_image(&plan, &tag, tx).await.expect_err("the build fails");
     assert!(matches!(err, RuntimeError::BuildFailed(_)), "{err}");
     let mut log = Vec::new();
     while let Ok(line) = rx.try_recv() {

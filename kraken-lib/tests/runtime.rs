@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use kraken_lib::builder::{BuildPlan, Step};
 use kraken_lib::runtime::{
-    pick_host_port, AppLimits, BuildLayers, ContainerSpec, DockerRuntime, LogRotation, Runtime, RuntimeError,
-    LABEL_DEPLOYMENT, LABEL_MANAGED, LABEL_NODE, LABEL_PORT, TEST_OUTPUT_BYTES,
+    pick_host_port, AppImage, AppLimits, BuildLayers, ContainerSpec, DockerRuntime, LogRotation, Runtime,
+    RuntimeError, LABEL_DEPLOYMENT, LABEL_MANAGED, LABEL_NODE, LABEL_PORT, TEST_OUTPUT_BYTES,
 };
 use tokio::sync::mpsc;
 
@@ -78,7 +78,7 @@ fn plan_with(dir: &Path, marker: &str, body: &str) -> BuildPlan {
     )
 }
 
-/// Builds `plan` as `tag` with the guard's label; returns the result and all log lines.
+/// Builds `plan` as `tag` (removed by the guard); returns the result and all log lines.
 async fn build(
     rt: &DockerRuntime,
     guard: &mut Cleanup,
@@ -86,9 +86,8 @@ async fn build(
     tag: &str,
 ) -> (Result<String, RuntimeError>, Vec<String>) {
     guard.track_tag(tag);
-    let labels = BTreeMap::from([guard.label()]);
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let result = rt.build_image(plan, tag, &labels, tx).await;
+    let result = rt.build_image(plan, tag, tx).await;
     let mut lines = Vec::new();
     while let Some(line) = rx.recv().await {
         lines.push(line);
@@ -123,8 +122,12 @@ async fn builds_runs_observes_lists_and_removes_an_app() {
     assert!(lines.iter().all(|l| !l.is_empty() && !l.ends_with('\n')), "{lines:?}");
     let image = rt.client().inspect_image(&tag).await.unwrap();
     let image_labels = image.config.and_then(|c| c.labels).unwrap_or_default();
-    assert_eq!(image_labels.get(LABEL_MANAGED).map(String::as_str), Some("true"));
-    assert_eq!(image_labels.get(docker::TEST_LABEL), Some(&run));
+    assert_eq!(image_labels.get(LABEL_MANAGED), None, "images are built without labels");
+    assert_eq!(image_labels.get(docker::TEST_LABEL), Some(&run), "the Dockerfile's own label");
+    // No instruction added to the plan's Dockerfile (labels given to the
+    // classic builder would have been one more step).
+    let steps = plan.dockerfile.lines().filter(|l| !l.trim().is_empty()).count();
+    assert!(lines.iter().any(|l| l.starts_with(&format!("Step {steps}/{steps} :"))), "{lines:?}");
 
     let node = format!("node-{run}");
     let spec = ContainerSpec {
@@ -133,6 +136,7 @@ async fn builds_runs_observes_lists_and_removes_an_app() {
         labels: app_labels(&guard, "dep-1", &node),
         env: BTreeMap::from([("GREETING".to_string(), "hi".to_string())]),
         container_port: 8000,
+        publish: true,
         host_port: 0,
         host_ip: "127.0.0.1".into(),
         memory_limit: 256 * 1024 * 1024,
@@ -281,10 +285,113 @@ async fn the_plans_files_and_build_args_reach_the_build_only() {
     );
     // A predefined proxy argument is not kept in the image.
     let (code, output) = rt
-        .run_to_completion(&tag, "echo proxy=$HTTPS_PROXY", &BTreeMap::new(), Duration::from_secs(60))
+        .run_to_completion(
+            &tag,
+            "echo proxy=$HTTPS_PROXY",
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+            Duration::from_secs(60),
+        )
         .await
         .unwrap();
     assert_eq!((code, output.trim()), (0, "proxy="));
+}
+
+#[tokio::test]
+async fn an_app_image_is_found_by_its_tag_and_an_earlier_version_s_by_its_labels() {
+    let rt = DockerRuntime::connect().await.unwrap();
+    let run = unique("tagged");
+    let mut guard = Cleanup::new(&run);
+    let dir = tempfile::tempdir().unwrap();
+    let node = run.clone();
+    let tagged =
+        AppImage { node: node.clone(), app: "tagged".into(), deployment: "d00d".into(), generation: 3 };
+    let tag = tagged.tag();
+    let plan = plan_with(dir.path(), &run, "EXPOSE 8000");
+    let (built, lines) = build(&rt, &mut guard, &plan, &tag).await;
+    let tagged_id = built.unwrap_or_else(|e| panic!("{e}: {lines:?}"));
+
+    // An image as an earlier version built it: any tag, Kraken's labels.
+    let legacy_tag = format!("kraken/legacy-{run}:d00d-1");
+    guard.track_tag(&legacy_tag);
+    let legacy_dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        legacy_dir.path().join("Dockerfile"),
+        format!("FROM {}\n{}\n", base_image(), own_layers(&run)),
+    )
+    .unwrap();
+    let node_label = format!("{LABEL_NODE}={node}");
+    let legacy_id = docker::docker_lines(&[
+        "build",
+        "-q",
+        "-t",
+        &legacy_tag,
+        "--label",
+        "kraken.managed=true",
+        "--label",
+        &node_label,
+        &legacy_dir.path().display().to_string(),
+    ])
+    .join("");
+    assert!(legacy_id.starts_with("sha256:"), "{legacy_id}");
+
+    let listed = rt.list_images(Some(node.clone())).await.unwrap();
+    let found = listed.iter().find(|i| i.id == tagged_id).unwrap_or_else(|| panic!("{listed:?}"));
+    assert_eq!(found.tags, std::slice::from_ref(&tag));
+    assert_eq!(found.labels.get(LABEL_MANAGED), None, "found by its tag alone");
+    let old = listed.iter().find(|i| i.id == legacy_id).unwrap_or_else(|| panic!("{listed:?}"));
+    assert_eq!(old.tags, std::slice::from_ref(&legacy_tag));
+    assert_eq!(listed.len(), 2, "nothing else is this node's: {listed:?}");
+    let all = rt.list_images(None).await.unwrap();
+    assert!(all.iter().any(|i| i.id == tagged_id) && all.iter().any(|i| i.id == legacy_id));
+    let other = rt.list_images(Some(format!("other-{run}"))).await.unwrap();
+    assert!(other.iter().all(|i| i.id != tagged_id && i.id != legacy_id), "{other:?}");
+
+    for name in [&tag, &legacy_tag] {
+        rt.remove_image(name).await.unwrap();
+    }
+    assert!(rt.list_images(Some(node)).await.unwrap().is_empty(), "both removed");
+    assert!(rt.client().inspect_image(&tagged_id).await.is_err());
+}
+
+#[tokio::test]
+async fn an_unpublished_container_publishes_nothing_and_is_reached_on_its_own_address() {
+    let rt = DockerRuntime::connect().await.unwrap();
+    let run = unique("unpublished");
+    let mut guard = Cleanup::new(&run);
+    let dir = tempfile::tempdir().unwrap();
+    let tag = format!("{run}:v1");
+    let body = format!(
+        "RUN mkdir /www && echo {run} > /www/index.html\n\
+         CMD [\"busybox\", \"httpd\", \"-f\", \"-p\", \"8000\", \"-h\", \"/www\"]"
+    );
+    build(&rt, &mut guard, &plan_with(dir.path(), &run, &body), &tag).await.0.unwrap();
+    let spec = ContainerSpec {
+        name: run.clone(),
+        image: tag,
+        labels: app_labels(&guard, "dep-unpublished", &format!("node-{run}")),
+        container_port: 8000,
+        publish: false,
+        init: true,
+        ..Default::default()
+    };
+    let (id, port) = rt.run_container(&spec).await.unwrap();
+    assert_eq!(port, 0, "no host port");
+    assert_eq!(docker::docker_lines(&["port", &id]), Vec::<String>::new(), "the engine publishes nothing");
+    let listed = rt.list_managed(Some(format!("node-{run}"))).await.unwrap();
+    assert_eq!(listed.iter().find(|c| c.id == id).map(|c| c.host_port), Some(None), "{listed:?}");
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).no_proxy().build().unwrap();
+    let page = wait_for("the app on its container's address", Duration::from_secs(60), || {
+        let (rt, id, client) = (rt.clone(), id.clone(), client.clone());
+        async move {
+            let address = rt.inspect(&id).await.unwrap().address?;
+            let url = format!("http://{}/", std::net::SocketAddr::from((address, 8000)));
+            client.get(&url).send().await.ok()?.text().await.ok()
+        }
+    })
+    .await;
+    assert_eq!(page.trim(), run);
+    rt.remove_container(&id).await.unwrap();
 }
 
 #[tokio::test]
@@ -337,6 +444,7 @@ async fn a_process_that_exits_at_once_is_reported_stopped_with_its_code() {
         image: tag,
         labels: app_labels(&guard, "dep-exit", &format!("node-{run}")),
         container_port: 8000,
+        publish: true,
         host_port: pick_host_port(0),
         host_ip: "127.0.0.1".into(),
         ..Default::default()
@@ -374,12 +482,14 @@ async fn run_to_completion_returns_code_and_output() {
     let guard = Cleanup::new(&run);
     let before = all_containers();
     let env = BTreeMap::from([("GREETING".to_string(), "hello-env".to_string())]);
+    let labels = BTreeMap::from([guard.label(), (LABEL_DEPLOYMENT.to_string(), run.clone())]);
 
     let (code, output) = rt
         .run_to_completion(
             &base_image(),
             &format!("echo {run} $GREETING; echo to-stderr >&2"),
             &env,
+            &labels,
             Duration::from_secs(60),
         )
         .await
@@ -393,6 +503,7 @@ async fn run_to_completion_returns_code_and_output() {
             &base_image(),
             &format!("echo failing {run}; exit 7"),
             &env,
+            &labels,
             Duration::from_secs(60),
         )
         .await
@@ -402,15 +513,42 @@ async fn run_to_completion_returns_code_and_output() {
 
     assert_no_leftovers(&guard, &run, &before);
 
-    let missing =
-        rt.run_to_completion(&format!("{run}-no-such-image"), "true", &env, Duration::from_secs(60)).await;
+    let missing = rt
+        .run_to_completion(&format!("{run}-no-such-image"), "true", &env, &labels, Duration::from_secs(60))
+        .await;
     assert!(matches!(missing, Err(RuntimeError::NotFound { .. })), "{missing:?}");
 
-    // A command that outlasts its time is stopped, reported, and leaves nothing behind.
-    let slow = rt
-        .run_to_completion(&base_image(), &format!("echo {run}; sleep 300"), &env, Duration::from_secs(2))
-        .await;
-    assert!(matches!(&slow, Err(RuntimeError::TimedOut(m)) if m.contains("2 s")), "{slow:?}");
+    // A command that outlasts its time is stopped, reported, and leaves
+    // nothing behind. While it runs, its container carries the labels it was
+    // given (the image has none to pass on) and the test role.
+    let slow = {
+        let (rt, env, labels, run) = (rt.clone(), env.clone(), labels.clone(), run.clone());
+        tokio::spawn(async move {
+            rt.run_to_completion(
+                &base_image(),
+                &format!("echo {run}; sleep 300"),
+                &env,
+                &labels,
+                Duration::from_secs(10),
+            )
+            .await
+        })
+    };
+    let filter = format!("label={}={}", docker::TEST_LABEL, run);
+    let running = wait_for("the test command's container", Duration::from_secs(20), || {
+        let filter = filter.clone();
+        async move { docker::docker_lines(&["ps", "-q", "--filter", &filter]).into_iter().next() }
+    })
+    .await;
+    let label_of = |key: &str| {
+        let format = format!("{{{{index .Config.Labels \"{key}\"}}}}");
+        docker::docker_lines(&["inspect", "-f", &format, &running]).join("")
+    };
+    assert_eq!(label_of(LABEL_DEPLOYMENT), run, "the labels given");
+    assert_eq!(label_of("kraken.role"), "test");
+    assert_eq!(label_of(LABEL_MANAGED), "true");
+    let slow = slow.await.unwrap();
+    assert!(matches!(&slow, Err(RuntimeError::TimedOut(m)) if m.contains("10 s")), "{slow:?}");
     assert_no_leftovers(&guard, &run, &before);
 }
 
@@ -440,8 +578,10 @@ async fn a_test_command_cannot_fork_without_end_and_only_the_end_of_its_output_i
          \x20   os.kill(pid, signal.SIGKILL)\n\
          EOF\n"
     );
-    let (code, output) =
-        rt.run_to_completion(&base_image(), &script, &env, Duration::from_secs(120)).await.unwrap();
+    let (code, output) = rt
+        .run_to_completion(&base_image(), &script, &env, &BTreeMap::new(), Duration::from_secs(120))
+        .await
+        .unwrap();
     assert_eq!(code, 0, "{output}");
     let count: usize = output
         .lines()
@@ -457,6 +597,7 @@ async fn a_test_command_cannot_fork_without_end_and_only_the_end_of_its_output_i
             &base_image(),
             &format!("i=0; while [ $i -lt 100000 ]; do echo line $i of {run} padded to eighty bytes................; i=$((i+1)); done"),
             &env,
+            &BTreeMap::new(),
             Duration::from_secs(300),
         )
         .await
@@ -484,6 +625,7 @@ async fn a_new_runtime_readopts_running_containers_by_label() {
         image: tag,
         labels: app_labels(&guard, "dep-adopt", &node),
         container_port: 8000,
+        publish: true,
         host_port: 0,
         host_ip: "127.0.0.1".into(),
         ..Default::default()
@@ -534,6 +676,7 @@ async fn an_app_that_ignores_sigterm_as_pid_1_stops_at_once_under_init() {
         labels: app_labels(&guard, name, &format!("node-{run}")),
         env: if trap { BTreeMap::from([("TRAP".to_string(), "1".to_string())]) } else { BTreeMap::new() },
         container_port: 8000,
+        publish: true,
         host_ip: "127.0.0.1".into(),
         init,
         stop_timeout: Some(Duration::from_secs(1)),

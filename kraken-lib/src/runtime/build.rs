@@ -9,7 +9,7 @@ use std::path::Path;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
-use super::docker::{managed_labels, DockerRuntime};
+use super::docker::DockerRuntime;
 use super::error::map_err;
 use super::{BuildLayers, RuntimeError};
 use crate::builder::BuildPlan;
@@ -161,7 +161,6 @@ pub(super) async fn build_image(
     rt: &DockerRuntime,
     plan: &BuildPlan,
     tag: &str,
-    labels: &BTreeMap<String, String>,
     log: mpsc::UnboundedSender<String>,
 ) -> Result<String, RuntimeError> {
     let dir = plan.context_dir.clone();
@@ -174,7 +173,8 @@ pub(super) async fn build_image(
     let options = bollard::image::BuildImageOptions::<String> {
         dockerfile: CONTEXT_DOCKERFILE.to_string(),
         t: tag.to_string(),
-        labels: managed_labels(labels),
+        // No labels: the classic builder would add a `LABEL` step (one more
+        // intermediate container) for them. The tag says whose the image is.
         rm: true,
         forcerm: true,
         pull: false,

@@ -143,11 +143,13 @@ pub(super) async fn run_to_completion(
     image: &str,
     cmd: &str,
     env: &BTreeMap<String, String>,
+    labels: &BTreeMap<String, String>,
     timeout: std::time::Duration,
 ) -> Result<(i64, String), RuntimeError> {
-    // The image's labels (deployment, node, generation) are inherited: the
-    // role tells this container from the app's.
-    let labels = BTreeMap::from([(LABEL_ROLE.to_string(), ROLE_TEST.to_string())]);
+    // The caller's labels (deployment, node, generation) make it findable
+    // after an interrupted run; the role tells it from the app's container.
+    let mut labels = labels.clone();
+    labels.insert(LABEL_ROLE.to_string(), ROLE_TEST.to_string());
     let limits = AppLimits::default();
     let host_config = bollard::models::HostConfig {
         pids_limit: Some(limits.pids),
@@ -189,7 +191,7 @@ pub(super) async fn run_container(
         host_port: Some(if spec.host_port == 0 { String::new() } else { spec.host_port.to_string() }),
     };
     let host_config = HostConfig {
-        port_bindings: Some([(port_key.clone(), Some(vec![binding]))].into_iter().collect()),
+        port_bindings: spec.publish.then(|| [(port_key.clone(), Some(vec![binding]))].into_iter().collect()),
         // No restarts until the caller saw the app start (`keep_restarting`),
         // so an app that exits at once shows its own exit code.
         restart_policy: Some(RestartPolicy {
@@ -217,6 +219,9 @@ pub(super) async fn run_container(
             .start_container::<String>(&id, None)
             .await
             .map_err(|e| map_err(&format!("starting container {}", spec.name), e))?;
+        if !spec.publish {
+            return Ok(0);
+        }
         let info = rt
             .docker
             .inspect_container(&id, None)

@@ -66,7 +66,7 @@ pub(super) fn managed_labels(labels: &BTreeMap<String, String>) -> std::collecti
     out
 }
 
-/// The engine's filter for what Kraken made, only for `node` when given.
+/// The engine's filter for the containers Kraken made, only for `node` when given.
 pub(super) fn managed_filter(node: Option<&str>) -> std::collections::HashMap<String, Vec<String>> {
     let mut labels = vec![format!("{LABEL_MANAGED}=true")];
     labels.extend(node.map(|node| format!("{LABEL_NODE}={node}")));
@@ -84,10 +84,9 @@ impl Runtime for DockerRuntime {
         &self,
         plan: &BuildPlan,
         tag: &str,
-        labels: &BTreeMap<String, String>,
         log: mpsc::UnboundedSender<String>,
     ) -> Result<String, RuntimeError> {
-        build::build_image(self, plan, tag, labels, log).await
+        build::build_image(self, plan, tag, log).await
     }
 
     async fn run_to_completion(
@@ -95,9 +94,10 @@ impl Runtime for DockerRuntime {
         image: &str,
         cmd: &str,
         env: &BTreeMap<String, String>,
+        labels: &BTreeMap<String, String>,
         timeout: std::time::Duration,
     ) -> Result<(i64, String), RuntimeError> {
-        containers::run_to_completion(self, image, cmd, env, timeout).await
+        containers::run_to_completion(self, image, cmd, env, labels, timeout).await
     }
 
     async fn run_container(&self, spec: &ContainerSpec) -> Result<(String, u16), RuntimeError> {

@@ -6,14 +6,15 @@
 //! labels [`LABEL_MANAGED`], [`LABEL_DEPLOYMENT`], [`LABEL_NODE`] and
 //! [`LABEL_COMMIT`], so a restarted agent finds and re-adopts its containers,
 //! and [`LABEL_ROLE`], so an app is never mistaken for the throw-away
-//! container of a test (which inherits its image's labels). A build that
-//! fails removes the layers it made.
+//! container of a test. Images carry no labels (on the engine's classic
+//! builder each label costs a build step): their tag, an [`AppImage`], says
+//! whose they are. A build that fails removes the layers it made.
 //!
 //! The files: `docker.rs` (connecting, the trait put together), `build.rs`
 //! (build context and image builds), `build_layers.rs` (the layers a build
 //! made), `containers.rs` (run, inspect, remove, list), `logs.rs` (output
-//! split into lines), `stats.rs` (resource samples), `images.rs` (list and
-//! remove images), `error.rs` ([`RuntimeError`]).
+//! split into lines), `stats.rs` (resource samples), `images.rs` (image
+//! tags, list and remove images), `error.rs` ([`RuntimeError`]).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -38,11 +39,13 @@ pub use build_layers::BuildLayers;
 pub use containers::pick_host_port;
 pub use docker::DockerRuntime;
 pub use error::RuntimeError;
+pub use images::AppImage;
 
 /// The most of a `test` command's output kept (its end).
 pub const TEST_OUTPUT_BYTES: usize = 64 * 1024;
 
-/// Label present (value `"true"`) on every container and image Kraken made.
+/// Label present (value `"true"`) on every container Kraken made (and on the
+/// images of earlier versions, which were labelled too).
 pub const LABEL_MANAGED: &str = "kraken.managed";
 /// Label holding the deployment id.
 pub const LABEL_DEPLOYMENT: &str = "kraken.deployment";
@@ -74,9 +77,14 @@ pub struct ContainerSpec {
     pub env: BTreeMap<String, String>,
     /// The app's port inside the container.
     pub container_port: u16,
-    /// The host port to publish it on; 0 lets the engine choose.
+    /// Whether the engine publishes `container_port` on the host (on
+    /// `host_ip`:`host_port`, one `docker-proxy` process per container).
+    /// Without it the port is reached only on the container's own address
+    /// ([`ContainerState::address`]), as the agent's port proxy does.
+    pub publish: bool,
+    /// The host port to publish it on, when `publish`; 0 lets the engine choose.
     pub host_port: u16,
-    /// The host address to publish on (`0.0.0.0` for the whole LAN).
+    /// The host address to publish on, when `publish` (`0.0.0.0` for the whole LAN).
     pub host_ip: String,
     /// Memory limit in bytes; 0 for none.
     pub memory_limit: u64,
@@ -177,7 +185,9 @@ pub struct ManagedImage {
     pub id: String,
     /// Its tags.
     pub tags: Vec<String>,
-    /// Its labels.
+    /// Its labels: none on images of this version (their tag, an
+    /// [`AppImage`], says whose they are); [`LABEL_MANAGED`], [`LABEL_NODE`]
+    /// and the deployment's on images built by earlier versions.
     pub labels: BTreeMap<String, String>,
 }
 
@@ -224,17 +234,19 @@ pub struct LogLine {
 #[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 #[async_trait::async_trait]
 pub trait Runtime: Send + Sync {
-    /// Builds `plan` into an image tagged `tag`, sending each line of build
-    /// output to `log`; returns the image id.
+    /// Builds `plan` into an image tagged `tag` (an [`AppImage`]'s tag, so
+    /// that [`Runtime::list_images`] finds it), without labels, sending each
+    /// line of build output to `log`; returns the image id.
     async fn build_image(
         &self,
         plan: &BuildPlan,
         tag: &str,
-        labels: &BTreeMap<String, String>,
         log: mpsc::UnboundedSender<String>,
     ) -> Result<String, RuntimeError>;
-    /// Runs `cmd` (through `sh -c`) in a throw-away container of `image` and
-    /// returns its exit code and output. Used for a manifest's `test`.
+    /// Runs `cmd` (through `sh -c`) in a throw-away container of `image`
+    /// labelled with `labels` (the runtime adds [`LABEL_MANAGED`] and
+    /// [`LABEL_ROLE`] [`ROLE_TEST`]) and returns its exit code and output.
+    /// Used for a manifest's `test`.
     /// A run that outlasts `timeout` is stopped and reported as
     /// [`RuntimeError::TimedOut`]; the container is removed in every case.
     async fn run_to_completion(
@@ -242,11 +254,13 @@ pub trait Runtime: Send + Sync {
         image: &str,
         cmd: &str,
         env: &BTreeMap<String, String>,
+        labels: &BTreeMap<String, String>,
         timeout: std::time::Duration,
     ) -> Result<(i64, String), RuntimeError>;
     /// Creates and starts a container that the engine does not restart yet;
-    /// returns its id and the published host port (0 when its process
-    /// already exited, before the port was published).
+    /// returns its id and the published host port (0 when the spec does not
+    /// [publish](ContainerSpec::publish) it, or when its process already
+    /// exited, before the port was published).
     async fn run_container(&self, spec: &ContainerSpec) -> Result<(String, u16), RuntimeError>;
     /// From now on the engine restarts the container when it stops or the
     /// machine reboots, until it is removed (`unless-stopped`).
@@ -271,7 +285,9 @@ pub trait Runtime: Send + Sync {
     async fn remove_container(&self, id: &str) -> Result<(), RuntimeError>;
     /// Kraken's containers on this engine, optionally only those of `node`.
     async fn list_managed(&self, node: Option<String>) -> Result<Vec<ManagedContainer>, RuntimeError>;
-    /// The images Kraken built on this engine, optionally only those built for `node`.
+    /// The images Kraken built on this engine (told by their [`AppImage`] tag,
+    /// or by the labels of earlier versions), optionally only those built by
+    /// `node`.
     async fn list_images(&self, node: Option<String>) -> Result<Vec<ManagedImage>, RuntimeError>;
     /// Removes an image; a missing one is not an error.
     async fn remove_image(&self, image: &str) -> Result<(), RuntimeError>;

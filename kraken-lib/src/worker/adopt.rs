@@ -8,7 +8,7 @@
 //! removes them all ([`clean_leftovers`]); the orchestrator hands the
 //! interrupted work over again. Then the app containers of this node are
 //! adopted ([`adopt`]): only containers labelled as apps, never a test
-//! container, even though it carries its image's deployment labels. The
+//! container, even though it carries the deployment's labels too. The
 //! port proxy is rebuilt from them: each app is served again on the port
 //! its container's label names.
 

@@ -95,7 +95,7 @@ async fn a_duplicated_deploy_request_builds_and_runs_once() {
     runtime.expect_list_managed().returning(|_| Ok(Vec::new()));
     runtime.expect_list_images().returning(|_| Ok(Vec::new()));
     let counter = builds.clone();
-    runtime.expect_build_image().returning(move |_, _, _, _| {
+    runtime.expect_build_image().returning(move |_, _, _| {
         counter.fetch_add(1, Ordering::SeqCst);
         Ok("sha256:img".to_string())
     });
@@ -229,7 +229,7 @@ async fn deploy_with_builder(builder: &str) -> (crate::bus::DeploymentReport, Ve
     let mut runtime = MockRuntime::new();
     quiet_engine(&mut runtime);
     let seen = dockerfiles.clone();
-    runtime.expect_build_image().returning(move |plan, _, _, _| {
+    runtime.expect_build_image().returning(move |plan, _, _| {
         seen.lock().expect("lock").push(plan.dockerfile.clone());
         Ok("sha256:img".to_string())
     });
@@ -316,7 +316,7 @@ async fn an_update_whose_build_fails_keeps_the_previous_version_serving() {
     let mut runtime = MockRuntime::new();
     quiet_engine(&mut runtime);
     let counter = builds.clone();
-    runtime.expect_build_image().returning(move |_, _, _, _| match counter.fetch_add(1, Ordering::SeqCst) {
+    runtime.expect_build_image().returning(move |_, _, _| match counter.fetch_add(1, Ordering::SeqCst) {
         0 => Ok("sha256:img".to_string()),
         _ => Err(crate::runtime::RuntimeError::BuildFailed("npm ci exited with 1".into())),
     });

@@ -122,8 +122,9 @@ where
 }
 
 /// Removes, when dropped, every container and image that Kraken made for the
-/// node with id `.0` (its `kraken.node` label), so a failed run of an
-/// in-process platform leaves nothing behind.
+/// node with id `.0` (containers by their `kraken.node` label, images by
+/// their `kraken/<node>/…` tag), so a failed run of an in-process platform
+/// leaves nothing behind.
 pub struct NodeCleanup(pub String);
 
 impl Drop for NodeCleanup {
@@ -132,7 +133,8 @@ impl Drop for NodeCleanup {
         for id in docker_lines(&["ps", "-aq", "--filter", &filter]) {
             let _ = Command::new("docker").args(["rm", "-f", &id]).output();
         }
-        for id in docker_lines(&["images", "-q", "--filter", &filter]) {
+        let images = format!("reference=kraken/{}/*", self.0);
+        for id in docker_lines(&["images", "-q", "--filter", &images]) {
             let _ = Command::new("docker").args(["rmi", "-f", &id]).output();
         }
     }

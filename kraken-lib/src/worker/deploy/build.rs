@@ -12,7 +12,8 @@ use crate::builder::BuildPlan;
 use crate::runtime::{BuildLayers, LABEL_COMMIT, LABEL_DEPLOYMENT, LABEL_NODE};
 use crate::worker::{adopt, LABEL_GENERATION};
 
-/// The labels of everything made for the job (image and container).
+/// The labels of the containers made for the job (the app's and its test's;
+/// the image has none: its tag says whose it is).
 pub(super) fn labels(job: &Job<'_>) -> BTreeMap<String, String> {
     BTreeMap::from([
         (LABEL_DEPLOYMENT.to_string(), job.spec.deployment.clone()),
@@ -36,7 +37,7 @@ pub(super) async fn build(job: &Job<'_>, checkout: &Checkout, plan: &BuildPlan) 
             build_sink.send("build", line);
         }
     });
-    let built = job.shared.runtime.build_image(plan, &job.tag, &labels(job), log_tx).await;
+    let built = job.shared.runtime.build_image(plan, &job.tag, log_tx).await;
     let _ = forward.await;
     // The build ended (a failed one removed its own layers): nothing to clean at the next start.
     let _ = std::fs::remove_file(adopt::layers_file(&checkout.work_dir));

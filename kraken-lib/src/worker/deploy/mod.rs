@@ -32,7 +32,8 @@ struct Job<'a> {
     shared: &'a Shared,
     spec: &'a DeploySpec,
     sink: &'a LogSink,
-    /// The image's tag: `kraken/<app>:<deployment>-<generation>`.
+    /// The image's tag: `kraken/<node>/<app>:<deployment>-<generation>` (an
+    /// [`AppImage`](crate::runtime::AppImage)).
     tag: String,
 }
 
@@ -90,7 +91,13 @@ async fn deploy(
     sink: &LogSink,
 ) -> Result<(), Failed> {
     let short = spec.commit.get(..8).unwrap_or(&spec.commit);
-    let tag = format!("kraken/{}:{}-{}", spec.manifest.app.name, spec.deployment, spec.generation);
+    let tag = crate::runtime::AppImage {
+        node: shared.node.id.clone(),
+        app: spec.manifest.app.name.clone(),
+        deployment: spec.deployment.clone(),
+        generation: spec.generation,
+    }
+    .tag();
     let job = Job { shared, spec, sink, tag };
     job.report(Status::BuildingDeployment, format!("building commit {short} on {}", shared.node.name)).await;
     let checkout = fetch::fetch(&job).await?;
@@ -152,7 +159,15 @@ async fn deploy(
     sink.send("platform", format!("running at {address}"));
     let message = format!("running at {address} on {}", shared.node.name);
     shared
-        .report_running(&spec.deployment, spec.generation, &spec.commit, container_id, host_port, message)
+        .report_running(
+            &spec.deployment,
+            spec.generation,
+            &spec.commit,
+            container_id.clone(),
+            host_port,
+            message,
+        )
         .await;
+    settle::keep_running(&job, &container_id).await;
     Ok(())
 }

@@ -2,8 +2,10 @@
 //! connection on its port (reached on the container's own address, not
 //! through the published port, which the engine's proxy answers for any
 //! container) and, when the manifest names a `health` path, answers a GET of
-//! it with a status below 500; then the engine is told to bring it back after a stop or a
-//! reboot. An app that stops first, or never listens within the node's
+//! it with a status below 500. (The engine is told to bring it back after a
+//! stop or a reboot once the deployment is reported running, [`keep_running`]:
+//! that request takes the engine 15–120 ms, which the app's first answer
+//! need not wait for.) An app that stops first, or never listens within the node's
 //! `ready_timeout`, is removed with its image, after its last words reached
 //! the log, and its deployment fails with its exit code and the end of its
 //! log.
@@ -67,7 +69,6 @@ pub(super) async fn settle(job: &Job<'_>, container_id: &str, following: bool) -
                         None => listens,
                     };
                     if healthy {
-                        keep_running(job, container_id).await;
                         return Ok(address);
                     }
                 }
@@ -101,8 +102,10 @@ pub(super) async fn settle(job: &Job<'_>, container_id: &str, following: bool) -
     }))
 }
 
-/// From now on the engine brings the started app back when it stops.
-async fn keep_running(job: &Job<'_>, container_id: &str) {
+/// From now on the engine brings the started app back when it stops. An
+/// agent stopped before this finds the container running at its next start
+/// and asks again (`worker::adopt`).
+pub(super) async fn keep_running(job: &Job<'_>, container_id: &str) {
     if let Err(e) = job.shared.runtime.keep_restarting(container_id).await {
         warn!(error = %e, "could not set the container's restart policy; it will not come back after a reboot");
     }

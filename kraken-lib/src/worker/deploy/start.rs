@@ -1,8 +1,8 @@
 //! The start phase: the app's port held by the agent's [proxy](crate::proxy)
 //! (the port it has already on an update; otherwise the manifest's, or a free
 //! one when that is taken), then the new container started beside the old
-//! one, published only on a loopback port the engine chooses: the proxy
-//! reaches it on its own address. A previous container from before the
+//! one, its port not published on the host: the proxy reaches it on its own
+//! address. A previous container from before the
 //! agent held ports publishes the port itself: it is removed first and its
 //! port taken over.
 
@@ -61,8 +61,11 @@ pub(super) async fn start(job: &Job<'_>, previous: Option<&Active>) -> Result<St
         labels,
         env: super::test::app_env(job),
         container_port: port,
+        // The proxy reaches the app on the container's own address; a
+        // published port would only cost a `docker-proxy` process.
+        publish: false,
         host_port: 0,
-        host_ip: "127.0.0.1".to_string(),
+        host_ip: String::new(),
         memory_limit: 0,
         pids_limit: shared.node.config.app_limits.pids,
         log_rotation: Some(shared.node.config.app_limits.log_rotation),

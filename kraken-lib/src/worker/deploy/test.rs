@@ -22,7 +22,13 @@ pub(super) async fn test(job: &Job<'_>) -> Result<(), Failed> {
     let shared = job.shared;
     let ran = shared
         .runtime
-        .run_to_completion(&job.tag, test, &app_env(job), shared.node.config.test_timeout)
+        .run_to_completion(
+            &job.tag,
+            test,
+            &app_env(job),
+            &super::build::labels(job),
+            shared.node.config.test_timeout,
+        )
         .await;
     let (code, output) = match ran {
         Ok(r) => r,
