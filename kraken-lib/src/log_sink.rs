@@ -138,6 +138,14 @@ impl LogSink {
                     }
                 }
                 let batch = LogBatch { deployment: deployment.clone(), generation, lines };
+                // A node that stops publishes nothing more: what is left
+                // was not counted as sent, and a follower started again
+                // reads it again.
+                let gate = node.log_publishing.clone();
+                let _publishing = gate.read().await;
+                if node.shutdown.is_cancelled() {
+                    break;
+                }
                 match node.publish(&Channel::Log, Body::Log(batch)).await {
                     Ok(()) => {
                         if let (Some(f), Some(mark)) = (&on_published, &mark) {

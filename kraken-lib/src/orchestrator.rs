@@ -31,7 +31,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
 use tracing::warn;
 
@@ -269,7 +269,31 @@ impl Executor for OrchestrationExecutor {
             d = log.next() => Wake::Message(Channel::Log, d),
         };
         let (channel, d) = match wake {
-            Wake::Stop | Wake::Retrieved(None) => return Ok(()),
+            Wake::Stop => {
+                // The log batches this agent's workers count as published
+                // are all on the bus once the gate is ours: store them, or
+                // their lines would be neither stored nor sent again.
+                // A sink may wait for room on the bus while it holds the
+                // gate shared: take in meanwhile. The lock is fair, so no
+                // sink starts publishing once this waits for it.
+                let gate = node.log_publishing.clone();
+                let mut taking = std::pin::pin!(gate.write());
+                let mut pending = Vec::new();
+                let _gate = loop {
+                    tokio::select! {
+                        g = &mut taking => break g,
+                        Some(d) = log.next() => pending.push(d),
+                    }
+                };
+                while let Some(Some(d)) = log.next().now_or_never() {
+                    pending.push(d);
+                }
+                for d in pending {
+                    self.take_in_delivery(node, Channel::Log, d).await?;
+                }
+                return Ok(());
+            }
+            Wake::Retrieved(None) => return Ok(()),
             Wake::Pass => {
                 self.pass(node).await;
                 return Ok(());
@@ -284,6 +308,18 @@ impl Executor for OrchestrationExecutor {
             }
             Wake::Message(channel, Some(d)) => (channel, d),
         };
+        self.take_in_delivery(node, channel, d).await
+    }
+}
+
+impl OrchestrationExecutor {
+    /// Takes in one delivery, if fencing lets it through, and acknowledges it.
+    async fn take_in_delivery(
+        &mut self,
+        node: &GenericNode,
+        channel: Channel,
+        d: crate::bus::Delivery,
+    ) -> Result<(), ExecutionFailure> {
         let from = d.envelope.from.clone();
         let incoming = Incoming {
             signed: self.signed_by_its_sender(node, &d),
