@@ -3,9 +3,15 @@
 //!
 //! [`follow_after`] asks the engine for its timestamps too: every message
 //! (a line, or a piece of a line longer than the engine's 16 KiB) comes with
-//! one, all of fixed width, so a [`LogPosition`] is compared as text and a
-//! follower started again after a position gets exactly the messages that
-//! came after it, though the engine's `since` only takes whole seconds.
+//! one, of fixed width. The engine keeps stdout and stderr messages in the
+//! order they reached its log file, which is not always the order of their
+//! timestamps (each stream is stamped on its own), so a follower started
+//! again after a position reads from a little before it (the engine's
+//! `since` takes whole seconds) and skips every message up to and including
+//! the one at the position: it gets exactly the messages that came after it.
+//! Should that message be gone (the engine rotated its files away meanwhile),
+//! the follower gives up skipping at the first message stamped
+//! [`LOOK_BACK`] seconds after it.
 
 use std::collections::VecDeque;
 
@@ -86,6 +92,10 @@ pub(super) fn logs(
 /// The length of the engine's timestamp (`2006-01-02T15:04:05.000000000Z`).
 const STAMP: usize = 30;
 
+/// How many seconds before a position a follower starts reading, and after
+/// it stops looking for the position's own message.
+const LOOK_BACK: i64 = 2;
+
 /// Splits the engine's `<timestamp> <message>` frame; `None` when the frame
 /// does not start with a timestamp.
 fn stamped(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
@@ -120,9 +130,15 @@ impl Follow {
         };
         self.at = Some(at.clone());
         if let Some(after) = &self.after {
-            if at <= *after {
+            if at == *after {
+                // The last message read before: what follows is new.
+                self.after = None;
                 return;
             }
+            if at.at < after.at || at.second() <= after.second() + LOOK_BACK {
+                return;
+            }
+            tracing::warn!(position = %after.to_text(), "the log's position is gone from the engine's files; following from here");
             self.after = None;
         }
         self.lines(stream, message);
@@ -157,7 +173,7 @@ pub(super) fn follow_after(
         follow: true,
         stdout: true,
         stderr: true,
-        since: after.as_ref().map_or(0, LogPosition::second),
+        since: after.as_ref().map_or(0, |p| (p.second() - LOOK_BACK).max(0)),
         timestamps: true,
         tail: "all".to_string(),
         ..Default::default()
@@ -230,6 +246,8 @@ mod tests {
 
     const T1: &str = "2026-01-02T03:04:05.000000001Z";
     const T2: &str = "2026-01-02T03:04:05.100000000Z";
+    const T0: &str = "2026-01-02T03:04:04.900000000Z";
+    const T9: &str = "2026-01-02T03:04:09.000000000Z";
 
     #[test]
     fn messages_with_one_timestamp_are_told_apart_by_their_count() {
@@ -253,6 +271,24 @@ mod tests {
         }
         f.frame("stderr", format!("{T2} d\n").as_bytes());
         assert_eq!(texts(&mut f), [(T1.into(), 3, "c".into()), (T2.into(), 1, "d".into())]);
+    }
+
+    #[test]
+    fn messages_stamped_out_of_order_are_skipped_by_where_they_stand_not_by_their_time() {
+        // stderr's message stamped later reached the file before stdout's.
+        let mut f = follow(Some(LogPosition { at: T1.into(), nth: 1 }));
+        f.frame("stderr", format!("{T2} sent before\n").as_bytes());
+        f.frame("stdout", format!("{T1} the last one sent\n").as_bytes());
+        f.frame("stderr", format!("{T0} stamped earlier, came later\n").as_bytes());
+        assert_eq!(texts(&mut f), [(T0.into(), 1, "stamped earlier, came later".into())]);
+    }
+
+    #[test]
+    fn a_position_gone_from_the_engine_is_given_up_a_few_seconds_after_it() {
+        let mut f = follow(Some(LogPosition { at: T1.into(), nth: 1 }));
+        f.frame("stdout", format!("{T2} soon after\n").as_bytes());
+        f.frame("stdout", format!("{T9} much later\n").as_bytes());
+        assert_eq!(texts(&mut f), [(T9.into(), 1, "much later".into())]);
     }
 
     #[test]
