@@ -55,6 +55,10 @@ mod testing;
 
 pub use error::OrchestratorError;
 
+/// How long a stopping orchestrator waits for the log sinks publishing at
+/// that moment.
+const LOG_GATE_WAIT: Duration = Duration::from_secs(5);
+
 use actions::{Action, Sent};
 use fencing::{admit, Admission, Incoming};
 use reconcile::{reconcile, Health, Observed};
@@ -275,14 +279,22 @@ impl Executor for OrchestrationExecutor {
                 // their lines would be neither stored nor sent again.
                 // A sink may wait for room on the bus while it holds the
                 // gate shared: take in meanwhile. The lock is fair, so no
-                // sink starts publishing once this waits for it.
+                // sink starts publishing once this waits for it. A sink
+                // stuck on an unreachable broker does not hold up the stop
+                // for more than a few seconds.
                 let gate = node.log_publishing.clone();
                 let mut taking = std::pin::pin!(gate.write());
+                let give_up = tokio::time::sleep(LOG_GATE_WAIT);
+                tokio::pin!(give_up);
                 let mut pending = Vec::new();
                 let _gate = loop {
                     tokio::select! {
-                        g = &mut taking => break g,
+                        g = &mut taking => break Some(g),
                         Some(d) = log.next() => pending.push(d),
+                        () = &mut give_up => {
+                            warn!("a log sink is still publishing; stopping without its last lines");
+                            break None;
+                        }
                     }
                 };
                 while let Some(Some(d)) = log.next().now_or_never() {
