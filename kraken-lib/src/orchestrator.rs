@@ -55,14 +55,14 @@ mod testing;
 
 pub use error::OrchestratorError;
 
-/// How long a stopping orchestrator waits for the log sinks publishing at
-/// that moment.
-const LOG_GATE_WAIT: Duration = Duration::from_secs(5);
-
 use actions::{Action, Sent};
 use fencing::{admit, Admission, Incoming};
 use reconcile::{reconcile, Health, Observed};
 use retrieval::RetrievalDone;
+
+/// How long a stopping orchestrator waits for the log sinks publishing at
+/// that moment.
+const LOG_GATE_WAIT: Duration = Duration::from_secs(5);
 
 /// A pass this much later than planned means the orchestrator itself was held up.
 const STALL: Duration = Duration::from_millis(500);
