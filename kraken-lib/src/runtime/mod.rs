@@ -296,8 +296,9 @@ pub trait Runtime: Send + Sync {
     async fn inspect(&self, id: &str) -> Result<ContainerState, RuntimeError>;
     /// The container's output: past lines, then new ones while `follow`.
     ///
-    /// With `since_now`, only what the container prints from now on (used when
-    /// a restarted agent re-adopts a container whose past output it already has).
+    /// With `since_now`, only what the container prints from the current
+    /// whole second on. A deployment's log is followed with
+    /// [`Runtime::follow_after`], which resumes exactly where it left.
     fn logs(
         &self,
         id: &str,
