@@ -5,11 +5,15 @@
 //! kernel's peak `VmHWM`), against its memory when idle and the bound the
 //! log limits promise.
 //!
-//! Two more figures say where the time goes, stage by stage: how many lines a
+//! More figures say where the time goes, stage by stage: how many lines a
 //! second follower of the same container gets from the engine
-//! (`docker logs --follow`, counted while the agent keeps following), and
-//! how many lines a second the state alone stores (`State::append_logs` in
-//! this process, batches as the orchestrator receives them). What the newest
+//! (`docker logs --follow`, counted while the agent keeps following), how
+//! many a reader attached to the container's output gets (`docker attach`,
+//! the engine's live stream, which carries no timestamps), how many lines a
+//! second the agent's own path takes without the engine (engine-like frames
+//! split into lines, through a log sink and the in-process bus, stored by the
+//! state, in this process), and how many lines a second the state alone
+//! stores (`State::append_logs`, batches as the orchestrator receives them). What the newest
 //! stored lines say about lines dropped on the way (`[kraken] N lines
 //! dropped`) tells whether the agent kept up with what the engine delivered.
 
@@ -17,8 +21,16 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use kraken_lib::bus::LogEntry;
-use kraken_lib::log_sink::BATCH_LINES;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use futures::StreamExt;
+use kraken_lib::bus::memory::MemoryBus;
+use kraken_lib::bus::{Body, Bus, Channel, LogEntry};
+use kraken_lib::log_sink::{LogSink, BATCH_LINES};
+use kraken_lib::node::{GenericNode, NodeConfig, NodeIdentity};
+use kraken_lib::output::LineSplitter;
+use kraken_lib::runtime::LogPosition;
 use kraken_lib::state::{State, StateLimits};
 use tokio::io::AsyncReadExt;
 
@@ -61,11 +73,13 @@ pub async fn run(setup: &Setup, seconds: u64) -> Result<()> {
     let (kept, dropped) = newest_lines_and_drops(&agent, &id, after).await?;
 
     // The engine's own rate to a second follower, the agent still following.
-    let engine = engine_rate(&container, window).await?;
+    let engine = engine_rate(&["logs", "--follow", "--tail", "0", &container], window).await?;
+    let attached = engine_rate(&["attach", "--no-stdin", "--sig-proxy=false", &container], window).await?;
     agent.destroy(&id).await?;
     drop(agent);
 
-    // The state alone.
+    // The agent's own path, then the state alone.
+    let (path_rate, path_dropped) = path_rate(window).await?;
     let state_rate = state_rate(window).await?;
 
     let rate = (after - before) as f64 / took.as_secs_f64();
@@ -90,6 +104,10 @@ pub async fn run(setup: &Setup, seconds: u64) -> Result<()> {
     );
     println!("| lines dropped on the way, per the newest {kept} stored lines | {dropped} | |");
     println!("| engine → a second `docker logs --follow` | {engine:.0} lines/s | |");
+    println!("| engine → a reader attached (`docker attach`) | {attached:.0} lines/s | |");
+    println!(
+        "| the agent's path alone (split, log sink, in-process bus, state) | {path_rate:.0} lines/s ({path_dropped} dropped) | |"
+    );
     println!("| the state alone (`append_logs`, batches of {BATCH_LINES}) | {state_rate:.0} lines/s | |\n");
     Ok(())
 }
@@ -166,11 +184,11 @@ async fn newest_lines_and_drops(agent: &Agent, id: &str, end: u64) -> Result<(us
     Ok((kept, dropped))
 }
 
-/// Lines a second a new `docker logs --follow --tail 0` of `container` reads
-/// over `window`.
-async fn engine_rate(container: &str, window: Duration) -> Result<f64> {
+/// Lines a second `docker <args>` prints over `window` (a second follower
+/// of the flooding container).
+async fn engine_rate(args: &[&str], window: Duration) -> Result<f64> {
     let mut child = tokio::process::Command::new("docker")
-        .args(["logs", "--follow", "--tail", "0", container])
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -185,12 +203,81 @@ async fn engine_rate(container: &str, window: Duration) -> Result<f64> {
         match tokio::time::timeout(left, out.read(&mut buf)).await {
             Ok(Ok(0)) | Err(_) => break,
             Ok(Ok(n)) => lines += buf[..n].iter().filter(|b| **b == b'\n').count() as u64,
-            Ok(Err(e)) => return Err(e).context("reading docker logs"),
+            Ok(Err(e)) => return Err(e).context("reading docker's output"),
         }
     }
     let took = started.elapsed();
     let _ = child.kill().await;
     Ok(lines as f64 / took.as_secs_f64())
+}
+
+/// Lines a second the agent's path takes without the engine, and how many
+/// it dropped: frames as the engine sends them (`<timestamp> <line>\n`, one
+/// line each) split into lines and handed to a [`LogSink`] with their
+/// position, published on the in-process bus and stored by the state as the
+/// orchestrator stores them, as fast as the frames can be made.
+async fn path_rate(window: Duration) -> Result<(f64, u64)> {
+    let dir = tempfile::Builder::new().prefix("kraken-bench-path-").tempdir()?;
+    let state =
+        State::open(&dir.path().join("state"), StateLimits::default()).context("opening the state")?;
+    let d = state.create_deployment("https://git.example.invalid/flood.git", "main")?;
+    let bus = Arc::new(MemoryBus::new());
+    let mut batches = bus.subscribe(&Channel::Log).await?;
+    let config = NodeConfig::new(dir.path(), "127.0.0.1:0".parse()?);
+    let node = GenericNode::new(NodeIdentity { id: "bench".into(), name: "bench".into() }, config, bus);
+    // Lines stored and lines the notes say were dropped, so far.
+    let counts = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+    let store = {
+        let (state, id, counts) = (state.clone(), d.id.clone(), counts.clone());
+        tokio::spawn(async move {
+            while let Some(delivery) = batches.next().await {
+                let Body::Log(batch) = delivery.envelope.body else { continue };
+                let mut dropped = 0;
+                for l in &batch.lines {
+                    if let Some(n) = l.line.strip_prefix("[kraken] ").and_then(|r| r.split(' ').next()) {
+                        dropped += n.parse::<u64>().unwrap_or(0);
+                    }
+                }
+                let (state, id, lines) = (state.clone(), id.clone(), batch.lines);
+                let count = lines.len() as u64 - u64::from(dropped > 0);
+                let _ = tokio::task::spawn_blocking(move || state.append_logs(&id, &lines)).await;
+                counts.0.fetch_add(count, Ordering::Relaxed);
+                counts.1.fetch_add(dropped, Ordering::Relaxed);
+            }
+        })
+    };
+    let sink = LogSink::start(node, d.id.clone(), 1);
+    let started = Instant::now();
+    let mut splitter = LineSplitter::new();
+    let mut n = 0u64;
+    while started.elapsed() < window {
+        for _ in 0..1000 {
+            let frame = format!("2026-01-01T00:00:00.{n:09}Z {LINE}\n");
+            let (stamp, line) = frame.split_at(30);
+            let at = LogPosition { at: stamp.into(), nth: 1 };
+            for l in splitter.push("stdout", &line.as_bytes()[1..]) {
+                sink.send_at(l.stream, l.text, at.clone());
+            }
+            n += 1;
+        }
+        tokio::task::yield_now().await;
+    }
+    // Every line made is stored or counted as dropped (a last note comes
+    // once the sink's queue is empty).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while counts.0.load(Ordering::Relaxed) + counts.1.load(Ordering::Relaxed) < n {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the agent's path did not take its lines within 2 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    state.logs(&d.id, u64::MAX, 1)?;
+    let took = started.elapsed();
+    store.abort();
+    drop(sink);
+    let stored = counts.0.load(Ordering::Relaxed);
+    Ok((stored as f64 / took.as_secs_f64(), counts.1.load(Ordering::Relaxed)))
 }
 
 /// Lines a second `State::append_logs` takes, with the default limits, in

@@ -83,6 +83,8 @@ fn logs_reports_the_rate_the_memory_and_each_stage() {
         "| lines stored | ",
         "| agent's resident memory while flooding | ",
         "| engine → a second `docker logs --follow` | ",
+        "| engine → a reader attached (`docker attach`) | ",
+        "| the agent's path alone (split, log sink, in-process bus, state) | ",
         "| the state alone (`append_logs`",
     ] {
         assert!(out.contains(what), "no {what}:\n{out}");

@@ -497,3 +497,89 @@ fn twenty_simultaneous_deployments_of_one_repository_run_on_distinct_ports() {
         assert!(containers_of(id).is_empty());
     }
 }
+
+/// The numbers of the `tick N` lines stored for `id`, in the stored order.
+fn ticks(agent: &Agent, id: &str) -> Vec<u64> {
+    let (mut offset, mut out) = (0, Vec::new());
+    loop {
+        let page = get_json(agent.port, &format!("/api/v1/deployments/{id}/logs?offset={offset}&limit=1000"))
+            .expect("logs");
+        let lines = page["lines"].as_array().cloned().unwrap_or_default();
+        if lines.is_empty() {
+            return out;
+        }
+        let said =
+            lines.iter().filter_map(|l| l["line"].as_str()?.strip_prefix("tick ")?.parse::<u64>().ok());
+        out.extend(said);
+        offset = page["next_offset"].as_u64().expect("next_offset");
+    }
+}
+
+/// The number of the newest `tick N` line the engine holds for `container`.
+fn newest_tick(container: &str) -> u64 {
+    let out = Command::new("docker").args(["logs", "--tail", "1", container]).output().expect("docker logs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim().strip_prefix("tick ").and_then(|n| n.parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn what_an_app_prints_while_its_agent_is_stopped_is_stored_once_when_the_agent_adopts_it() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let mut agent = Agent::start();
+    let data = agent.data_dir.clone();
+    let port = agent.port;
+    let repo = AppRepo::new("dockerfile-app");
+    let serve = "#!/bin/sh\nbusybox httpd -p 9000 -h /www\ni=0\nwhile true; do echo \"tick $i\"; i=$((i+1)); sleep 0.02; done\n";
+    repo.commit(&[("serve.sh", serve)], "an app that counts");
+    let id = deploy(&agent, &repo.url());
+    wait_settled(&agent, &id, "Running");
+    let container = containers_of(&id).pop().expect("the app's container");
+
+    for how in ["TERM", "KILL"] {
+        let stored = wait_until(|| ticks(&agent, &id).last().copied().filter(|n| *n >= 50));
+        if how == "TERM" {
+            agent.stop();
+        } else {
+            agent.kill9();
+        }
+        let stopped_at = newest_tick(&container);
+        // The app goes on printing while no agent runs.
+        let printed =
+            wait_until(|| Some(newest_tick(&container)).filter(|n| *n > stopped_at.max(stored) + 100));
+        let restarted = Agent::start_in(&data, port);
+        wait_until(|| ticks(&restarted, &id).last().copied().filter(|n| *n > printed + 20));
+        let all = ticks(&restarted, &id);
+        let repeats: Vec<_> = all.windows(2).filter(|w| w[1] <= w[0]).collect();
+        assert!(
+            repeats.is_empty(),
+            "{how}: ticks stored twice or out of order: {repeats:?}\n{}",
+            restarted.log()
+        );
+        // Stopped with SIGTERM, the agent stores every line it sent; killed,
+        // the lines it had in flight are lost with it (the state commits log
+        // lines without a sync anyway), but none printed while no agent ran.
+        let complete_from = if how == "TERM" { 0 } else { stopped_at + 1 };
+        let gaps: Vec<_> = all.windows(2).filter(|w| w[1] > complete_from && w[1] != w[0] + 1).collect();
+        assert!(
+            all.first() == Some(&0) && gaps.is_empty(),
+            "{how}: ticks missing at {gaps:?}\n{}",
+            restarted.log()
+        );
+        std::mem::forget(std::mem::replace(&mut agent, restarted));
+    }
+    let (status, _) = call(port, "DELETE", &format!("/api/v1/deployments/{id}"), None, Some(TOKEN));
+    assert_eq!(status, 202);
+    wait_settled(&agent, &id, "Destroyed");
+}
+
+/// Waits (two minutes at most) until `check` gives a value.
+fn wait_until<T>(mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "the condition did not hold within two minutes");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -13,6 +13,11 @@
 //! batch is at most [`BATCH_LINES`] lines and [`BATCH_BYTES`] bytes (plus
 //! one line). A batch is sent when it is full, or [`GATHER`] after its first
 //! line: a chatty app costs a message per batch, not per line.
+//!
+//! Lines may carry where they stand in the container's output
+//! ([`LogSink::send_at`]); a sink started with [`LogSink::start_marked`] says
+//! after each published batch where its last line stood, so a follower
+//! started again resumes after what was sent and nothing sooner.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -25,6 +30,17 @@ use crate::bus::{Body, Channel, LogBatch, LogEntry};
 use crate::deployment::DeploymentId;
 use crate::node::GenericNode;
 use crate::output::CUT_MARK;
+use crate::runtime::LogPosition;
+
+/// A line waiting for its batch, and where it stands in the container's output.
+#[derive(Debug)]
+struct Queued {
+    entry: LogEntry,
+    mark: Option<LogPosition>,
+}
+
+/// What a marked sink calls with the position of each published batch's last line.
+type OnPublished = Box<dyn Fn(&LogPosition) + Send + Sync>;
 
 /// How many lines wait for their batch at most.
 pub const QUEUE_LINES: usize = 8192;
@@ -40,7 +56,7 @@ pub const GATHER: Duration = Duration::from_millis(10);
 /// Batches log lines of one deployment onto the bus. Clones feed the same batches.
 #[derive(Clone)]
 pub struct LogSink {
-    tx: mpsc::Sender<LogEntry>,
+    tx: mpsc::Sender<Queued>,
     dropped: Arc<AtomicU64>,
     /// Bytes of lines in the queue.
     queued: Arc<AtomicUsize>,
@@ -59,7 +75,28 @@ impl LogSink {
     /// A sink publishing the lines of `deployment` (its work of `generation`)
     /// from `node`, until every clone is dropped.
     pub fn start(node: GenericNode, deployment: DeploymentId, generation: u64) -> Self {
-        let (tx, mut rx) = mpsc::channel::<LogEntry>(QUEUE_LINES);
+        Self::spawn(node, deployment, generation, None)
+    }
+
+    /// Like [`LogSink::start`]; after each batch is published, calls
+    /// `on_published` with the position of its last line that carried one
+    /// ([`LogSink::send_at`]).
+    pub fn start_marked(
+        node: GenericNode,
+        deployment: DeploymentId,
+        generation: u64,
+        on_published: impl Fn(&LogPosition) + Send + Sync + 'static,
+    ) -> Self {
+        Self::spawn(node, deployment, generation, Some(Box::new(on_published)))
+    }
+
+    fn spawn(
+        node: GenericNode,
+        deployment: DeploymentId,
+        generation: u64,
+        on_published: Option<OnPublished>,
+    ) -> Self {
+        let (tx, mut rx) = mpsc::channel::<Queued>(QUEUE_LINES);
         let max_line = node.config.state_limits.log_line_bytes.max(64);
         let dropped = Arc::new(AtomicU64::new(0));
         let queued = Arc::new(AtomicUsize::new(0));
@@ -67,8 +104,9 @@ impl LogSink {
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
                 let until = tokio::time::Instant::now() + GATHER;
-                let mut bytes = first.line.len();
-                let mut lines = vec![first];
+                let mut bytes = first.entry.line.len();
+                let mut mark = first.mark;
+                let mut lines = vec![first.entry];
                 // Gather what else comes (up to a batch, for a moment), then send.
                 let mut emptied = false;
                 while lines.len() < BATCH_LINES && bytes < BATCH_BYTES {
@@ -83,8 +121,9 @@ impl LogSink {
                         emptied = true;
                         break;
                     };
-                    bytes += l.line.len();
-                    lines.push(l);
+                    bytes += l.entry.line.len();
+                    mark = l.mark.or(mark);
+                    lines.push(l.entry);
                 }
                 in_queue.fetch_sub(bytes, Ordering::Relaxed);
                 // Every line queued before the drops is in this batch, and
@@ -99,8 +138,21 @@ impl LogSink {
                     }
                 }
                 let batch = LogBatch { deployment: deployment.clone(), generation, lines };
-                if let Err(e) = node.publish(&Channel::Log, Body::Log(batch)).await {
-                    warn!(error = %e, "could not send log lines");
+                // A node that stops publishes nothing more: what is left
+                // was not counted as sent, and a follower started again
+                // reads it again.
+                let gate = node.log_publishing.clone();
+                let _publishing = gate.read().await;
+                if node.shutdown.is_cancelled() {
+                    break;
+                }
+                match node.publish(&Channel::Log, Body::Log(batch)).await {
+                    Ok(()) => {
+                        if let (Some(f), Some(mark)) = (&on_published, &mark) {
+                            f(mark);
+                        }
+                    }
+                    Err(e) => warn!(error = %e, "could not send log lines"),
                 }
             }
         });
@@ -109,7 +161,16 @@ impl LogSink {
 
     /// Hands over a line; drops it (and counts it) when the queue is full.
     pub fn send(&self, stream: &str, line: impl Into<String>) {
-        let mut line = line.into();
+        self.queue(stream, line.into(), None);
+    }
+
+    /// Hands over a line that stands at `mark` in the container's output;
+    /// drops it (and counts it) when the queue is full.
+    pub fn send_at(&self, stream: &str, line: impl Into<String>, mark: LogPosition) {
+        self.queue(stream, line.into(), Some(mark));
+    }
+
+    fn queue(&self, stream: &str, mut line: String, mark: Option<LogPosition>) {
         if line.len() > self.max_line {
             let mut cut = self.max_line;
             while !line.is_char_boundary(cut) {
@@ -123,7 +184,7 @@ impl LogSink {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let entry = LogEntry { stream: stream.to_string(), line };
+        let entry = Queued { entry: LogEntry { stream: stream.to_string(), line }, mark };
         if self.dropped.load(Ordering::Relaxed) == 0 {
             // Counted before it is sent, so the batching task never takes
             // away more than was added.
@@ -150,7 +211,7 @@ impl LogSink {
                     if let Some(permit) = permits.next() {
                         let note = dropped_note(missed);
                         self.queued.fetch_add(note.line.len(), Ordering::Relaxed);
-                        permit.send(note);
+                        permit.send(Queued { entry: note, mark: None });
                     }
                 }
                 if let Some(permit) = permits.next() {

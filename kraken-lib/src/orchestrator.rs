@@ -65,6 +65,10 @@ use retrieval::RetrievalDone;
 /// At most this many status reports are taken in (and stored) together.
 const REPORT_BATCH: usize = 512;
 
+/// How long a stopping orchestrator waits for the log sinks publishing at
+/// that moment.
+const LOG_GATE_WAIT: Duration = Duration::from_secs(5);
+
 /// A pass this much later than planned means the orchestrator itself was held up.
 const STALL: Duration = Duration::from_millis(500);
 
@@ -249,7 +253,36 @@ impl Executor for OrchestrationExecutor {
             }
         }
         let (channel, d) = match wake {
-            Wake::Stop | Wake::Retrieved(None) => return Ok(()),
+            Wake::Stop => {
+                // The log batches this agent's workers count as published
+                // are all on the bus once the gate is ours: store them, or
+                // their lines would be neither stored nor sent again.
+                // A sink may wait for room on the bus while it holds the
+                // gate shared: take in meanwhile. The lock is fair, so no
+                // sink starts publishing once this waits for it. A sink
+                // stuck on an unreachable broker does not hold up the stop
+                // for more than a few seconds.
+                let gate = node.log_publishing.clone();
+                let mut taking = std::pin::pin!(gate.write());
+                let give_up = tokio::time::sleep(LOG_GATE_WAIT);
+                tokio::pin!(give_up);
+                let mut pending = Vec::new();
+                let _gate = loop {
+                    tokio::select! {
+                        g = &mut taking => break Some(g),
+                        Some(d) = log.next() => pending.push(d),
+                        () = &mut give_up => {
+                            warn!("a log sink is still publishing; stopping without its last lines");
+                            break None;
+                        }
+                    }
+                };
+                while let Some(Some(d)) = log.next().now_or_never() {
+                    pending.push(d);
+                }
+                return self.take_in_all(node, &Channel::Log, pending).await;
+            }
+            Wake::Retrieved(None) => return Ok(()),
             Wake::Pass => {
                 self.pass(node).await;
                 return Ok(());

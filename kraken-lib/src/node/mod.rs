@@ -171,6 +171,11 @@ pub struct GenericNode {
     pub fetched: FetchedTrees,
     /// Cancelled when the node stops.
     pub shutdown: CancellationToken,
+    /// Held shared by each log sink while it publishes a batch and notes
+    /// where the batch's last line stood; taken alone by an orchestrator
+    /// that stops, so that every batch counted as published is on the bus
+    /// when it stores the last ones (see [`crate::log_sink`]).
+    pub log_publishing: Arc<tokio::sync::RwLock<()>>,
 }
 
 /// Whose signatures a node believes, besides its own.
@@ -213,6 +218,7 @@ impl GenericNode {
             fetcher,
             fetched: FetchedTrees::default(),
             shutdown: CancellationToken::new(),
+            log_publishing: Arc::default(),
         }
     }
 

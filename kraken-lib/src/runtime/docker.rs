@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 
 use super::{
     build, containers, images, logs, stats, ContainerSpec, ContainerState, ContainerStats, LogLine,
-    ManagedContainer, ManagedImage, Runtime, RuntimeError, LABEL_MANAGED, LABEL_NODE,
+    LogPosition, ManagedContainer, ManagedImage, Runtime, RuntimeError, LABEL_MANAGED, LABEL_NODE,
 };
 use crate::builder::BuildPlan;
 
@@ -119,6 +119,14 @@ impl Runtime for DockerRuntime {
         since_now: bool,
     ) -> BoxStream<'static, Result<LogLine, RuntimeError>> {
         logs::logs(self, id, follow, since_now)
+    }
+
+    fn follow_after(
+        &self,
+        id: &str,
+        after: Option<LogPosition>,
+    ) -> BoxStream<'static, Result<(LogLine, LogPosition), RuntimeError>> {
+        logs::follow_after(self, id, after)
     }
 
     async fn stats(&self, id: &str) -> Result<ContainerStats, RuntimeError> {

@@ -230,6 +230,47 @@ pub struct LogLine {
     pub line: String,
 }
 
+/// Where a line stands in a container's output as the engine keeps it: the
+/// engine's timestamp of the output message that ended the line, and how many
+/// messages carrying that same timestamp (the engine stamps all the lines of
+/// one read alike) came up to and including it. Following a container's
+/// output after a position ([`Runtime::follow_after`]) neither repeats nor
+/// skips a line, so a restarted agent picks up exactly where it left.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LogPosition {
+    /// The timestamp, as the engine writes it: RFC 3339 in UTC with nine
+    /// digits of fractions (fixed width, so the text orders as the time).
+    pub at: std::sync::Arc<str>,
+    /// How many messages with this timestamp, counting the line's own.
+    pub nth: u32,
+}
+
+impl LogPosition {
+    /// The position of a message stamped right now, before any message the
+    /// engine stamps later: following after it gives only new output.
+    pub fn now() -> Self {
+        Self { at: chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.9fZ").to_string().into(), nth: 0 }
+    }
+
+    /// The position as one line of text (`<timestamp> <nth>`), to be kept in a file.
+    pub fn to_text(&self) -> String {
+        format!("{} {}", self.at, self.nth)
+    }
+
+    /// Reads [`LogPosition::to_text`] back; `None` when `text` is not one.
+    pub fn from_text(text: &str) -> Option<Self> {
+        let (at, nth) = text.trim().split_once(' ')?;
+        let fixed = at.len() == 30 && at.ends_with('Z') && chrono::DateTime::parse_from_rfc3339(at).is_ok();
+        let nth = nth.parse().ok()?;
+        fixed.then(|| Self { at: at.into(), nth })
+    }
+
+    /// The whole second the position falls in, as seconds since 1970.
+    pub(crate) fn second(&self) -> i64 {
+        chrono::DateTime::parse_from_rfc3339(&self.at).map(|t| t.timestamp()).unwrap_or(0)
+    }
+}
+
 /// The container engine as Kraken uses it.
 #[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 #[async_trait::async_trait]
@@ -269,14 +310,23 @@ pub trait Runtime: Send + Sync {
     async fn inspect(&self, id: &str) -> Result<ContainerState, RuntimeError>;
     /// The container's output: past lines, then new ones while `follow`.
     ///
-    /// With `since_now`, only what the container prints from now on (used when
-    /// a restarted agent re-adopts a container whose past output it already has).
+    /// With `since_now`, only what the container prints from the current
+    /// whole second on. A deployment's log is followed with
+    /// [`Runtime::follow_after`], which resumes exactly where it left.
     fn logs(
         &self,
         id: &str,
         follow: bool,
         since_now: bool,
     ) -> BoxStream<'static, Result<LogLine, RuntimeError>>;
+    /// Follows the container's output after `after` (from its first line
+    /// with `None`), each line with its [`LogPosition`], until the container
+    /// stops.
+    fn follow_after(
+        &self,
+        id: &str,
+        after: Option<LogPosition>,
+    ) -> BoxStream<'static, Result<(LogLine, LogPosition), RuntimeError>>;
     /// One sample of resource use.
     async fn stats(&self, id: &str) -> Result<ContainerStats, RuntimeError>;
     /// Stops (with the container's own stop timeout, see

@@ -51,6 +51,7 @@ pub(super) async fn clean_leftovers(
 ) -> Vec<ManagedContainer> {
     let runtime = shared.runtime.clone();
     let (apps, others): (Vec<_>, Vec<_>) = containers.into_iter().partition(|c| c.role() == ROLE_APP);
+    shared.forget_log_positions(&apps.iter().map(|c| c.id.as_str()).collect::<Vec<_>>());
 
     let mut layers = Vec::new();
     let work = shared.node.config.data_dir.join("work");

@@ -26,6 +26,7 @@ fn quiet_engine(runtime: &mut MockRuntime) {
     runtime.expect_list_managed().returning(|_| Ok(Vec::new()));
     runtime.expect_list_images().returning(|_| Ok(Vec::new()));
     runtime.expect_logs().returning(|_, _, _| futures::stream::empty().boxed());
+    runtime.expect_follow_after().returning(|_, _| futures::stream::empty().boxed());
     runtime.expect_inspect().returning(|_| Ok(up()));
     runtime.expect_stats().returning(|_| Ok(ContainerStats::default()));
 }
@@ -101,6 +102,7 @@ async fn a_duplicated_deploy_request_builds_and_runs_once() {
     });
     runtime.expect_run_container().times(1).returning(|_| Ok(("c1".to_string(), 18080)));
     runtime.expect_logs().returning(|_, _, _| futures::stream::empty().boxed());
+    runtime.expect_follow_after().returning(|_, _| futures::stream::empty().boxed());
     runtime.expect_inspect().returning(|_| Ok(up()));
     runtime.expect_keep_restarting().times(1).returning(|_| Ok(()));
     runtime.expect_stats().returning(|_| Ok(ContainerStats::default()));
