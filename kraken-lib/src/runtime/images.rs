@@ -9,6 +9,8 @@
 //! still recognised by them, so an agent upgraded in place finds and cleans
 //! its old images too.
 
+use std::collections::HashMap;
+
 use super::docker::DockerRuntime;
 use super::error::{is_not_found, map_err};
 use super::{ManagedImage, RuntimeError, LABEL_MANAGED, LABEL_NODE};
@@ -137,21 +139,32 @@ pub(super) async fn list_images(
     rt: &DockerRuntime,
     node: Option<String>,
 ) -> Result<Vec<ManagedImage>, RuntimeError> {
-    // Every image: those of this version are told by their tag, those of
-    // earlier versions by their labels; one call for both.
-    let options = bollard::image::ListImagesOptions::<String> { all: false, ..Default::default() };
-    let images = rt.docker.list_images(Some(options)).await.map_err(|e| map_err("listing images", e))?;
-    Ok(images
-        .into_iter()
-        .filter_map(|i| {
+    // The engine filters: images of this version by their repository (all
+    // Kraken's, or the node's when given; names are matched after the
+    // node id is encoded as in the tag), those of earlier versions by their
+    // labels. Listing every image instead would read the whole engine's
+    // list (hundreds of images on a machine that builds often).
+    let repository = match &node {
+        Some(node) => format!("{REPOSITORY_PREFIX}/{}/*", encode_component(node)),
+        None => format!("{REPOSITORY_PREFIX}/*/*"),
+    };
+    let by_tag = HashMap::from([("reference".to_string(), vec![repository])]);
+    let by_labels = super::docker::managed_filter(node.as_deref());
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for filters in [by_tag, by_labels] {
+        let options = bollard::image::ListImagesOptions::<String> { filters, ..Default::default() };
+        let images = rt.docker.list_images(Some(options)).await.map_err(|e| map_err("listing images", e))?;
+        for i in images {
             let tags: Vec<String> = i.repo_tags.into_iter().filter(|t| t != "<none>:<none>").collect();
-            let by = built_by(&tags, &i.labels)?;
-            if node.as_ref().is_some_and(|wanted| *wanted != by) {
-                return None;
+            let Some(by) = built_by(&tags, &i.labels) else { continue };
+            if node.as_ref().is_some_and(|wanted| *wanted != by) || !seen.insert(i.id.clone()) {
+                continue;
             }
-            Some(ManagedImage { id: i.id, tags, labels: i.labels.into_iter().collect() })
-        })
-        .collect())
+            out.push(ManagedImage { id: i.id, tags, labels: i.labels.into_iter().collect() });
+        }
+    }
+    Ok(out)
 }
 
 pub(super) async fn remove_image(rt: &DockerRuntime, image: &str) -> Result<(), RuntimeError> {
