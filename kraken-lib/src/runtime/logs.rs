@@ -118,6 +118,18 @@ struct Follow {
 }
 
 impl Follow {
+    /// A follower that hands out the lines after `after` (all when `None`).
+    fn new(after: Option<LogPosition>) -> Self {
+        Follow {
+            splitter: LineSplitter::new(),
+            at: None,
+            ended: after.clone(),
+            after,
+            ready: VecDeque::new(),
+            done: false,
+        }
+    }
+
     /// Takes in one frame of the engine's stream.
     fn frame(&mut self, stream: &'static str, bytes: &[u8]) {
         let Some((stamp, message)) = stamped(bytes) else {
@@ -180,14 +192,7 @@ pub(super) fn follow_after(
     };
     let frames = rt.docker.logs(id, Some(options)).boxed();
     let what = format!("container {id}");
-    let follow = Follow {
-        splitter: LineSplitter::new(),
-        at: None,
-        ended: after.clone(),
-        after,
-        ready: VecDeque::new(),
-        done: false,
-    };
+    let follow = Follow::new(after);
     futures::stream::unfold((frames, follow), move |(mut frames, mut follow)| {
         let what = what.clone();
         async move {
@@ -226,14 +231,7 @@ mod tests {
     use super::*;
 
     fn follow(after: Option<LogPosition>) -> Follow {
-        Follow {
-            splitter: LineSplitter::new(),
-            at: None,
-            ended: after.clone(),
-            after,
-            ready: VecDeque::new(),
-            done: false,
-        }
+        Follow::new(after)
     }
 
     fn texts(f: &mut Follow) -> Vec<(String, u32, String)> {
