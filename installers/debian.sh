@@ -9,6 +9,7 @@ repo="$(cd "$here/.." && pwd)"
 prog="${KRAKEN_INSTALLER_NAME:-$(basename "$0")}"
 data_dir=/var/lib/kraken
 bin_path=/usr/local/bin/kraken
+helper_path=/usr/local/bin/kraken-fetch
 unit_path=/etc/systemd/system/kraken.service
 
 usage() {
@@ -17,9 +18,10 @@ Usage: sudo $prog [--no-service] [KRAKEN_BINARY]
 
 Installs Kraken and starts it as the systemd service \`kraken\`:
   1. installs Docker (Debian's docker.io) if it is missing, enables and starts it;
-  2. takes the kraken binary given as KRAKEN_BINARY, or else builds it from
-     this source tree with cargo (when a Rust toolchain is installed);
-  3. installs it as $bin_path;
+  2. takes the kraken binary given as KRAKEN_BINARY (with its fetch helper
+     kraken-fetch in the same folder), or else builds both from this source
+     tree with cargo (when a Rust toolchain is installed);
+  3. installs them as $bin_path and $helper_path;
   4. installs $unit_path, enables and (re)starts it
      (\`kraken up --data-dir $data_dir\`);
   5. prints the address of the web interface and the platform token.
@@ -54,6 +56,8 @@ done
 if [ -n "$binary" ]; then
   [ -f "$binary" ] || die "$binary does not exist"
   [ -x "$binary" ] || die "$binary is not executable (chmod +x it, or give another file)"
+  helper="$(dirname "$binary")/kraken-fetch"
+  [ -x "$helper" ] || die "no executable kraken-fetch beside $binary: kraken fetches git repositories through it; put the kraken-fetch built with this kraken in the same folder"
 fi
 [ "$(id -u)" -eq 0 ] || die "run this as root, e.g. sudo $prog"
 command -v apt-get >/dev/null || die "apt-get not found; this installer is for Debian and Debian-based systems"
@@ -125,12 +129,14 @@ elif [ -f "$repo/Cargo.toml" ] && [ -d "$repo/kraken-bin" ] && cargo_bin="$(find
   fi
   if [ -n "${SUDO_USER:-}" ] && [ "$SUDO_USER" != root ] && [ "$(stat -c %U "$repo")" = "$SUDO_USER" ]; then
     # Build as the owner of the source tree, so target/ stays theirs.
-    sudo -u "$SUDO_USER" -H "$cargo_bin" build --release "${profile[@]}" -p kraken-bin --manifest-path "$repo/Cargo.toml"
+    sudo -u "$SUDO_USER" -H "$cargo_bin" build --release "${profile[@]}" -p kraken-bin -p kraken-lib --bins --manifest-path "$repo/Cargo.toml"
   else
-    "$cargo_bin" build --release "${profile[@]}" -p kraken-bin --manifest-path "$repo/Cargo.toml"
+    "$cargo_bin" build --release "${profile[@]}" -p kraken-bin -p kraken-lib --bins --manifest-path "$repo/Cargo.toml"
   fi
   binary="$repo/target/release/kraken"
+  helper="$repo/target/release/kraken-fetch"
   [ -x "$binary" ] || die "the build did not produce $binary"
+  [ -x "$helper" ] || die "the build did not produce $helper"
 else
   die "no kraken binary given and no Rust toolchain found.
   Either pass the path of a kraken binary built for this machine ($(uname -m)):
@@ -140,12 +146,14 @@ fi
 "$binary" --version >/dev/null 2>&1 || die "$binary does not run on this machine (wrong architecture?)"
 
 # 3. Install it.
-if [ -e "$bin_path" ] && cmp -s "$binary" "$bin_path"; then
-  log "$bin_path is up to date"
+if [ -e "$bin_path" ] && cmp -s "$binary" "$bin_path" && [ -e "$helper_path" ] && cmp -s "$helper" "$helper_path"; then
+  log "$bin_path and $helper_path are up to date"
   changed=0
 else
+  # The helper first: a kraken that finds no helper beside it does not start.
+  install -D -m 0755 "$helper" "$helper_path"
   install -D -m 0755 "$binary" "$bin_path"
-  log "installed $bin_path ($("$bin_path" --version))"
+  log "installed $bin_path ($("$bin_path" --version)) and $helper_path"
   changed=1
 fi
 

@@ -22,8 +22,9 @@ Prepares this Debian machine for working on Kraken:
   3. checks for a Rust toolchain (Rust 1.85 or newer) and says how to get one.
 
 Afterwards, \`scripts/test.sh\` runs every test, and
-\`cargo run -p kraken-bin -- up --base-image kraken-test-base:bookworm\`
-runs Kraken without needing any image from a registry.
+\`cargo build -p kraken-bin -p kraken-lib --bins\` and then
+\`target/debug/kraken up --base-image kraken-test-base:bookworm\`
+run Kraken without needing any image from a registry.
 
 It is safe to run again; what is already there is kept.
 

@@ -23,5 +23,6 @@ if ! timeout 10 docker info >/dev/null 2>&1; then
   fi
   for _ in $(seq 1 120); do timeout 5 docker info >/dev/null 2>&1 && break; sleep 0.5; done
 fi
-cargo build --release -p kraken-bin
+# `kraken` and the program it fetches git repositories with, side by side.
+cargo build --release -p kraken-bin -p kraken-lib --bins
 exec target/release/kraken up "$@"

@@ -84,7 +84,7 @@ async fn the_exporter_shows_the_node_and_the_running_app() {
     let mut config = NodeConfig::new(dir.path().join("data"), "127.0.0.1:0".parse().expect("address"));
     config.publish_ip = "127.0.0.1".into();
     config.allow_local_sources = true;
-    config.fetch_program = FetchProgram::InProcess;
+    config.fetch_program = FetchProgram::in_process();
     let runtime = Arc::new(DockerRuntime::connect().await.expect("a Docker engine"));
     // Bound here and handed over: no other program can take the port meanwhile.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("metrics port");

@@ -15,6 +15,9 @@ pub async fn run(setup: &Setup, seconds: u64) -> Result<()> {
     let size = std::fs::metadata(&setup.kraken)
         .with_context(|| format!("reading {}", setup.kraken.display()))?
         .len();
+    let helper = setup.kraken.with_file_name("kraken-fetch");
+    let helper_size =
+        std::fs::metadata(&helper).with_context(|| format!("reading {}", helper.display()))?.len();
     let agent = Agent::start(setup, |_| Ok(())).await?;
     let pid = agent.pid();
     let started_rss = rss_bytes(pid).context("reading the agent's memory")?;
@@ -35,6 +38,10 @@ pub async fn run(setup: &Setup, seconds: u64) -> Result<()> {
     println!("## Footprint (idle agent, {seconds} s window)\n");
     println!("| what | value | target |\n| --- | --- | --- |");
     println!("| binary size | {:.1} MB ({size} bytes) | < 15 MB |", mb(size));
+    println!(
+        "| fetch helper size (`kraken-fetch`, runs only while a repository is fetched) | {:.1} MB ({helper_size} bytes) | |",
+        mb(helper_size)
+    );
     println!("| resident memory on /ping | {:.1} MB | |", mb(started_rss));
     println!("| resident memory after the window | {:.1} MB (peak {:.1} MB) | < 15 MB |", mb(rss), mb(peak));
     println!("| CPU over the window | {cpu:.2} % of one core | |\n");

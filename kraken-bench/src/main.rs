@@ -122,9 +122,11 @@ async fn main() -> Result<()> {
         Some(path) => path.clone(),
         None => std::env::current_exe().context("finding this program's path")?.with_file_name("kraken"),
     };
+    let helper = kraken.with_file_name("kraken-fetch");
     anyhow::ensure!(
-        kraken.is_file(),
-        "no kraken binary at {}: build it (`cargo build --release -p kraken-bin`) or pass --kraken PATH",
+        kraken.is_file() && helper.is_file(),
+        "no kraken binary at {} with kraken-fetch beside it: build them (`cargo build --release -p kraken-bin \
+         -p kraken-lib --bins`) or pass --kraken PATH",
         kraken.display()
     );
     let ctx = agent::Setup { kraken, base_image: cli.base_image.clone() };

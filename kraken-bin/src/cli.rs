@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use kraken_lib::builder::{BaseImages, BuilderRegistry};
+use kraken_lib::fetcher::FetchProgram;
 use kraken_lib::node::NodeConfig;
 use kraken_lib::platform::{NodeRole, Platform, JOIN_TOKEN_FILE, TOKEN_FILE};
 use kraken_lib::runtime::{AppLimits, DockerRuntime, LogRotation};
@@ -180,6 +181,11 @@ pub(crate) struct UpArgs {
     /// Seconds a fetch may go without progress (no connection, no data) before it is stopped.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     fetch_idle_timeout: u64,
+    /// The program that fetches git repositories for this agent (default:
+    /// `kraken-fetch` in the folder of this `kraken`, where the installers
+    /// put it).
+    #[arg(long, env = "KRAKEN_FETCH_HELPER", value_name = "PATH")]
+    fetch_helper: Option<PathBuf>,
     /// Seconds a whole fetch may take.
     #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
     fetch_timeout: u64,
@@ -356,6 +362,29 @@ async fn look_for_platform(args: &UpArgs) -> Result<Option<String>> {
     Ok(Some(found.orchestrator.clone().unwrap_or(found.address)))
 }
 
+/// The fetch helper: the one named, or `kraken-fetch` beside this program;
+/// an error that says how to get it when it is not there.
+fn fetch_helper(named: Option<PathBuf>) -> Result<PathBuf> {
+    let beside = || std::env::current_exe().ok().and_then(|exe| Some(exe.parent()?.join("kraken-fetch")));
+    let Some(helper) = named.or_else(beside) else {
+        anyhow::bail!("cannot tell where this program is; name the fetch helper with --fetch-helper PATH");
+    };
+    let runnable = std::fs::metadata(&helper).is_ok_and(|m| {
+        use std::os::unix::fs::PermissionsExt;
+        m.is_file() && m.permissions().mode() & 0o111 != 0
+    });
+    if !runnable {
+        anyhow::bail!(
+            "the fetch helper {} is missing or not executable: kraken fetches git repositories through \
+             `kraken-fetch`, which is built and installed beside `kraken` (scripts/run.sh and the \
+             installers do; by hand: `cargo build --release -p kraken-bin -p kraken-lib --bins`), or name \
+             it with --fetch-helper PATH",
+            helper.display()
+        );
+    }
+    Ok(helper)
+}
+
 async fn up(args: UpArgs, role: NodeRole, data_dir: PathBuf, token: Option<String>) -> Result<ExitCode> {
     let mut images = match &args.base_image {
         Some(image) => BaseImages::uniform(image),
@@ -384,6 +413,7 @@ async fn up(args: UpArgs, role: NodeRole, data_dir: PathBuf, token: Option<Strin
     config.fetch_limits.idle_timeout = Duration::from_secs(args.fetch_idle_timeout);
     config.fetch_limits.timeout = Duration::from_secs(args.fetch_timeout);
     config.fetch_limits.max_bytes = args.max_repository_mib * 1024 * 1024;
+    config.fetch_program = FetchProgram::Program(fetch_helper(args.fetch_helper)?);
     config.app_limits = AppLimits {
         pids: args.app_pids_limit.max(0),
         log_rotation: LogRotation {

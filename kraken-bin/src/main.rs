@@ -14,9 +14,6 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    // `kraken` is also its own fetch helper (started again by the agent for
-    // every fetch, so that a fetch can be stopped).
-    kraken_lib::fetcher::run_child_if_asked();
     let args = cli::Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("KRAKEN_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(if args.is_agent() { "info" } else { "warn" })

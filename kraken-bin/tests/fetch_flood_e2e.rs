@@ -1,8 +1,9 @@
 //! A git server that accepts connections and never answers, against the real
 //! `kraken up` (which runs every fetch in a helper process of its own): many
 //! checks at once are answered (refused as busy, or stopped for making no
-//! progress), a normal check right after is answered, and the agent is left
-//! with no helper process and no more threads than before.
+//! progress), a normal check right after is answered, the agent itself has
+//! not loaded OpenSSL (only the helper `kraken-fetch` links it), and the
+//! agent is left with no helper process and no more threads than before.
 
 mod support;
 
@@ -99,6 +100,13 @@ fn a_server_that_never_answers_cannot_block_checks() {
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["manifest"]["app"]["name"], "static-site");
     eprintln!("a normal check after the flood answered in {:?}", started.elapsed());
+
+    // The fetches ran in `kraken-fetch`: the agent itself never loaded
+    // OpenSSL (libgit2's TLS), which only the helper links.
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("the agent's maps");
+    assert!(maps.contains("libc.so"), "the maps name the agent's libraries");
+    let tls: Vec<&str> = maps.lines().filter(|l| l.contains("libssl") || l.contains("libcrypto")).collect();
+    assert!(tls.is_empty(), "the agent loaded OpenSSL: {tls:?}");
 
     // Nothing left behind: no helper process, no extra thread.
     let deadline = Instant::now() + Duration::from_secs(60);

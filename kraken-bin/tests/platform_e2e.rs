@@ -401,3 +401,16 @@ fn a_build_ca_that_is_not_a_certificate_stops_kraken_up_with_the_reason() {
     assert!(err.contains("holds no PEM certificate"), "{err}");
     assert!(err.contains("not-a-cert.txt"), "{err}");
 }
+
+#[test]
+fn a_missing_fetch_helper_stops_kraken_up_saying_how_to_get_it() {
+    let dir = tempfile::Builder::new().prefix("kraken-e2e-").tempdir().expect("tempdir");
+    let missing = dir.path().join("no-such-kraken-fetch");
+    let extra = vec!["--fetch-helper".to_string(), missing.display().to_string()];
+    let err = Agent::spawn("up", &dir.path().join("data"), "127.0.0.1", free_port(), &extra)
+        .err()
+        .expect("kraken up refuses to start without its fetch helper");
+    assert!(err.contains("no-such-kraken-fetch is missing or not executable"), "{err}");
+    assert!(err.contains("cargo build --release -p kraken-bin -p kraken-lib --bins"), "{err}");
+    assert!(err.contains("--fetch-helper PATH"), "{err}");
+}

@@ -54,19 +54,53 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 const PROGRESS_LINE: &str = "progress";
 
 /// Which program runs fetches.
+///
+/// Only a program that runs fetches itself ([`run_child_if_asked`],
+/// [`child_main`], [`FetchProgram::in_process`]) links libgit2 and, through
+/// it, OpenSSL; a program that names another one for its fetches (the
+/// `kraken` binary names `kraken-fetch`) does not load them at all.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum FetchProgram {
     /// This executable, started again with [`CHILD_ARG`]; its `main` calls
-    /// [`run_child_if_asked`] (the `kraken` binary does).
+    /// [`run_child_if_asked`].
     #[default]
     CurrentExe,
-    /// Another program, started with [`CHILD_ARG`], that runs [`child_main`].
+    /// Another program, started with [`CHILD_ARG`], that runs [`child_main`]
+    /// (such as `kraken-fetch`, which the `kraken` binary uses).
     Program(PathBuf),
-    /// A thread of this process. libgit2 cannot be stopped there, so the time
-    /// limits do not hold: only for tests of other parts and for trusted
-    /// sources.
-    InProcess,
+    /// A thread of this process ([`FetchProgram::in_process`]). libgit2
+    /// cannot be stopped there, so the time limits do not hold: only for
+    /// tests of other parts and for trusted sources.
+    InProcess(InProcessFetch),
 }
+
+impl FetchProgram {
+    /// Fetches on a thread of this process (see [`FetchProgram::InProcess`]).
+    pub fn in_process() -> Self {
+        FetchProgram::InProcess(InProcessFetch(answer))
+    }
+}
+
+/// The fetch a [`FetchProgram::InProcess`] runs: made by
+/// [`FetchProgram::in_process`] only, so that the fetching code is part of a
+/// program only when it asks for it.
+#[derive(Clone, Copy)]
+pub struct InProcessFetch(fn(&ChildRequest, &dyn Fn()) -> ChildAnswer);
+
+impl std::fmt::Debug for InProcessFetch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InProcessFetch")
+    }
+}
+
+/// Every in-process fetch is the same one.
+impl PartialEq for InProcessFetch {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for InProcessFetch {}
 
 /// Why a fetch failed.
 #[derive(Debug, thiserror::Error)]
@@ -279,9 +313,12 @@ impl Fetcher {
             allow_local: self.inner.allow_local,
         };
         let answer = match &self.inner.program {
-            FetchProgram::InProcess => tokio::task::spawn_blocking(move || answer(&request, &|| {}))
-                .await
-                .map_err(|e| FetchError::Failed(format!("the fetch task failed: {e}")))?,
+            FetchProgram::InProcess(InProcessFetch(fetch)) => {
+                let fetch = *fetch;
+                tokio::task::spawn_blocking(move || fetch(&request, &|| {}))
+                    .await
+                    .map_err(|e| FetchError::Failed(format!("the fetch task failed: {e}")))?
+            }
             FetchProgram::CurrentExe => self.run_child(&current_exe(), &request).await?,
             FetchProgram::Program(program) => self.run_child(program, &request).await?,
         };

@@ -160,7 +160,8 @@ pub fn validate_branch(branch: &str) -> Result<(), SourceError> {
     if branch.starts_with("refs/") {
         return invalid("give the short branch name (`main`), not a ref (`refs/heads/main`)");
     }
-    if !Reference::is_valid_name(&format!("refs/heads/{branch}")) {
+    let full = format!("refs/heads/{branch}");
+    if gix_validate::reference::branch_name(full.as_bytes().into()).is_err() {
         return invalid(
             "git does not allow it (no spaces, `..`, `~`, `^`, `:`, `?`, `*`, `[`, `\\`, `@{`, \
              no `/` at either end or doubled, no part starting with `.` or ending in `.lock`)",

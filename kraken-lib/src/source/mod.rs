@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use git2::build::CheckoutBuilder;
-use git2::{Direction, FetchOptions, ObjectType, Oid, Reference, Remote, RemoteCallbacks, Repository};
+use git2::{Direction, FetchOptions, ObjectType, Oid, Remote, RemoteCallbacks, Repository};
 
 mod clone;
 mod location;

@@ -111,6 +111,51 @@ fn branch_names_follow_git_rules() {
     }
 }
 
+/// The check runs without libgit2 (so the agent need not load it): it agrees
+/// with libgit2's own rules on names that test their corners.
+#[test]
+fn branch_names_are_judged_as_libgit2_judges_them() {
+    for name in [
+        "main",
+        "a.",
+        "a/.b",
+        ".hidden",
+        "a/b.lock",
+        "a.lock/b",
+        "@",
+        "a@{b",
+        "a@b",
+        "a\\b",
+        "a*b",
+        "x[y",
+        "a..",
+        "a/./b",
+        "ü-branch",
+        "a^b",
+        "a:b",
+        "a?b",
+        "a b",
+        "tab\there",
+        "a/b/c",
+        "trail.",
+        "x//y",
+        "release/1.0",
+        "a{b",
+        "a}b",
+        "@{",
+        "-",
+        "--x",
+        "a-",
+        "v1.2.3",
+    ] {
+        let ours = validate_branch(name).is_ok();
+        let libgit2 = !name.starts_with('-')
+            && name != "HEAD"
+            && git2::Reference::is_valid_name(&format!("refs/heads/{name}"));
+        assert_eq!(ours, libgit2, "{name:?}: ours {ours}, libgit2 {libgit2}");
+    }
+}
+
 #[test]
 fn missing_branch_lists_the_available_ones() {
     let heads = vec![("dev".to_string(), Oid::zero()), ("main".to_string(), Oid::zero())];

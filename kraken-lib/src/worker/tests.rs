@@ -15,7 +15,7 @@ use crate::shipwreck::Manifest;
 /// test has no helper program to run).
 fn local_node(data: &std::path::Path, bus: Arc<MemoryBus>) -> GenericNode {
     let mut config = NodeConfig::new(data, "127.0.0.1:0".parse().expect("addr"));
-    config.fetch_program = crate::fetcher::FetchProgram::InProcess;
+    config.fetch_program = crate::fetcher::FetchProgram::in_process();
     config.allow_local_sources = true;
     GenericNode::new(NodeIdentity { id: "n1".into(), name: "box".into() }, config, bus)
 }
@@ -111,7 +111,7 @@ async fn a_duplicated_deploy_request_builds_and_runs_once() {
     let mut config = NodeConfig::new(data.path(), "127.0.0.1:0".parse().expect("addr"));
     config.advertise_host = "127.0.0.1".into();
     // A unit test has no helper program to run; the fetch runs in-process.
-    config.fetch_program = crate::fetcher::FetchProgram::InProcess;
+    config.fetch_program = crate::fetcher::FetchProgram::in_process();
     config.allow_local_sources = true;
     let mut node =
         GenericNode::new(NodeIdentity { id: "n1".into(), name: "box".into() }, config, bus.clone());
