@@ -1,6 +1,8 @@
 //! Fixture apps as git repositories: a test copies a folder of
 //! `tests/fixtures/apps/` into a temporary directory, puts the local base
 //! image's name where the files say `@BASE_IMAGE@`, and commits it on `main`.
+//! A file `NAME.shared` in a fixture stands for `tests/fixtures/shared/NAME`,
+//! one file several fixtures use.
 
 #![allow(dead_code, missing_docs)]
 
@@ -42,11 +44,15 @@ fn copy_dir(from: &Path, to: &Path, base: &str) {
     std::fs::create_dir_all(to).expect("mkdir");
     for entry in std::fs::read_dir(from).expect("read fixture") {
         let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let (source, target) = match name.strip_suffix(".shared") {
+            Some(shared) => (fixtures_dir().join("../shared").join(shared), to.join(shared)),
+            None => (entry.path(), to.join(&name)),
+        };
         if entry.file_type().expect("type").is_dir() {
-            copy_dir(&entry.path(), &target, base);
+            copy_dir(&source, &target, base);
         } else {
-            let text = std::fs::read_to_string(entry.path()).expect("fixture files are text");
+            let text = std::fs::read_to_string(&source).expect("fixture files are text");
             std::fs::write(&target, text.replace("@BASE_IMAGE@", base)).expect("write");
         }
     }
