@@ -163,6 +163,16 @@ impl Agent {
             let _ = Command::new("docker").args(["rm", "-f", &id]).output();
         }
     }
+
+    /// Removes the images this agent's node built (by their tags, so an
+    /// image another agent tagged too stays for that one).
+    pub fn remove_images(&self) {
+        let filter = format!("reference=kraken/{}/*", self.node_id());
+        let tags = docker_lines(&["images", "--format", "{{.Repository}}:{{.Tag}}", "--filter", &filter]);
+        if !tags.is_empty() {
+            let _ = Command::new("docker").arg("rmi").args(&tags).output();
+        }
+    }
 }
 
 impl Drop for Agent {
@@ -170,6 +180,7 @@ impl Drop for Agent {
         self.kill9();
         if self.data_dir.join("node-id").exists() {
             self.remove_containers();
+            self.remove_images();
         }
     }
 }
