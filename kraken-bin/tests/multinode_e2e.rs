@@ -208,7 +208,7 @@ fn a_broker_restart_under_load_loses_and_duplicates_nothing() {
     assert_eq!(list["items"].as_array().map(Vec::len), Some(3), "no deployment lost or added: {list:#}");
     for id in &ids {
         let d = get_json(o.port, &format!("/api/v1/deployments/{id}")).expect("get");
-        assert_eq!(containers_of(id).len(), 1, "exactly one container for {id}: {d:#}\n{}", o.log());
+        assert_eq!(the_one_container_of(id).len(), 1, "exactly one container for {id}: {d:#}\n{}", o.log());
     }
     for id in &ids {
         call(o.port, "DELETE", &format!("/api/v1/deployments/{id}"), None, Some(TOKEN));

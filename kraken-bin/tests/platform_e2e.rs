@@ -107,7 +107,7 @@ fn deploy_update_and_destroy_through_the_cli_and_the_api() {
     let address = d["address"].as_str().expect("address");
     assert_eq!(http_body(address, Duration::from_secs(20)).trim(), "hello again from node");
     assert_eq!(
-        containers_of(&node_id).len(),
+        the_one_container_of(&node_id).len(),
         1,
         "the old container was replaced, not kept beside the new one"
     );

@@ -305,7 +305,7 @@ fn an_agent_started_again_resumes_or_settles_a_deployment_in_every_status_and_cl
     let agent = Agent::start_in(&data, port);
     for (id, (status, end, same)) in &expected {
         let d = wait_settled(&agent, id, end);
-        let containers = containers_of(id);
+        let containers = the_one_container_of(id);
         match *end {
             "Running" => {
                 let address = d["address"].as_str().expect("an address");
@@ -410,7 +410,7 @@ fn stopped_with_sigterm_or_sigkill_mid_build_mid_test_or_waiting_every_deploymen
         for id in [&building, &testing, &waiting, &running] {
             let d = wait_settled(&restarted, id, "Running");
             http_body(d["address"].as_str().expect("address"), Duration::from_secs(20));
-            let containers = containers_of(id);
+            let containers = the_one_container_of(id);
             assert_eq!(containers.len(), 1, "{how}: {id} runs in one container: {containers:?}");
             let role = docker(&["inspect", "-f", "{{index .Config.Labels \"kraken.role\"}}", &containers[0]]);
             assert_eq!(role, "app", "{how}: {id} is never served by its test container");

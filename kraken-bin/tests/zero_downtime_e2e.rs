@@ -2,7 +2,8 @@
 //! real containers: a client asking the app again and again during an
 //! update sees no failed request, then the new version; a new version that
 //! never listens leaves the old one answering; a restarted agent serves the
-//! app on the same address again.
+//! app on the same address again; an update is `Running` at the switch while
+//! the old version still ends the requests it holds.
 
 #[path = "../../kraken-lib/tests/common/apps.rs"]
 mod apps;
@@ -137,7 +138,7 @@ fn an_update_switches_without_a_failed_request_and_a_broken_one_changes_nothing(
     let d = deployment(&agent, &id);
     assert_eq!(d["commit"], new_head.as_str());
     assert_eq!(d["address"], address.as_str(), "the address did not change");
-    assert_eq!(containers_of(&id).len(), 1, "the old container was stopped");
+    assert_eq!(the_one_container_of(&id).len(), 1, "the old container was stopped");
 
     // A version that never listens: the old one answers throughout, and on.
     repo.commit(&[("serve.sh", "#!/bin/sh\necho version three is broken\nexec sleep 100000\n")], "broken");
@@ -168,4 +169,46 @@ fn an_update_switches_without_a_failed_request_and_a_broken_one_changes_nothing(
     assert_eq!(status, 202);
     wait_status(&agent, &id, "Destroyed", DEPLOY);
     assert!(get(&host).is_err(), "nothing is served on {address} after the destroy");
+}
+
+#[test]
+fn an_update_is_running_at_the_switch_while_the_old_version_ends_its_open_requests() {
+    let dir = tempfile::Builder::new().prefix("kraken-retire-").tempdir().expect("tempdir");
+    // A long stop timeout: the old container waits for its open request
+    // for up to two minutes, far longer than the update takes.
+    let extra = ["--app-stop-timeout".to_string(), "120".to_string()];
+    let agent =
+        Agent::spawn("up", &dir.path().join("data"), "127.0.0.1", free_port(), &extra).expect("kraken up");
+    let repo = AppRepo::new("python-hello");
+    let id = deploy(&agent, &repo.url());
+    let d = wait_status(&agent, &id, "Running", DEPLOY);
+    let host = d["address"].as_str().expect("address").trim_start_matches("http://").to_string();
+    assert_eq!(get(&host).as_deref(), Ok("hello from python"));
+
+    // A request begun on the old version and not finished yet.
+    let mut held = TcpStream::connect(&host).expect("connect");
+    write!(held, "GET / HTTP/1.0\r\nHost: {host}\r\n").expect("send half a request");
+    let app = std::fs::read_to_string(repo.path().join("app.py")).expect("app.py");
+    repo.commit(&[("app.py", &app.replace("hello from python", "hello again from python"))], "again");
+    let message = update(&agent, &id);
+    assert!(!message.contains("update failed"), "{message}");
+
+    // `Running` came at the switch: the new version answers, and the old
+    // container is still there for the request it holds.
+    assert_eq!(get(&host).as_deref(), Ok("hello again from python"));
+    let both = containers_of(&id);
+    assert_eq!(both.len(), 2, "the old container waits for its open request: {both:?}\n{}", agent.log());
+    write!(held, "\r\n").expect("finish the request");
+    held.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    let mut answer = String::new();
+    held.read_to_string(&mut answer).expect("the old version answers");
+    assert!(answer.contains("hello from python"), "{answer}");
+    drop(held);
+
+    // Its request answered and its connection closed, the old container goes.
+    let left = the_one_container_of(&id);
+    assert_eq!(left.len(), 1, "the old container was removed: {left:?}\n{}", agent.log());
+    let (status, _) = call(agent.port, "DELETE", &format!("/api/v1/deployments/{id}"), None, Some(TOKEN));
+    assert_eq!(status, 202);
+    wait_status(&agent, &id, "Destroyed", DEPLOY);
 }

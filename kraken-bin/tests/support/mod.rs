@@ -298,6 +298,22 @@ pub fn containers_of(id: &str) -> Vec<String> {
     docker_lines(&["ps", "-aq", "--no-trunc", "--filter", &format!("label=kraken.deployment={id}")])
 }
 
+/// The one container of deployment `id`, once there is only one: an update
+/// is reported `Running` at the switch, and the previous container is
+/// removed after that (once its open connections end, at most the stop
+/// timeout). Fails, listing them, when more than one are still there after
+/// 30 s.
+pub fn the_one_container_of(id: &str) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let found = containers_of(id);
+        if found.len() <= 1 || Instant::now() > deadline {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 pub fn rabbitmqctl(args: &[&str]) -> String {
     let out = Command::new("rabbitmqctl").args(args).output().expect("rabbitmqctl runs");
     assert!(out.status.success(), "rabbitmqctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));

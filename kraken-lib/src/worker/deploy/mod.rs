@@ -83,6 +83,40 @@ pub(super) async fn run_deploy(shared: Shared, spec: DeploySpec, previous: Optio
     shared.tasks().work.remove(&dep);
 }
 
+/// Removes an updated deployment's previous container, once the connections
+/// still open on it have finished (or its stop timeout passed), and its image,
+/// on a task of their own: the update is reported `Running` without waiting,
+/// and a later update or destroy of the deployment does not cut the removal
+/// short. An agent stopped meanwhile removes the old container when it
+/// adopts the deployment's newer one (`worker::adopt`).
+fn retire(
+    shared: &Shared,
+    drain: Option<crate::proxy::Drain>,
+    container: Option<String>,
+    image: Option<String>,
+) {
+    if container.is_none() && image.is_none() {
+        return;
+    }
+    let runtime = shared.runtime.clone();
+    let stop_timeout = shared.node.config.app_limits.stop_timeout;
+    tokio::spawn(async move {
+        if let Some(old) = container {
+            if let Some(drain) = drain {
+                drain.wait(stop_timeout).await;
+            }
+            if let Err(e) = runtime.remove_container(&old).await {
+                warn!(error = %e, "could not remove the previous container");
+            }
+        }
+        if let Some(old) = image {
+            if let Err(e) = runtime.remove_image(&old).await {
+                warn!(error = %e, "could not remove the previous image");
+            }
+        }
+    });
+}
+
 /// The phases of one deployment, in order.
 async fn deploy(
     shared: &Shared,
@@ -127,22 +161,6 @@ async fn deploy(
     if !following {
         shared.follow_logs(&spec.deployment, spec.generation, &container_id, false);
     }
-    if let Some(old) =
-        previous.as_ref().and_then(|p| p.container_id.as_deref()).filter(|id| *id != container_id)
-    {
-        // Connections still open on the old container may finish first.
-        let stop_timeout = shared.node.config.app_limits.stop_timeout;
-        if let Some(drain) = drain {
-            drain.wait(stop_timeout).await;
-        }
-        if let Err(e) = shared.runtime.remove_container(old).await {
-            warn!(error = %e, "could not remove the previous container");
-        }
-    }
-
-    if let Some(old) = previous.and_then(|p| p.image).filter(|i| *i != job.tag && *i != image) {
-        job.remove_image(&old).await;
-    }
     shared.active().insert(
         spec.deployment.clone(),
         Active {
@@ -168,6 +186,11 @@ async fn deploy(
             message,
         )
         .await;
+    // The new version serves and is reported; the old one goes meanwhile.
+    let old_container =
+        previous.as_ref().and_then(|p| p.container_id.clone()).filter(|id| *id != container_id);
+    let old_image = previous.and_then(|p| p.image).filter(|i| *i != job.tag && *i != image);
+    retire(shared, drain, old_container, old_image);
     settle::keep_running(&job, &container_id).await;
     Ok(())
 }
