@@ -156,7 +156,7 @@ fn an_agent_started_again_resumes_or_settles_a_deployment_in_every_status_and_cl
     let repo = AppRepo::new("static-site");
     let registry = BuilderRegistry::with_builtins(BaseImages::uniform(&base_image()));
     let fetcher = kraken_lib::fetcher::Fetcher::new(
-        kraken_lib::fetcher::FetchProgram::Program(env!("CARGO_BIN_EXE_kraken").into()),
+        kraken_lib::fetcher::FetchProgram::Program(fetch_helper()),
         Default::default(),
         true,
         dir.path(),

@@ -91,8 +91,7 @@ impl Candidate {
                 // The fixtures are repositories on this machine's disk, fetched
                 // by the `kraken` binary (this test binary is not a fetch program).
                 config.allow_local_sources = true;
-                config.fetch_program =
-                    kraken_lib::fetcher::FetchProgram::Program(env!("CARGO_BIN_EXE_kraken").into());
+                config.fetch_program = kraken_lib::fetcher::FetchProgram::Program(fetch_helper());
                 let registry = BuilderRegistry::with_builtins(BaseImages::uniform(&base_image()));
                 let docker = match DockerRuntime::connect().await {
                     Ok(d) => d,

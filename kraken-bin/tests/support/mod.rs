@@ -294,6 +294,11 @@ pub fn wait_log(agent: &Agent, id: &str, needle: &str, timeout: Duration) -> Str
 }
 
 /// The containers of deployment `id` on the engine.
+/// The fetch helper `kraken` runs, built beside it.
+pub fn fetch_helper() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_kraken")).with_file_name("kraken-fetch")
+}
+
 pub fn containers_of(id: &str) -> Vec<String> {
     docker_lines(&["ps", "-aq", "--no-trunc", "--filter", &format!("label=kraken.deployment={id}")])
 }
