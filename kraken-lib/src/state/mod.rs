@@ -42,6 +42,7 @@ mod batch;
 mod by_node;
 mod deployments;
 mod feed;
+mod log_chunk;
 mod log_writer;
 mod logs;
 mod meta;
@@ -54,7 +55,13 @@ pub use summaries::{RecordLookup, RecordMark};
 
 const DEPLOYMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("deployments");
 const NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("nodes");
-const LOGS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("logs");
+/// Log lines in chunks (see `log_chunk`): `(deployment, first seq)` → the chunk.
+const LOG_CHUNKS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("log_chunks");
+/// Per deployment, the first log line kept (older lines of a chunk are skipped).
+const LOG_STARTS: TableDefinition<&str, u64> = TableDefinition::new("log_starts");
+/// Log lines as earlier versions stored them, one JSON [`LogLine`] per
+/// `(deployment, seq)`: moved into chunks when the state is opened.
+const LOGS_BY_LINE: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("logs");
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 
 /// The memory the database may use as its cache (redb's default is 1 GiB,
@@ -157,9 +164,13 @@ pub enum Event {
 #[derive(Debug, Default)]
 struct LogMeta {
     next_seq: u64,
-    // (seq, size) of the kept lines, oldest first.
+    // (seq, size) of the kept lines, oldest first; a line's size is its
+    // JSON's length (`log_chunk::json_size`).
     kept: VecDeque<(u64, usize)>,
     bytes: usize,
+    // The stored chunks, oldest first: the seq of their first line and the
+    // seq after their last.
+    chunks: VecDeque<(u64, u64)>,
 }
 
 #[derive(Debug, Default)]
@@ -252,9 +263,11 @@ impl State {
             {
                 txn.open_table(DEPLOYMENTS).map_err(|e| dbe(&path)(e.into()))?;
                 txn.open_table(NODES).map_err(|e| dbe(&path)(e.into()))?;
-                txn.open_table(LOGS).map_err(|e| dbe(&path)(e.into()))?;
+                txn.open_table(LOG_CHUNKS).map_err(|e| dbe(&path)(e.into()))?;
+                txn.open_table(LOG_STARTS).map_err(|e| dbe(&path)(e.into()))?;
                 txn.open_table(META).map_err(|e| dbe(&path)(e.into()))?;
             }
+            logs::move_lines_into_chunks(&txn).map_err(dbe(&path))?;
             txn.commit().map_err(|e| dbe(&path)(e.into()))?;
             let read = db.begin_read().map_err(|e| dbe(&path)(e.into()))?;
             let table = read.open_table(DEPLOYMENTS).map_err(|e| dbe(&path)(e.into()))?;
@@ -271,16 +284,7 @@ impl State {
                     .map_err(|e| StateError::Corrupt(format!("node {}: {e}", k.value())))?;
                 inner.nodes.insert(n.id.clone(), n);
             }
-            let table = read.open_table(LOGS).map_err(|e| dbe(&path)(e.into()))?;
-            for item in table.iter().map_err(|e| dbe(&path)(e.into()))? {
-                let (k, v) = item.map_err(|e| dbe(&path)(e.into()))?;
-                let (id, seq) = k.value();
-                let meta = inner.logs.entry(id.to_string()).or_default();
-                let size = v.value().len();
-                meta.kept.push_back((seq, size));
-                meta.bytes += size;
-                meta.next_seq = meta.next_seq.max(seq + 1);
-            }
+            inner.logs = logs::load(&read, &path)?;
         }
         let (events, _) = broadcast::channel(1024);
         let (changes, _) = broadcast::channel(4096);
@@ -369,5 +373,7 @@ impl State {
     }
 }
 
+#[cfg(test)]
+mod log_tests;
 #[cfg(test)]
 mod tests;
