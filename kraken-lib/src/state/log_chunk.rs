@@ -19,6 +19,8 @@
 //! the byte limit: its JSON as the API sends it, as when every line was
 //! stored as JSON on its own, so the limits keep the same lines as then.
 
+use std::borrow::Cow;
+
 use bytes::{Buf, BufMut};
 use chrono::{DateTime, Utc};
 
@@ -85,12 +87,11 @@ impl Raw<'_> {
                 .map(str::to_string)
                 .map_err(|_| format!("line {}: its {what} is not UTF-8", self.seq))
         };
-        Ok(LogLine {
-            seq: self.seq,
-            at: self.at,
-            stream: text(self.stream, "stream")?,
-            line: text(self.text, "text")?,
-        })
+        let stream = match STREAMS.iter().find(|s| s.as_bytes() == self.stream) {
+            Some(name) => Cow::Borrowed(*name),
+            None => Cow::Owned(text(self.stream, "stream")?),
+        };
+        Ok(LogLine { seq: self.seq, at: self.at, stream, line: text(self.text, "text")? })
     }
 
     /// The size the line counts for against the byte limit ([`json_size`]).
@@ -209,7 +210,7 @@ pub(super) fn at_json(at: &DateTime<Utc>) -> usize {
 mod tests {
     use super::*;
 
-    fn line(seq: u64, at: DateTime<Utc>, stream: &str, text: &str) -> LogLine {
+    fn line(seq: u64, at: DateTime<Utc>, stream: &'static str, text: &str) -> LogLine {
         LogLine { seq, at, stream: stream.into(), line: text.into() }
     }
 

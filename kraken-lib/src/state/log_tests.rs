@@ -36,7 +36,7 @@ fn a_batch_is_one_chunk_and_reads_start_inside_it_and_cross_into_the_next() {
     let dir = tempfile::tempdir().expect("tempdir");
     let state = State::open(dir.path(), unlimited()).expect("open");
     for batch in [0..10, 10..15, 15..30] {
-        state.append_logs("d", &entries(batch)).expect("append");
+        state.append_logs("d", entries(batch)).expect("append");
     }
     assert_eq!(chunks(&state, "d"), [0, 10, 15]);
     let (lines, next) = state.logs("d", 4, 3).expect("read");
@@ -53,7 +53,7 @@ fn a_batch_is_one_chunk_and_reads_start_inside_it_and_cross_into_the_next() {
     let (lines, next) = state.logs("d", u64::MAX, 10).expect("read");
     assert_eq!((lines.len(), next), (0, u64::MAX));
     // Another deployment's chunks are not read.
-    state.append_logs("d2", &entries(0..3)).expect("append");
+    state.append_logs("d2", entries(0..3)).expect("append");
     let (lines, _) = state.logs("d", 29, 10).expect("read");
     assert_eq!(seqs(&lines), [29]);
 }
@@ -63,13 +63,13 @@ fn a_batch_larger_than_a_chunk_is_split() {
     let dir = tempfile::tempdir().expect("tempdir");
     let state = State::open(dir.path(), unlimited()).expect("open");
     let many = BATCH_LINES as u64 * 2 + 100;
-    state.append_logs("d", &entries(0..many)).expect("append");
+    state.append_logs("d", entries(0..many)).expect("append");
     let b = BATCH_LINES as u64;
     assert_eq!(chunks(&state, "d"), [0, b, 2 * b]);
     // Long lines: a chunk closes at the line that brings it to BATCH_BYTES.
     let long: Vec<LogEntry> =
         (0..300).map(|_| LogEntry { stream: "stdout".into(), line: "z".repeat(4096) }).collect();
-    state.append_logs("long", &long).expect("append");
+    state.append_logs("long", long).expect("append");
     let per_chunk = (BATCH_BYTES / 4096) as u64;
     assert_eq!(chunks(&state, "long"), [0, per_chunk, 2 * per_chunk]);
     let (lines, next) = state.logs("d", b - 2, 5).expect("read");
@@ -81,15 +81,15 @@ fn limits_drop_part_of_a_chunk_for_readers_and_whole_chunks_from_the_disk() {
     let dir = tempfile::tempdir().expect("tempdir");
     let limits = StateLimits { log_lines: 7, log_bytes: 1 << 20, log_line_bytes: 100 };
     let state = State::open(dir.path(), limits).expect("open");
-    state.append_logs("d", &entries(0..5)).expect("append");
-    state.append_logs("d", &entries(5..10)).expect("append");
+    state.append_logs("d", entries(0..5)).expect("append");
+    state.append_logs("d", entries(5..10)).expect("append");
     // Lines 0..3 are dropped; their chunk stays for lines 3 and 4.
     assert_eq!(chunks(&state, "d"), [0, 5]);
     let (lines, next) = state.logs("d", 0, 100).expect("read");
     assert_eq!((seqs(&lines), next), ((3..10).collect::<Vec<_>>(), 10));
     let (lines, _) = state.logs("d", 1, 2).expect("read");
     assert_eq!(seqs(&lines), [3, 4], "an offset below the first kept line starts at it");
-    state.append_logs("d", &entries(10..13)).expect("append");
+    state.append_logs("d", entries(10..13)).expect("append");
     // Lines 0..6 are dropped: the first chunk is gone, the second partly.
     assert_eq!(chunks(&state, "d"), [5, 10]);
     let (lines, _) = state.logs("d", 0, 100).expect("read");
@@ -98,12 +98,12 @@ fn limits_drop_part_of_a_chunk_for_readers_and_whole_chunks_from_the_disk() {
     drop(state);
     let none = StateLimits { log_lines: 0, ..limits };
     let state = State::open(dir.path(), none).expect("reopen");
-    state.append_logs("d", &entries(13..15)).expect("append");
+    state.append_logs("d", entries(13..15)).expect("append");
     assert!(chunks(&state, "d").is_empty());
     assert_eq!(state.logs("d", 0, 100).expect("read"), (vec![], 0));
     drop(state);
     let state = State::open(dir.path(), limits).expect("reopen");
-    let appended = state.append_logs("d", &entries(15..16)).expect("append");
+    let appended = state.append_logs("d", entries(15..16)).expect("append");
     assert_eq!(seqs(&appended), [15]);
 }
 
@@ -113,7 +113,7 @@ fn reopening_keeps_every_line_and_the_limits_go_on_from_the_same_sizes() {
     let limits = StateLimits { log_lines: 1000, log_bytes: 2000, log_line_bytes: 100 };
     let state = State::open(dir.path(), limits).expect("open");
     for start in (0..60).step_by(6) {
-        state.append_logs("d", &entries(start..start + 6)).expect("append");
+        state.append_logs("d", entries(start..start + 6)).expect("append");
     }
     let before = state.logs("d", 0, 1000).expect("read");
     assert!(before.0.first().is_some_and(|l| l.seq > 0), "the byte limit dropped lines");
@@ -122,7 +122,7 @@ fn reopening_keeps_every_line_and_the_limits_go_on_from_the_same_sizes() {
     let state = State::open(dir.path(), limits).expect("reopen");
     assert_eq!(state.logs("d", 0, 1000).expect("read"), before);
     // The same sizes after reopening: one more line of the same size drops one.
-    let appended = state.append_logs("d", &entries(60..61)).expect("append");
+    let appended = state.append_logs("d", entries(60..61)).expect("append");
     assert_eq!(seqs(&appended), [60]);
     let (lines, _) = state.logs("d", 0, 1000).expect("read");
     assert_eq!(lines.len(), kept);
@@ -134,7 +134,7 @@ fn a_database_with_a_row_per_line_opens_with_its_lines_in_chunks() {
     let dir = tempfile::tempdir().expect("tempdir");
     let at = DateTime::from_timestamp(1_700_000_000, 250_000_000).expect("a time");
     let later = DateTime::from_timestamp(1_700_000_060, 0).expect("a time");
-    let line = |seq: u64, at, stream: &str, text: &str| LogLine {
+    let line = |seq: u64, at, stream: &'static str, text: &str| LogLine {
         seq,
         at,
         stream: stream.into(),
@@ -180,7 +180,7 @@ fn a_database_with_a_row_per_line_opens_with_its_lines_in_chunks() {
         assert!(!tables.iter().any(|t| t == "logs"), "{tables:?}");
     }
     // Numbering goes on after the newest line, and the limits count the old lines.
-    let appended = state.append_logs("a", &entries(0..2)).expect("append");
+    let appended = state.append_logs("a", entries(0..2)).expect("append");
     assert_eq!(seqs(&appended), [9, 10]);
     let (a, _) = state.logs("a", 0, 100).expect("read");
     assert_eq!(seqs(&a), [5, 7, 8, 9, 10]);
@@ -241,7 +241,7 @@ proptest! {
                 .iter()
                 .map(|(s, len)| LogEntry { stream: streams[*s].into(), line: "é\"x".chars().cycle().take(*len).collect() })
                 .collect();
-            let lines = state.append_logs("d", &entries).expect("append");
+            let lines = state.append_logs("d", entries).expect("append");
             model.append(&lines, limits);
             if i == reopen_after {
                 drop(state);

@@ -15,7 +15,9 @@ use chrono::Utc;
 use redb::{ReadTransaction, ReadableTable, TableHandle, WriteTransaction};
 
 use super::log_chunk::{self, Raw};
-use super::{log_writer, Event, LogLine, LogMeta, State, StateError, LOGS_BY_LINE, LOG_CHUNKS, LOG_STARTS};
+use super::{
+    log_writer, LogLine, LogMeta, LoggedLines, State, StateError, LOGS_BY_LINE, LOG_CHUNKS, LOG_STARTS,
+};
 use crate::bus::LogEntry;
 use crate::deployment::DeploymentId;
 use crate::log_sink::{BATCH_BYTES, BATCH_LINES};
@@ -25,12 +27,21 @@ impl State {
     /// limits. The lines are numbered and announced at once and committed by
     /// the log writer thread in a batch; [`State::logs`] waits for them.
     ///
+    /// The entries are taken as they are (a `Vec`) or copied (a slice); the
+    /// lines are returned as stored and sent once to
+    /// [`State::subscribe_logs`]' listeners.
+    ///
     /// # Errors
     /// None since the commit moved to the log writer (which logs a failed
     /// commit); the `Result` stays for callers that handle one.
-    pub fn append_logs(&self, id: &str, entries: &[LogEntry]) -> Result<Vec<LogLine>, StateError> {
+    pub fn append_logs(
+        &self,
+        id: &str,
+        entries: impl Into<Vec<LogEntry>>,
+    ) -> Result<Arc<[LogLine]>, StateError> {
+        let entries = entries.into();
         if entries.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Arc::new([]));
         }
         let limits = self.shared.limits;
         let now = Utc::now();
@@ -41,7 +52,7 @@ impl State {
         let mut lines = Vec::with_capacity(entries.len());
         let mut next = meta.next_seq;
         for e in entries {
-            let mut text = e.line.clone();
+            let mut text = e.line;
             if text.len() > limits.log_line_bytes {
                 let mut cut = limits.log_line_bytes;
                 while !text.is_char_boundary(cut) {
@@ -50,7 +61,7 @@ impl State {
                 text.truncate(cut);
                 text.push_str(" […]");
             }
-            let line = LogLine { seq: next, at: now, stream: e.stream.clone(), line: text };
+            let line = LogLine { seq: next, at: now, stream: e.stream, line: text };
             let size = log_chunk::json_size(next, at_json, line.stream.as_bytes(), line.line.as_bytes());
             // In place: a copy of the kept lines' sizes per batch cost more than the batch.
             meta.kept.push_back((next, size));
@@ -90,10 +101,12 @@ impl State {
             start,
         });
         drop(order);
-        for line in lines.iter() {
-            self.emit(Event::Log { deployment: id.to_string(), line: line.clone() });
-        }
-        Ok(lines.to_vec())
+        // No listener is fine: nobody follows this log.
+        let _ = self
+            .shared
+            .log_events
+            .send(LoggedLines { deployment: id.to_string(), lines: Arc::clone(&lines) });
+        Ok(lines)
     }
 
     /// Up to `limit` log lines of a deployment from `offset` (a `seq`) on, and

@@ -27,6 +27,7 @@
 // it as it comes, on a path that only runs when the disk fails.
 #![allow(clippy::result_large_err)]
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -140,7 +141,8 @@ pub struct LogLine {
     /// When it was stored.
     pub at: DateTime<Utc>,
     /// `build`, `stdout`, `stderr` or `platform`.
-    pub stream: String,
+    #[schema(value_type = String)]
+    pub stream: Cow<'static, str>,
     /// The text.
     pub line: String,
 }
@@ -152,14 +154,22 @@ pub enum Event {
     Deployment(DeploymentSummary),
     /// A node reported.
     Node(Box<NodeRecord>),
-    /// A deployment logged a line.
-    Log {
-        /// The deployment.
-        deployment: DeploymentId,
-        /// The line.
-        line: LogLine,
-    },
 }
+
+/// Log lines a deployment logged (one appended batch), broadcast on their own
+/// channel ([`State::subscribe_logs`]): once per batch, not per line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoggedLines {
+    /// The deployment.
+    pub deployment: DeploymentId,
+    /// The lines, oldest first, numbered one after the other.
+    pub lines: Arc<[LogLine]>,
+}
+
+/// Batches of log lines a listener may fall behind by before it is told it
+/// lagged (and reads the store instead). Small, so a listener that stops
+/// reading holds at most a few MiB of lines.
+const LOG_EVENTS: usize = 8;
 
 #[derive(Debug, Default)]
 struct LogMeta {
@@ -196,6 +206,7 @@ struct Shared {
     // and each write to `db` happens under it so the two never disagree.
     inner: Mutex<Inner>,
     events: broadcast::Sender<Event>,
+    log_events: broadcast::Sender<LoggedLines>,
     // Sent to while `inner` is locked, so receivers see versions in order.
     changes: broadcast::Sender<Versioned>,
     changed: Notify,
@@ -287,6 +298,7 @@ impl State {
             inner.logs = logs::load(&read, &path)?;
         }
         let (events, _) = broadcast::channel(1024);
+        let (log_events, _) = broadcast::channel(LOG_EVENTS);
         let (changes, _) = broadcast::channel(4096);
         let db = Arc::new(db);
         let logs = log_writer::LogWriter::start(Arc::clone(&db), path.clone())
@@ -301,6 +313,7 @@ impl State {
                 logs,
                 inner: Mutex::new(inner),
                 events,
+                log_events,
                 changes,
                 changed: Notify::new(),
             }),
@@ -352,9 +365,16 @@ impl State {
         let _ = self.shared.changes.send(Versioned { version: inner.version, change });
     }
 
-    /// Subscribes to changes.
+    /// Subscribes to changes of deployments and nodes.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.shared.events.subscribe()
+    }
+
+    /// Subscribes to log lines as they are appended, a batch at a time. A
+    /// listener more than a few batches behind gets `Lagged` and should read
+    /// the store ([`State::logs`]) from where it was.
+    pub fn subscribe_logs(&self) -> broadcast::Receiver<LoggedLines> {
+        self.shared.log_events.subscribe()
     }
 
     /// Wakes whoever waits in [`State::changed`] (the orchestrator).
