@@ -13,8 +13,10 @@
 //! async) nor while a deployment's change waits for its synced commit (those
 //! are ordered by a lock of their own, so the API's reads never wait for the
 //! disk), and every change is broadcast as an [`Event`] for the API's
-//! server-sent events. Log lines are committed in batches by a thread of
-//! their own (see `log_writer`).
+//! server-sent events (log lines on a channel of their own, a batch at a
+//! time: [`State::subscribe_logs`]). Log lines are committed in batches by a
+//! thread of their own (see `log_writer`), each batch as one chunk (see
+//! `log_chunk`).
 //!
 //! Every durable change also gets a version number (1, 2, … from the moment
 //! the state was opened) and goes out, in version order, on the
