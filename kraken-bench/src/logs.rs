@@ -240,7 +240,7 @@ async fn path_rate(window: Duration) -> Result<(f64, u64)> {
                 }
                 let (state, id, lines) = (state.clone(), id.clone(), batch.lines);
                 let count = lines.len() as u64 - u64::from(dropped > 0);
-                let _ = tokio::task::spawn_blocking(move || state.append_logs(&id, &lines)).await;
+                let _ = tokio::task::spawn_blocking(move || state.append_logs(&id, lines)).await;
                 counts.0.fetch_add(count, Ordering::Relaxed);
                 counts.1.fetch_add(dropped, Ordering::Relaxed);
             }
@@ -294,7 +294,7 @@ async fn state_rate(window: Duration) -> Result<f64> {
         let started = Instant::now();
         let mut lines = 0;
         while started.elapsed() < window {
-            state.append_logs(&d.id, &batch)?;
+            state.append_logs(&d.id, batch.clone())?;
             lines += batch.len();
         }
         state.logs(&d.id, u64::MAX, 1)?;

@@ -69,7 +69,7 @@ pub(crate) fn print_line(line: &LogLine, json: bool) {
 
 /// A log line as text: stdout as it is, other streams named.
 pub(crate) fn line_text(line: &LogLine) -> String {
-    match line.stream.as_str() {
+    match &*line.stream {
         "stdout" => line.line.clone(),
         other => format!("[{other}] {}", line.line),
     }

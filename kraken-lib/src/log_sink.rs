@@ -11,14 +11,17 @@
 //! before the next line that fits (or, when the app went quiet, after the
 //! last line queued). Each line is cut to the state's longest line, so a
 //! batch is at most [`BATCH_LINES`] lines and [`BATCH_BYTES`] bytes (plus
-//! one line). A batch is sent when it is full, or [`GATHER`] after its first
-//! line: a chatty app costs a message per batch, not per line.
+//! one line). A batch is sent [`GATHER`] after its first line, or at once
+//! when a full batch is already waiting: a chatty app costs a message per
+//! batch, not per line. While it gathers, the batching task sleeps until the
+//! batch is due rather than waking for every line.
 //!
 //! Lines may carry where they stand in the container's output
 //! ([`LogSink::send_at`]); a sink started with [`LogSink::start_marked`] says
 //! after each published batch where its last line stood, so a follower
 //! started again resumes after what was sent and nothing sooner.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,8 +53,19 @@ pub const QUEUE_BYTES: usize = 2 * 1024 * 1024;
 pub const BATCH_LINES: usize = 4096;
 /// The most bytes of lines in one batch.
 pub const BATCH_BYTES: usize = 512 * 1024;
-/// How long a batch that is not full waits for more lines after its first.
+/// How long a batch waits for more lines after its first.
 pub const GATHER: Duration = Duration::from_millis(10);
+
+/// The usual stream names, borrowed so a line costs no allocation for its name.
+const STREAMS: [&str; 4] = ["stdout", "stderr", "build", "platform"];
+
+/// `stream` as a [`LogEntry`] holds it: borrowed when it is a usual name.
+fn stream_name(stream: &str) -> Cow<'static, str> {
+    match STREAMS.iter().find(|s| **s == stream) {
+        Some(name) => Cow::Borrowed(*name),
+        None => Cow::Owned(stream.to_string()),
+    }
+}
 
 /// Batches log lines of one deployment onto the bus. Clones feed the same batches.
 #[derive(Clone)]
@@ -107,23 +121,27 @@ impl LogSink {
                 let mut bytes = first.entry.line.len();
                 let mut mark = first.mark;
                 let mut lines = vec![first.entry];
-                // Gather what else comes (up to a batch, for a moment), then send.
+                // Gather what else comes (up to a batch, until the batch is
+                // due), then send. Between looks it sleeps until the batch is
+                // due: waiting on the queue would wake it for every line.
                 let mut emptied = false;
+                let mut slept = false;
                 while lines.len() < BATCH_LINES && bytes < BATCH_BYTES {
-                    let next = match rx.try_recv() {
-                        Ok(l) => Some(l),
-                        Err(mpsc::error::TryRecvError::Empty) => {
-                            tokio::time::timeout_at(until, rx.recv()).await.ok().flatten()
+                    match rx.try_recv() {
+                        Ok(l) => {
+                            bytes += l.entry.line.len();
+                            mark = l.mark.or(mark);
+                            lines.push(l.entry);
                         }
-                        Err(mpsc::error::TryRecvError::Disconnected) => None,
-                    };
-                    let Some(l) = next else {
-                        emptied = true;
-                        break;
-                    };
-                    bytes += l.entry.line.len();
-                    mark = l.mark.or(mark);
-                    lines.push(l.entry);
+                        Err(mpsc::error::TryRecvError::Empty) if !slept => {
+                            tokio::time::sleep_until(until).await;
+                            slept = true;
+                        }
+                        Err(_) => {
+                            emptied = true;
+                            break;
+                        }
+                    }
                 }
                 in_queue.fetch_sub(bytes, Ordering::Relaxed);
                 // Every line queued before the drops is in this batch, and
@@ -184,7 +202,7 @@ impl LogSink {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let entry = Queued { entry: LogEntry { stream: stream.to_string(), line }, mark };
+        let entry = Queued { entry: LogEntry { stream: stream_name(stream), line }, mark };
         if self.dropped.load(Ordering::Relaxed) == 0 {
             // Counted before it is sent, so the batching task never takes
             // away more than was added.
@@ -235,7 +253,7 @@ impl LogSink {
 /// The line saying `missed` lines were dropped.
 fn dropped_note(missed: u64) -> LogEntry {
     LogEntry {
-        stream: "platform".to_string(),
+        stream: Cow::Borrowed("platform"),
         line: format!(
             "[kraken] {missed} line{} dropped: the app printed faster than its log could be kept",
             if missed == 1 { "" } else { "s" }

@@ -194,7 +194,7 @@ async fn logs_are_served_from_an_offset() {
     let d = f.state.create_deployment("https://example.org/a.git", "main").expect("create");
     let lines: Vec<LogEntry> =
         (0..5).map(|i| LogEntry { stream: "stdout".into(), line: format!("line {i}") }).collect();
-    f.state.append_logs(&d.id, &lines).expect("append");
+    f.state.append_logs(&d.id, lines).expect("append");
     let (status, v) =
         call(&f.app, Method::GET, &format!("/api/v1/deployments/{}/logs?offset=3", d.id), None, None).await;
     assert_eq!(status, StatusCode::OK);

@@ -172,14 +172,14 @@ async fn logs_come_in_pages_and_as_a_live_stream() {
     let entries = |range: std::ops::Range<u32>| -> Vec<LogEntry> {
         range.map(|i| LogEntry { stream: "stdout".into(), line: format!("line {i}") }).collect()
     };
-    served.state.append_logs(&created.id, &entries(0..3)).expect("append");
+    served.state.append_logs(&created.id, entries(0..3)).expect("append");
 
     let page = client.logs(&created.id, 1, 5000).await.expect("page");
     assert_eq!(page.lines.iter().map(|l| l.line.as_str()).collect::<Vec<_>>(), ["line 1", "line 2"]);
     assert_eq!(page.next_offset, 3);
 
     let mut live = client.follow_logs(&created.id, 2).await.expect("follow");
-    served.state.append_logs(&created.id, &entries(3..5)).expect("append");
+    served.state.append_logs(&created.id, entries(3..5)).expect("append");
     let mut got = Vec::new();
     tokio::time::timeout(WAIT, async {
         while got.len() < 3 {
@@ -189,6 +189,32 @@ async fn logs_come_in_pages_and_as_a_live_stream() {
     .await
     .unwrap_or_else(|_| panic!("the live stream brought only {got:?} within {WAIT:?}"));
     assert_eq!(got, ["line 2", "line 3", "line 4"]);
+}
+
+#[tokio::test]
+async fn a_live_log_stream_that_falls_behind_still_gets_every_line_once() {
+    let served = serve().await;
+    let client = Client::new(&served.address).expect("client").with_token(TOKEN);
+    let created = client.create(&source()).await.expect("created");
+    let mut live = client.follow_logs(&created.id, 0).await.expect("follow");
+    // Far more batches than a listener may fall behind by, appended while
+    // nothing reads the stream (this test's runtime has one thread).
+    for b in 0..100u32 {
+        let batch: Vec<LogEntry> = (b * 10..b * 10 + 10)
+            .map(|i| LogEntry { stream: "stdout".into(), line: format!("line {i}") })
+            .collect();
+        served.state.append_logs(&created.id, batch).expect("append");
+    }
+    let mut got = Vec::new();
+    tokio::time::timeout(WAIT, async {
+        while got.len() < 1000 {
+            got.push(live.next().await.expect("a line").expect("a log line").line);
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the live stream brought only {} lines within {WAIT:?}", got.len()));
+    let expected: Vec<String> = (0..1000).map(|i| format!("line {i}")).collect();
+    assert_eq!(got, expected);
 }
 
 #[tokio::test]

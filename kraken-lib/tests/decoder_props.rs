@@ -19,7 +19,10 @@ fn envelope() -> impl Strategy<Value = Envelope> {
                 Body::Log(LogBatch {
                     deployment,
                     generation,
-                    lines: lines.into_iter().map(|(stream, line)| LogEntry { stream, line }).collect(),
+                    lines: lines
+                        .into_iter()
+                        .map(|(stream, line)| LogEntry { stream: stream.into(), line })
+                        .collect(),
                 })
             });
     let work = prop_oneof![

@@ -63,7 +63,6 @@ pub(super) async fn events(AxumState(ctx): AxumState<ApiContext>) -> Response {
                         }
                         SseEvent::default().event("node").json_data(&n)
                     }
-                    Ok(Event::Log { .. }) => continue,
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         warn!(missed, "an event stream fell behind");
                         SseEvent::default().event("lagged").json_data(Lagged { missed })

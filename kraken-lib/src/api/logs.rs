@@ -16,7 +16,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::client::dto::{ErrorBody, LogPage};
-use crate::state::Event;
+use crate::state::LoggedLines;
 
 use super::error::{ApiError, ApiResult};
 use super::ApiContext;
@@ -82,7 +82,7 @@ pub(super) async fn logs(
         return Ok(Json(LogPage { lines, next_offset: next }).into_response());
     }
     let (tx, rx) = mpsc::channel::<Result<SseEvent, Infallible>>(256);
-    let mut events = ctx.state.subscribe();
+    let mut events = ctx.state.subscribe_logs();
     let state = ctx.state.clone();
     tokio::spawn(async move {
         let mut next = q.offset;
@@ -104,14 +104,18 @@ pub(super) async fn logs(
             }
             loop {
                 match events.recv().await {
-                    Ok(Event::Log { deployment, line }) if deployment == id => {
-                        if line.seq < next {
-                            continue;
-                        }
-                        next = line.seq + 1;
-                        let Ok(event) = SseEvent::default().event("log").json_data(&line) else { continue };
-                        if tx.send(Ok(event)).await.is_err() {
-                            return;
+                    Ok(LoggedLines { deployment, lines }) if deployment == id => {
+                        for line in lines.iter() {
+                            if line.seq < next {
+                                continue;
+                            }
+                            next = line.seq + 1;
+                            let Ok(event) = SseEvent::default().event("log").json_data(line) else {
+                                continue;
+                            };
+                            if tx.send(Ok(event)).await.is_err() {
+                                return;
+                            }
                         }
                     }
                     Ok(_) => {}

@@ -159,8 +159,9 @@ pub struct DeploymentReport {
 /// One log line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogEntry {
-    /// `build`, `stdout`, `stderr` or `platform`.
-    pub stream: String,
+    /// `build`, `stdout`, `stderr` or `platform` (a string on the bus; the
+    /// usual names borrowed in memory, so a line costs no allocation for it).
+    pub stream: std::borrow::Cow<'static, str>,
     /// The line.
     pub line: String,
 }

@@ -115,6 +115,29 @@ mod tests {
     }
 
     #[test]
+    fn a_log_batch_is_the_same_json_whatever_holds_its_stream_names() {
+        use crate::bus::{LogBatch, LogEntry};
+        let batch = |stream: std::borrow::Cow<'static, str>| Envelope {
+            epoch: 1,
+            from: "n1".into(),
+            body: Body::Log(LogBatch {
+                deployment: "d1".into(),
+                generation: 2,
+                lines: vec![LogEntry { stream, line: "hi".into() }],
+            }),
+        };
+        let borrowed = encode(&batch("stdout".into()), None).expect("encode");
+        let owned = encode(&batch(String::from("stdout").into()), None).expect("encode");
+        assert_eq!(borrowed, owned);
+        let text = String::from_utf8(borrowed).expect("utf-8");
+        assert!(text.contains(r#""lines":[{"stream":"stdout","line":"hi"}]"#), "{text}");
+        // A name of another version's making arrives as it was sent.
+        let odd = text.replace(r#""stream":"stdout""#, r#""stream":"sidecar""#);
+        let (envelope, _) = decode(odd.as_bytes()).expect("decode");
+        assert_eq!(envelope, batch("sidecar".into()));
+    }
+
+    #[test]
     fn a_bare_envelope_is_unsigned() {
         let bytes = encode(&cancel("d1"), None).expect("encode");
         assert_eq!(decode(&bytes).expect("decode"), (cancel("d1"), Origin::Unsigned));

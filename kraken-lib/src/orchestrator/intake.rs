@@ -91,7 +91,7 @@ impl OrchestrationExecutor {
                 // Only the node running the deployment writes to its log.
                 let current = self.state.deployment(&batch.deployment);
                 if current.is_some_and(|c| c.node.as_deref() == Some(from)) {
-                    if let Err(e) = self.state.append_logs(&batch.deployment, &batch.lines) {
+                    if let Err(e) = self.state.append_logs(&batch.deployment, batch.lines) {
                         warn!(error = %e, "could not store log lines");
                     }
                 }

@@ -24,7 +24,7 @@ use crate::output::{Line, LineSplitter};
 
 /// A splitter's line as the trait hands it out.
 fn log_line(line: Line) -> Result<LogLine, RuntimeError> {
-    Ok(LogLine { stream: line.stream.to_string(), line: line.text })
+    Ok(LogLine { stream: line.stream.into(), line: line.text })
 }
 
 /// The stream name and bytes of one output frame.

@@ -224,8 +224,8 @@ pub struct ContainerStats {
 /// One line a container printed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogLine {
-    /// `stdout` or `stderr`.
-    pub stream: String,
+    /// `stdout` or `stderr` (borrowed: no allocation per line).
+    pub stream: std::borrow::Cow<'static, str>,
     /// The line without its newline.
     pub line: String,
 }

@@ -18,26 +18,30 @@ use std::thread::JoinHandle;
 
 use redb::{Database, Durability};
 
-use super::LOGS;
+use super::{log_chunk, LogLine, LOG_CHUNKS, LOG_STARTS};
 
 /// Batches queued at most before an appender waits. A batch holds at most a
-/// bus message's lines (200 lines of at most 16 KiB), so what waits here and
-/// in one commit stays within a few MiB for ordinary lines and about 30 MiB
-/// for the longest ones: the agent's memory bound holds whatever an app prints.
+/// bus message's lines (4,096 lines, 512 KiB of text plus a line, each cut to
+/// the state's longest line), so what waits here and in one commit stays
+/// within a few MiB: the agent's memory bound holds whatever an app prints.
 const QUEUE: usize = 4;
 
 /// Batches committed together at most.
 const PER_COMMIT: usize = 8;
 
-/// The lines of one deployment to store and the ones to remove.
+/// The lines of one deployment to store and the chunks to remove.
 #[derive(Debug)]
 pub(super) struct LogBatch {
     /// The deployment.
     pub deployment: String,
-    /// `(seq, encoded line)` to insert.
-    pub lines: Vec<(u64, Vec<u8>)>,
-    /// Sequence numbers to remove (dropped by the limits).
+    /// The lines to store, numbered one after the other.
+    pub lines: Arc<[LogLine]>,
+    /// How many of `lines` go in each chunk, in order.
+    pub chunks: Vec<usize>,
+    /// The first seqs of the chunks to remove (all their lines dropped by the limits).
     pub dropped: Vec<u64>,
+    /// The first line kept after this batch.
+    pub start: u64,
 }
 
 /// How far the writer got: batches queued and batches done (committed or
@@ -154,14 +158,23 @@ fn commit(db: &Database, batches: &[LogBatch]) -> Result<(), redb::Error> {
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Eventual);
     {
-        let mut table = txn.open_table(LOGS)?;
+        let mut chunks = txn.open_table(LOG_CHUNKS)?;
+        let mut starts = txn.open_table(LOG_STARTS)?;
+        let mut encoded = Vec::new();
         for b in batches {
-            for (seq, line) in &b.lines {
-                table.insert((b.deployment.as_str(), *seq), line.as_slice())?;
+            let deployment = b.deployment.as_str();
+            let mut rest = &b.lines[..];
+            for len in &b.chunks {
+                let (chunk, after) = rest.split_at((*len).min(rest.len()));
+                rest = after;
+                let Some(first) = chunk.first() else { continue };
+                log_chunk::encode(chunk, &mut encoded);
+                chunks.insert((deployment, first.seq), encoded.as_slice())?;
             }
-            for seq in &b.dropped {
-                table.remove((b.deployment.as_str(), *seq))?;
+            for first in &b.dropped {
+                chunks.remove((deployment, *first))?;
             }
+            starts.insert(deployment, b.start)?;
         }
     }
     txn.commit()?;

@@ -13,8 +13,10 @@
 //! async) nor while a deployment's change waits for its synced commit (those
 //! are ordered by a lock of their own, so the API's reads never wait for the
 //! disk), and every change is broadcast as an [`Event`] for the API's
-//! server-sent events. Log lines are committed in batches by a thread of
-//! their own (see `log_writer`).
+//! server-sent events (log lines on a channel of their own, a batch at a
+//! time: [`State::subscribe_logs`]). Log lines are committed in batches by a
+//! thread of their own (see `log_writer`), each batch as one chunk (see
+//! `log_chunk`).
 //!
 //! Every durable change also gets a version number (1, 2, … from the moment
 //! the state was opened) and goes out, in version order, on the
@@ -27,6 +29,7 @@
 // it as it comes, on a path that only runs when the disk fails.
 #![allow(clippy::result_large_err)]
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -42,6 +45,7 @@ mod batch;
 mod by_node;
 mod deployments;
 mod feed;
+mod log_chunk;
 mod log_writer;
 mod logs;
 mod meta;
@@ -54,7 +58,13 @@ pub use summaries::{RecordLookup, RecordMark};
 
 const DEPLOYMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("deployments");
 const NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("nodes");
-const LOGS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("logs");
+/// Log lines in chunks (see `log_chunk`): `(deployment, first seq)` → the chunk.
+const LOG_CHUNKS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("log_chunks");
+/// Per deployment, the first log line kept (older lines of a chunk are skipped).
+const LOG_STARTS: TableDefinition<&str, u64> = TableDefinition::new("log_starts");
+/// Log lines as earlier versions stored them, one JSON [`LogLine`] per
+/// `(deployment, seq)`: moved into chunks when the state is opened.
+const LOGS_BY_LINE: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("logs");
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 
 /// The memory the database may use as its cache (redb's default is 1 GiB,
@@ -133,7 +143,8 @@ pub struct LogLine {
     /// When it was stored.
     pub at: DateTime<Utc>,
     /// `build`, `stdout`, `stderr` or `platform`.
-    pub stream: String,
+    #[schema(value_type = String)]
+    pub stream: Cow<'static, str>,
     /// The text.
     pub line: String,
 }
@@ -145,21 +156,33 @@ pub enum Event {
     Deployment(DeploymentSummary),
     /// A node reported.
     Node(Box<NodeRecord>),
-    /// A deployment logged a line.
-    Log {
-        /// The deployment.
-        deployment: DeploymentId,
-        /// The line.
-        line: LogLine,
-    },
 }
+
+/// Log lines a deployment logged (one appended batch), broadcast on their own
+/// channel ([`State::subscribe_logs`]): once per batch, not per line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoggedLines {
+    /// The deployment.
+    pub deployment: DeploymentId,
+    /// The lines, oldest first, numbered one after the other.
+    pub lines: Arc<[LogLine]>,
+}
+
+/// Batches of log lines a listener may fall behind by before it is told it
+/// lagged (and reads the store instead). Small, so a listener that stops
+/// reading holds at most a few MiB of lines.
+const LOG_EVENTS: usize = 8;
 
 #[derive(Debug, Default)]
 struct LogMeta {
     next_seq: u64,
-    // (seq, size) of the kept lines, oldest first.
+    // (seq, size) of the kept lines, oldest first; a line's size is its
+    // JSON's length (`log_chunk::json_size`).
     kept: VecDeque<(u64, usize)>,
     bytes: usize,
+    // The stored chunks, oldest first: the seq of their first line and the
+    // seq after their last.
+    chunks: VecDeque<(u64, u64)>,
 }
 
 #[derive(Debug, Default)]
@@ -185,6 +208,7 @@ struct Shared {
     // and each write to `db` happens under it so the two never disagree.
     inner: Mutex<Inner>,
     events: broadcast::Sender<Event>,
+    log_events: broadcast::Sender<LoggedLines>,
     // Sent to while `inner` is locked, so receivers see versions in order.
     changes: broadcast::Sender<Versioned>,
     changed: Notify,
@@ -252,9 +276,11 @@ impl State {
             {
                 txn.open_table(DEPLOYMENTS).map_err(|e| dbe(&path)(e.into()))?;
                 txn.open_table(NODES).map_err(|e| dbe(&path)(e.into()))?;
-                txn.open_table(LOGS).map_err(|e| dbe(&path)(e.into()))?;
+                txn.open_table(LOG_CHUNKS).map_err(|e| dbe(&path)(e.into()))?;
+                txn.open_table(LOG_STARTS).map_err(|e| dbe(&path)(e.into()))?;
                 txn.open_table(META).map_err(|e| dbe(&path)(e.into()))?;
             }
+            logs::move_lines_into_chunks(&txn).map_err(dbe(&path))?;
             txn.commit().map_err(|e| dbe(&path)(e.into()))?;
             let read = db.begin_read().map_err(|e| dbe(&path)(e.into()))?;
             let table = read.open_table(DEPLOYMENTS).map_err(|e| dbe(&path)(e.into()))?;
@@ -271,18 +297,10 @@ impl State {
                     .map_err(|e| StateError::Corrupt(format!("node {}: {e}", k.value())))?;
                 inner.nodes.insert(n.id.clone(), n);
             }
-            let table = read.open_table(LOGS).map_err(|e| dbe(&path)(e.into()))?;
-            for item in table.iter().map_err(|e| dbe(&path)(e.into()))? {
-                let (k, v) = item.map_err(|e| dbe(&path)(e.into()))?;
-                let (id, seq) = k.value();
-                let meta = inner.logs.entry(id.to_string()).or_default();
-                let size = v.value().len();
-                meta.kept.push_back((seq, size));
-                meta.bytes += size;
-                meta.next_seq = meta.next_seq.max(seq + 1);
-            }
+            inner.logs = logs::load(&read, &path)?;
         }
         let (events, _) = broadcast::channel(1024);
+        let (log_events, _) = broadcast::channel(LOG_EVENTS);
         let (changes, _) = broadcast::channel(4096);
         let db = Arc::new(db);
         let logs = log_writer::LogWriter::start(Arc::clone(&db), path.clone())
@@ -297,6 +315,7 @@ impl State {
                 logs,
                 inner: Mutex::new(inner),
                 events,
+                log_events,
                 changes,
                 changed: Notify::new(),
             }),
@@ -348,9 +367,16 @@ impl State {
         let _ = self.shared.changes.send(Versioned { version: inner.version, change });
     }
 
-    /// Subscribes to changes.
+    /// Subscribes to changes of deployments and nodes.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.shared.events.subscribe()
+    }
+
+    /// Subscribes to log lines as they are appended, a batch at a time. A
+    /// listener more than a few batches behind gets `Lagged` and should read
+    /// the store ([`State::logs`]) from where it was.
+    pub fn subscribe_logs(&self) -> broadcast::Receiver<LoggedLines> {
+        self.shared.log_events.subscribe()
     }
 
     /// Wakes whoever waits in [`State::changed`] (the orchestrator).
@@ -369,5 +395,7 @@ impl State {
     }
 }
 
+#[cfg(test)]
+mod log_tests;
 #[cfg(test)]
 mod tests;

@@ -45,7 +45,7 @@ fn logs_are_read_from_an_offset_and_bounded_oldest_first() {
     let limits = StateLimits { log_lines: 5, log_bytes: 1 << 20, log_line_bytes: 10 };
     let state = State::open(dir.path(), limits).expect("open");
     let batch: Vec<_> = (0..8).map(|i| entry(&format!("line {i}"))).collect();
-    state.append_logs("d1", &batch).expect("append");
+    state.append_logs("d1", batch).expect("append");
     let (lines, next) = state.logs("d1", 0, 100).expect("read");
     let texts: Vec<_> = lines.iter().map(|l| l.line.as_str()).collect();
     assert_eq!(texts, ["line 3", "line 4", "line 5", "line 6", "line 7"]);
@@ -54,12 +54,12 @@ fn logs_are_read_from_an_offset_and_bounded_oldest_first() {
     assert_eq!(lines.len(), 1);
     assert_eq!(lines[0].seq, 6);
     assert_eq!(next, 7);
-    state.append_logs("d1", &[entry("a very long line indeed")]).expect("append");
+    state.append_logs("d1", [entry("a very long line indeed")]).expect("append");
     let (lines, _) = state.logs("d1", 8, 10).expect("read");
     assert_eq!(lines[0].line, "a very lon […]");
     drop(state);
     let state = State::open(dir.path(), limits).expect("reopen");
-    state.append_logs("d1", &[entry("after")]).expect("append");
+    state.append_logs("d1", [entry("after")]).expect("append");
     let (lines, _) = state.logs("d1", 0, 100).expect("read");
     assert_eq!(lines.len(), 5);
     assert_eq!(lines.last().map(|l| (l.seq, l.line.as_str())), Some((9, "after")));
@@ -71,7 +71,7 @@ fn log_byte_limit_drops_oldest_lines() {
     let limits = StateLimits { log_lines: 1000, log_bytes: 400, log_line_bytes: 100 };
     let state = State::open(dir.path(), limits).expect("open");
     for i in 0..50 {
-        state.append_logs("d", &[entry(&format!("{i:>40}"))]).expect("append");
+        state.append_logs("d", [entry(&format!("{i:>40}"))]).expect("append");
     }
     let (lines, _) = state.logs("d", 0, 1000).expect("read");
     assert!(lines.len() < 10, "kept {}", lines.len());
@@ -88,14 +88,26 @@ async fn changes_are_broadcast() {
         Event::Deployment(s) => assert_eq!(s.id, d.id),
         other => panic!("unexpected {other:?}"),
     }
-    state.append_logs(&d.id, &[entry("hello")]).expect("append");
-    match rx.recv().await.expect("event") {
-        Event::Log { deployment, line } => {
-            assert_eq!(deployment, d.id);
-            assert_eq!(line.line, "hello");
-        }
-        other => panic!("unexpected {other:?}"),
-    }
+}
+
+#[tokio::test]
+async fn log_lines_are_broadcast_once_per_batch_on_their_own_channel() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = State::open(dir.path(), StateLimits::default()).expect("open");
+    let mut changes = state.subscribe();
+    let mut logs = state.subscribe_logs();
+    let d = state.create_deployment("u", "b").expect("create");
+    state.append_logs(&d.id, [entry("hello"), entry("world")]).expect("append");
+    state.append_logs(&d.id, [entry("again")]).expect("append");
+    let first = logs.recv().await.expect("a batch");
+    assert_eq!(first.deployment, d.id);
+    let texts: Vec<_> = first.lines.iter().map(|l| (l.seq, l.line.as_str())).collect();
+    assert_eq!(texts, [(0, "hello"), (1, "world")]);
+    let second = logs.recv().await.expect("a batch");
+    assert_eq!(second.lines.iter().map(|l| l.seq).collect::<Vec<_>>(), [2]);
+    // The deployments' channel carries the deployment only.
+    assert!(matches!(changes.recv().await, Ok(Event::Deployment(s)) if s.id == d.id));
+    assert!(changes.try_recv().is_err(), "no log lines among the changes");
 }
 
 #[test]
