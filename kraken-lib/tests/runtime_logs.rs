@@ -11,7 +11,7 @@ mod kit;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kraken_lib::runtime::{pick_host_port, ContainerSpec, Runtime};
+use kraken_lib::runtime::{pick_host_port, AppLimits, ContainerSpec, Runtime};
 
 use docker::wait_for;
 use kit::*;
@@ -33,9 +33,13 @@ async fn following_after_any_line_gives_exactly_the_lines_after_it_in_each_strea
         container_port: 8000,
         host_port: pick_host_port(0),
         host_ip: "127.0.0.1".into(),
+        // The engine keeps the output as it does for every app.
+        log_rotation: Some(AppLimits::default().log_rotation),
         ..Default::default()
     };
     let (id, _) = rt.run_container(&spec).await.unwrap();
+    let log = rt.client().inspect_container(&id, None).await.unwrap().host_config.unwrap().log_config;
+    assert_eq!(log.and_then(|l| l.typ).as_deref(), Some("local"));
     wait_for("the container to finish printing", Duration::from_secs(60), || {
         let rt = rt.clone();
         let id = id.clone();

@@ -103,8 +103,8 @@ pub struct ContainerSpec {
 }
 
 /// The engine keeps a container's output in at most `max_files` files of
-/// `max_file_bytes` each (the `json-file` driver's `max-size` and `max-file`),
-/// dropping the oldest.
+/// `max_file_bytes` each (the `local` log driver's `max-size` and
+/// `max-file`), dropping the oldest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogRotation {
     /// The size of one file.
