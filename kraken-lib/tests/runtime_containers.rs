@@ -280,3 +280,30 @@ async fn an_app_that_ignores_sigterm_as_pid_1_stops_at_once_under_init() {
     assert_eq!(stop_and_exit_code(&rt, &id).await, 137, "the trapping app was killed");
     rt.remove_container(&id).await.unwrap();
 }
+
+#[tokio::test]
+async fn removals_of_one_container_at_the_same_time_all_succeed() {
+    let (rt, run, mut guard) = engine("removals").await;
+    let dir = tempfile::tempdir().unwrap();
+    let tag = format!("{run}:v1");
+    // Ignores SIGTERM: every removal waits out the stop timeout, then they
+    // all ask the engine to remove it at once (as a destroy does while an
+    // update still retires the deployment's previous container).
+    let body = "CMD [\"sh\", \"-c\", \"trap '' TERM; while :; do sleep 1; done\"]";
+    build(&rt, &mut guard, &plan_with(dir.path(), &run, body), &tag).await.0.unwrap();
+    let spec = ContainerSpec {
+        name: run.clone(),
+        image: tag,
+        labels: app_labels(&guard, "dep-removals", &format!("node-{run}")),
+        container_port: 8000,
+        host_ip: "127.0.0.1".into(),
+        init: true,
+        stop_timeout: Some(Duration::from_secs(1)),
+        ..Default::default()
+    };
+    let (id, _) = rt.run_container(&spec).await.unwrap();
+    let removals = (0..4).map(|_| rt.remove_container(&id));
+    let results = futures::future::join_all(removals).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert!(rt.inspect(&id).await.is_err(), "the container is gone");
+}

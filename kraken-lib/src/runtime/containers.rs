@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use futures::StreamExt;
 
 use super::docker::{env_list, managed_filter, managed_labels, DockerRuntime};
-use super::error::{is_not_found, map_err};
+use super::error::{is_conflict, is_not_found, map_err};
 use super::logs::log_frame;
 use super::{
     AppLimits, ContainerSpec, ContainerState, LogRotation, ManagedContainer, RuntimeError, LABEL_PORT,
@@ -43,6 +43,9 @@ pub fn pick_host_port(preferred: u16) -> u16 {
     }
     TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
 }
+
+/// How long a removal waits for another removal of the same container to end.
+const GONE_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The engine's log settings for `rotation`: the `local` driver, whose files
 /// the engine reads back for `docker logs --follow` 7–8 % faster than
@@ -102,7 +105,24 @@ impl DockerRuntime {
         match self.docker.remove_container(id, Some(options)).await {
             Ok(()) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),
+            // Another removal of it is under way (a destroy while an update
+            // retires the container): done once the engine has finished it.
+            Err(e) if is_conflict(&e) => {
+                self.wait_gone(id).await.map_err(|()| map_err(&format!("removing container {id}"), e))
+            }
             Err(e) => Err(map_err(&format!("removing container {id}"), e)),
+        }
+    }
+
+    /// Waits until the engine no longer knows `id`, at most [`GONE_WITHIN`].
+    async fn wait_gone(&self, id: &str) -> Result<(), ()> {
+        let deadline = tokio::time::Instant::now() + GONE_WITHIN;
+        loop {
+            match self.docker.inspect_container(id, None).await {
+                Err(e) if is_not_found(&e) => return Ok(()),
+                _ if tokio::time::Instant::now() >= deadline => return Err(()),
+                _ => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            }
         }
     }
 

@@ -94,6 +94,12 @@ pub(super) fn is_not_found(err: &bollard::errors::Error) -> bool {
     matches!(err, bollard::errors::Error::DockerResponseServerError { status_code: 404, .. })
 }
 
+/// Whether the engine refused because of the object's state (409), such as
+/// a removal already under way.
+pub(super) fn is_conflict(err: &bollard::errors::Error) -> bool {
+    matches!(err, bollard::errors::Error::DockerResponseServerError { status_code: 409, .. })
+}
+
 #[cfg(test)]
 mod tests {
     use std::error::Error as _;
