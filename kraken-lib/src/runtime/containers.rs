@@ -108,21 +108,16 @@ impl DockerRuntime {
             // Another removal of it is under way (a destroy while an update
             // retires the container): done once the engine has finished it.
             Err(e) if is_conflict(&e) => {
-                self.wait_gone(id).await.map_err(|()| map_err(&format!("removing container {id}"), e))
+                let gone = crate::retry::until_deadline(GONE_WITHIN, || async {
+                    match self.docker.inspect_container(id, None).await {
+                        Err(e) if is_not_found(&e) => Ok(()),
+                        _ => Err("the engine still has the container"),
+                    }
+                })
+                .await;
+                gone.map_err(|_| map_err(&format!("removing container {id}"), e))
             }
             Err(e) => Err(map_err(&format!("removing container {id}"), e)),
-        }
-    }
-
-    /// Waits until the engine no longer knows `id`, at most [`GONE_WITHIN`].
-    async fn wait_gone(&self, id: &str) -> Result<(), ()> {
-        let deadline = tokio::time::Instant::now() + GONE_WITHIN;
-        loop {
-            match self.docker.inspect_container(id, None).await {
-                Err(e) if is_not_found(&e) => return Ok(()),
-                _ if tokio::time::Instant::now() >= deadline => return Err(()),
-                _ => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
-            }
         }
     }
 
