@@ -293,12 +293,12 @@ pub fn wait_log(agent: &Agent, id: &str, needle: &str, timeout: Duration) -> Str
     }
 }
 
-/// The containers of deployment `id` on the engine.
 /// The fetch helper `kraken` runs, built beside it.
 pub fn fetch_helper() -> PathBuf {
     Path::new(env!("CARGO_BIN_EXE_kraken")).with_file_name("kraken-fetch")
 }
 
+/// The containers of deployment `id` on the engine.
 pub fn containers_of(id: &str) -> Vec<String> {
     docker_lines(&["ps", "-aq", "--no-trunc", "--filter", &format!("label=kraken.deployment={id}")])
 }
@@ -306,8 +306,8 @@ pub fn containers_of(id: &str) -> Vec<String> {
 /// The one container of deployment `id`, once there is only one: an update
 /// is reported `Running` at the switch, and the previous container is
 /// removed after that (once its open connections end, at most the stop
-/// timeout). Fails, listing them, when more than one are still there after
-/// 30 s.
+/// timeout). Returns them as they are after 30 s when more than one stay,
+/// for the caller's assertion to list.
 pub fn the_one_container_of(id: &str) -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
